@@ -1,0 +1,212 @@
+"""Configuration: one YAML file (`policylake.yaml`) plus `POLICYLAKE__...` environment overrides.
+
+Every setting has an embedded default so the demo runs with no file at all. Invalid
+settings fail with a one-line error naming the bad key (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "POLICYLAKE__"
+DEFAULT_CONFIG_FILE = "policylake.yaml"
+SOURCES = ("idp", "windows", "zeek_conn", "zeek_dns", "cloudtrail", "sshd")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for a one-line CLI error."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkSettings(_Section):
+    master: str = "local[*]"
+    app_name: str = "policylake"
+    shuffle_partitions: int = Field(default=8, ge=1)
+    driver_memory: str = "4g"
+    ui_enabled: bool = False
+    # Extra Maven packages (e.g. org.apache.hadoop:hadoop-aws:<hadoop version> for s3a://).
+    packages: tuple[str, ...] = ()
+    # Any further spark.* settings, e.g. object-store credentials providers.
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("driver_memory")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"\d+[kmgt]?", value.strip().lower()):
+            raise ValueError("must look like 512m, 2g or 4g")
+        return value.strip().lower()
+
+    @field_validator("conf")
+    @classmethod
+    def _spark_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not k.startswith(("spark.", "fs.", "hadoop."))]
+        if bad:
+            raise ValueError(f"keys must start with spark., fs. or hadoop.: {', '.join(bad)}")
+        return {k: str(v) for k, v in value.items()}
+
+
+class PathSettings(_Section):
+    # Local folders or object-store URIs (s3a://, abfss://, gs://).
+    lake_root: str = "lake"
+    raw_root: str = "raw"
+    reference_root: str = "reference"
+    mlflow_uri: str = "mlruns"
+    reports_dir: str = "reports"
+    exports_dir: str = "exports"
+
+
+class GeoSettings(_Section):
+    # Paths of a user's own MaxMind GeoLite2/GeoIP2 databases; None uses the packaged ones.
+    city_db: str | None = None
+    asn_db: str | None = None
+
+
+class IngestSettings(_Section):
+    sources: tuple[str, ...] = SOURCES
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [s for s in value if s not in SOURCES]
+        if unknown:
+            raise ValueError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(SOURCES)}")
+        return value
+
+
+class ValidationSettings(_Section):
+    late_tolerance_hours: int = Field(default=48, ge=0)
+    future_tolerance_minutes: int = Field(default=15, ge=0)
+    volume_drop_ratio: float = Field(default=0.5, gt=0, lt=1)
+    volume_history_days: int = Field(default=7, ge=1)
+
+
+class BaselineSettings(_Section):
+    habit_window_days: int = Field(default=30, ge=1)
+    country_device_window_days: int = Field(default=90, ge=1)
+    host_window_days: int = Field(default=180, ge=1)
+    learning_period_days: int = Field(default=14, ge=0)
+    learning_min_signins: int = Field(default=20, ge=0)
+
+
+class Settings(_Section):
+    """The whole configuration; sections mirror `policylake.example.yaml`."""
+
+    environment: Literal["dev", "test", "prod"] = "dev"
+    spark: SparkSettings = SparkSettings()
+    paths: PathSettings = PathSettings()
+    geo: GeoSettings = GeoSettings()
+    ingest: IngestSettings = IngestSettings()
+    validation: ValidationSettings = ValidationSettings()
+    baselines: BaselineSettings = BaselineSettings()
+
+    def with_workdir(self, workdir: Path) -> Settings:
+        """Root every relative path at `workdir` (the demo's layout)."""
+        updates = {}
+        for key, value in self.paths.model_dump().items():
+            if "://" in value or Path(value).is_absolute():
+                updates[key] = value
+            else:
+                updates[key] = str((workdir / value).resolve())
+        return self.model_copy(update={"paths": PathSettings(**updates)})
+
+
+def _set_nested(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"environment override {'.'.join(keys)}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """`POLICYLAKE__SPARK__MASTER=spark://h:7077` -> {"spark": {"master": "spark://h:7077"}}.
+
+    Values are parsed as YAML scalars so numbers and booleans keep their types.
+    """
+    env = os.environ if environ is None else environ
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
+        if not keys:
+            continue
+        if keys[:2] == ["spark", "conf"] and len(keys) > 2:
+            # Spark keys contain dots and case: POLICYLAKE__SPARK__CONF__spark.x.y keeps its case.
+            original = name[len(ENV_PREFIX) :].split("__", 2)[2]
+            _set_nested(tree, ["spark", "conf", original], raw)
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_nested(tree, keys, value)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(root)"
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown key '{key}'"
+    return f"{origin}: invalid value for '{key}': {first['msg']}"
+
+
+def load_settings(
+    path: Path | str | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Load `path` (or ./policylake.yaml if present), apply env overrides, validate.
+
+    Uses `yaml.safe_load`, so YAML object tags (`!!python/...`) are rejected.
+    """
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        file = Path(path)
+        origin = str(file)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file}")
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ConfigError(
+                f"{file}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+            ) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: top level must be a mapping of sections")
+        data = loaded
+    overrides = env_overrides(environ)
+    if overrides:
+        origin = f"{origin} + environment"
+    try:
+        return Settings.model_validate(_merge(data, overrides))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None

@@ -1,0 +1,305 @@
+"""Table schemas, declared once. Stages check frames against them where data enters and leaves.
+
+Column meanings are documented in docs/tables.md.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+
+def _s(name: str) -> StructField:
+    return StructField(name, StringType(), True)
+
+
+def _i(name: str) -> StructField:
+    return StructField(name, IntegerType(), True)
+
+
+def _l(name: str) -> StructField:
+    return StructField(name, LongType(), True)
+
+
+def _d(name: str) -> StructField:
+    return StructField(name, DoubleType(), True)
+
+
+# Every bronze table starts with these: the raw line, where it came from, and whether it parsed.
+BRONZE_COMMON = [
+    StructField(
+        "run_date", DateType(), False
+    ),  # the raw/<source>/<date>/ folder the line came from
+    StructField("source", StringType(), False),
+    StructField("_file", StringType(), False),  # path of the raw file
+    StructField("_line", LongType(), False),  # 1-based line number in the raw file
+    StructField(
+        "_batch_id", StringType(), False
+    ),  # deterministic: hash of (source, date, input files)
+    StructField("raw", StringType(), True),  # the line exactly as read
+    StructField("_parse_status", StringType(), False),  # parsed | unparseable
+    StructField("_parse_error", StringType(), True),  # why a line is unparseable
+    StructField(
+        "_cast_errors", ArrayType(StringType()), True
+    ),  # fields whose value had the wrong type
+    StructField(
+        "event_time_raw", StringType(), True
+    ),  # the event's timestamp text, as the vendor wrote it
+]
+
+BRONZE_FIELDS: dict[str, list[StructField]] = {
+    "idp": [
+        _s("uuid"),
+        _s("event_type"),
+        _s("severity"),
+        _s("display_message"),
+        _s("actor_id"),
+        _s("actor_type"),
+        _s("actor_alternate_id"),
+        _s("actor_display_name"),
+        _s("client_ip"),
+        _s("user_agent"),
+        _s("client_os"),
+        _s("client_browser"),
+        _s("client_device"),
+        _s("device_id"),
+        _s("device_name"),
+        _s("outcome_result"),
+        _s("outcome_reason"),
+        _s("target_app"),
+        _s("target_app_id"),
+        _s("external_session_id"),
+        _s("transaction_id"),
+    ],
+    "windows": [
+        _s("event_time_local"),
+        _s("hostname"),
+        _s("channel"),
+        _i("event_id"),
+        _s("event_type"),
+        _l("record_number"),
+        _s("target_user_name"),
+        _s("target_domain_name"),
+        _s("subject_user_name"),
+        _s("subject_domain_name"),
+        _i("logon_type"),
+        _s("ip_address"),
+        _i("ip_port"),
+        _s("workstation_name"),
+        _s("status"),
+        _s("sub_status"),
+        _s("process_name"),
+        _s("new_process_name"),
+        _s("parent_process_name"),
+        _s("command_line"),
+        _s("image"),
+        _s("parent_image"),
+        _s("sysmon_user"),
+        _s("share_name"),
+        _s("privilege_list"),
+        _s("source_ip"),
+        _s("destination_ip"),
+        _i("destination_port"),
+    ],
+    "zeek_conn": [
+        _s("sensor"),
+        _s("uid"),
+        _s("orig_h"),
+        _i("orig_p"),
+        _s("resp_h"),
+        _i("resp_p"),
+        _s("proto"),
+        _s("service"),
+        _d("duration"),
+        _l("orig_bytes"),
+        _l("resp_bytes"),
+        _s("conn_state"),
+        _l("missed_bytes"),
+        _s("history"),
+        _l("orig_pkts"),
+        _l("orig_ip_bytes"),
+        _l("resp_pkts"),
+        _l("resp_ip_bytes"),
+        _s("label"),
+        _s("detailed_label"),
+    ],
+    "zeek_dns": [
+        _s("sensor"),
+        _s("uid"),
+        _s("orig_h"),
+        _i("orig_p"),
+        _s("resp_h"),
+        _i("resp_p"),
+        _s("proto"),
+        _i("trans_id"),
+        _s("query"),
+        _s("qtype_name"),
+        _s("rcode_name"),
+        StructField("answers", ArrayType(StringType()), True),
+        _s("label"),
+    ],
+    "cloudtrail": [
+        _s("event_id"),
+        _s("event_name"),
+        _s("event_source"),
+        _s("event_type"),
+        _s("aws_region"),
+        _s("source_ip"),
+        _s("user_agent"),
+        _s("identity_type"),
+        _s("principal_id"),
+        _s("identity_arn"),
+        _s("account_id"),
+        _s("access_key_id"),
+        _s("user_name"),
+        _s("error_code"),
+        _s("error_message"),
+        _s("request_parameters"),
+        _s("response_elements"),
+        _s("read_only"),
+        _s("recipient_account_id"),
+    ],
+    "sshd": [
+        _s("host"),
+        _i("pid"),
+        _s("message"),
+        _s("ssh_event"),
+        _s("auth_method"),
+        _s("user"),
+        _s("src_ip"),
+        _i("src_port"),
+        StructField("invalid_user", BooleanType(), True),
+    ],
+}
+
+
+def bronze_schema(source: str) -> StructType:
+    return StructType([*BRONZE_COMMON, *BRONZE_FIELDS[source]])
+
+
+# silver.events: one schema for every source, OCSF-aligned names, times in UTC.
+SILVER_EVENTS = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("event_uid", StringType(), False),  # deterministic: source + vendor event key
+        StructField("source", StringType(), False),
+        StructField("event_time", TimestampType(), False),  # UTC
+        _s("class_name"),  # authentication | network | dns | process | api
+        _s(
+            "activity_name"
+        ),  # logon, logoff, sso, mfa, privilege_use, connection, query, launch, api_call, ...
+        _s("status"),  # success | failure | unknown
+        _s("status_detail"),  # the vendor's own outcome token
+        _s("user_id"),  # canonical user id (directory), or null
+        _s("user_name_raw"),  # the name as the feed wrote it
+        _s("user_type"),  # human | admin | service | break_glass | unknown
+        _s("peer_group"),
+        _s("device_id"),  # the endpoint the activity came from (IdP device or host asset id)
+        _s("src_ip"),
+        _i("src_port"),
+        _s("src_country"),
+        _s("src_city"),
+        _d("src_lat"),
+        _d("src_lon"),
+        _l("src_asn"),
+        _s("src_as_org"),
+        StructField("src_is_internal", BooleanType(), True),
+        StructField("src_is_known_egress", BooleanType(), True),  # corporate egress / VPN range
+        _s("dst_host"),  # canonical asset id of the target host
+        _s("dst_ip"),
+        _i("dst_port"),
+        _s("protocol"),
+        _l("bytes_in"),
+        _l("bytes_out"),
+        _s("process_name"),
+        _s("parent_process_name"),
+        _s("command_line"),
+        _s("app_name"),  # SSO application or cloud service
+        _s("dns_query"),
+        _s("dns_rcode"),
+        _s("cloud_action"),
+        _s("cloud_service"),
+        _s("cloud_resource"),
+        _s("cloud_region"),
+        _i("logon_type"),
+        _s("session_hint"),  # vendor session id where one exists (Okta externalSessionId)
+        StructField("is_privileged", BooleanType(), True),
+        _s("asset_criticality"),  # of dst_host (or device for endpoint activity)
+        StructField("asset_tags", ArrayType(StringType()), True),
+        _s("bronze_file"),
+        _l("bronze_line"),
+        _s("bronze_batch_id"),  # lineage back to bronze
+    ]
+)
+
+SILVER_QUARANTINE = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("source", StringType(), False),
+        StructField("rule", StringType(), False),  # the expectation (or parser check) that failed
+        StructField("reason", StringType(), False),
+        _s("raw"),
+        _s("bronze_file"),
+        _l("bronze_line"),
+        _s("bronze_batch_id"),
+    ]
+)
+
+DQ_RESULTS = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("source", StringType(), False),
+        _s("suite"),
+        StructField("expectation", StringType(), False),
+        _s("column"),
+        StructField("success", BooleanType(), False),
+        _l("unexpected_count"),
+        _l("element_count"),
+        StructField("critical", BooleanType(), False),
+        _s("details"),  # JSON text with the expectation's kwargs and observed value
+    ]
+)
+
+SOURCE_STATUS = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("source", StringType(), False),
+        StructField("status", StringType(), False),  # ok | degraded | missing
+        StructField("reasons", ArrayType(StringType()), True),
+    ]
+)
+
+RECONCILIATION = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("source", StringType(), False),
+        _l("raw_rows"),
+        _l("events"),
+        _l("quarantined"),
+        _l("duplicates"),
+        StructField("balanced", BooleanType(), False),
+    ]
+)
+
+INGEST_LOG = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("source", StringType(), False),
+        StructField("_file", StringType(), False),
+        _l("lines_read"),  # every line in the file
+        _l("header_lines"),  # format metadata (Zeek #fields ...), not events
+        _l("rows"),  # bronze rows written (parsed + unparseable)
+        _l("unparseable"),
+        StructField("_batch_id", StringType(), False),
+    ]
+)

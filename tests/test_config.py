@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.config import ConfigError, env_overrides, load_settings
+from jobs.spark import spark_conf
+
+
+def test_defaults_run_embedded() -> None:
+    s = load_settings(None, environ={})
+    assert s.spark.master == "local[*]"
+    assert s.paths.lake_root == "lake"
+    assert s.baselines.habit_window_days == 30
+
+
+def test_yaml_file_and_env_override(tmp_path: Path) -> None:
+    cfg = tmp_path / "policylake.yaml"
+    cfg.write_text("spark:\n  master: local[2]\n  shuffle_partitions: 3\npaths:\n  lake_root: s3a://bucket/lake\n")
+    s = load_settings(cfg, environ={"POLICYLAKE__SPARK__SHUFFLE_PARTITIONS": "5"})
+    assert s.spark.master == "local[2]"
+    assert s.spark.shuffle_partitions == 5  # env wins over the file, parsed as int
+    assert s.paths.lake_root == "s3a://bucket/lake"
+
+
+def test_env_spark_conf_keeps_key_case() -> None:
+    tree = env_overrides({"POLICYLAKE__SPARK__CONF__spark.hadoop.fs.s3a.endpoint": "http://x"})
+    assert tree == {"spark": {"conf": {"spark.hadoop.fs.s3a.endpoint": "http://x"}}}
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "policylake.yaml"
+    cfg.write_text("spark:\n  mastr: local[2]\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'spark.mastr'"):
+        load_settings(cfg, environ={})
+
+
+def test_bad_value_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "policylake.yaml"
+    cfg.write_text("spark:\n  shuffle_partitions: zero\n")
+    with pytest.raises(ConfigError, match=r"invalid value for 'spark.shuffle_partitions'"):
+        load_settings(cfg, environ={})
+
+
+def test_bad_env_value_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"environment.*'baselines.habit_window_days'"):
+        load_settings(None, environ={"POLICYLAKE__BASELINES__HABIT_WINDOW_DAYS": "-3"})
+
+
+def test_python_object_tags_are_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "policylake.yaml"
+    cfg.write_text("spark: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(cfg, environ={})
+
+
+def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+    cfg = tmp_path / "policylake.yaml"
+    cfg.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(cfg, environ={})
+
+
+def test_spark_conf_applies_settings_and_user_conf(tmp_path: Path) -> None:
+    cfg = tmp_path / "policylake.yaml"
+    cfg.write_text(
+        "spark:\n  master: spark://127.0.0.1:7077\n  driver_memory: 2g\n"
+        "  conf:\n    spark.sql.shuffle.partitions: '64'\n"
+    )
+    conf = spark_conf(load_settings(cfg, environ={}))
+    assert conf["spark.master"] == "spark://127.0.0.1:7077"
+    assert conf["spark.driver.memory"] == "2g"
+    assert conf["spark.sql.shuffle.partitions"] == "64"  # user conf wins
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert "DeltaSparkSessionExtension" in conf["spark.sql.extensions"]
+
+
+def test_spark_conf_rejects_non_spark_keys(tmp_path: Path) -> None:
+    cfg = tmp_path / "policylake.yaml"
+    cfg.write_text("spark:\n  conf:\n    foo: bar\n")
+    with pytest.raises(ConfigError, match="spark.conf"):
+        load_settings(cfg, environ={})
+
+
+def test_with_workdir_roots_relative_paths(tmp_path: Path) -> None:
+    s = load_settings(None, environ={"POLICYLAKE__PATHS__MLFLOW_URI": "http://mlflow:5000"})
+    s = s.with_workdir(tmp_path)
+    assert s.paths.lake_root == str(tmp_path.resolve() / "lake")
+    assert s.paths.mlflow_uri == "http://mlflow:5000"
