@@ -303,3 +303,93 @@ INGEST_LOG = StructType(
         StructField("_batch_id", StringType(), False),
     ]
 )
+
+
+# --- scoring and decisions (gold) -------------------------------------------------------
+
+# One explainable signal: what fired, how strongly, against which threshold, and why.
+SIGNAL = StructType(
+    [
+        StructField("name", StringType(), False),  # impossible_travel, new_country, ...
+        _d("value"),  # the measured quantity (km/h, count, bytes, ratio)
+        _d("threshold"),  # the threshold it was compared with
+        _d("contribution"),  # points it adds to the 0-100 risk
+        _s("detail"),  # plain-language reason ("first sign-in from Brazil; 2,100 km ...")
+        _s("source"),  # the telemetry source it is drawn from (for degraded-source rules)
+    ]
+)
+
+SESSION_SCORES = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("session_id", StringType(), False),  # deterministic
+        _s("user_id"),
+        _s("device_id"),
+        _s("src_ip"),
+        _s("src_country"),
+        StructField("session_start", TimestampType(), True),
+        StructField("session_end", TimestampType(), True),
+        _l("event_count"),
+        _l("failure_count"),
+        StructField("signals", ArrayType(SIGNAL), True),
+        _d("model_score"),  # anomaly score of the champion model, 0..1
+        _s("model_version"),
+        StructField("risk", IntegerType(), False),  # 0-100
+        StructField("reasons", ArrayType(StringType()), True),  # top reasons, plain language
+        StructField("degraded_sources", ArrayType(StringType()), True),  # sources degraded that day
+    ]
+)
+
+ENTITY_RISK = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("entity_type", StringType(), False),  # user | host | service_account | ip
+        StructField("entity_id", StringType(), False),
+        StructField("risk", IntegerType(), False),  # 0-100, today's evidence plus decayed history
+        StructField("risk_today", IntegerType(), True),
+        StructField("reasons", ArrayType(StringType()), True),
+        StructField("signals", ArrayType(SIGNAL), True),
+        _l("sessions"),
+        StructField("degraded_sources", ArrayType(StringType()), True),
+        _s("peer_group"),
+        _s("user_type"),  # for users: human | admin | service | break_glass
+        StructField("is_privileged", BooleanType(), True),
+        _s("asset_criticality"),  # for hosts
+    ]
+)
+
+POLICY_RECOMMENDATIONS = StructType(
+    [
+        StructField("rec_id", StringType(), False),  # sha256(target_type, target_id, action, run_date)
+        StructField("run_date", DateType(), False),
+        StructField("domain", StringType(), False),  # identity | endpoint | network | cloud
+        StructField("target_type", StringType(), False),
+        StructField("target_id", StringType(), False),
+        StructField("action", StringType(), False),  # allow | challenge | limit | isolate | block
+        StructField("status", StringType(), False),  # approved | pending_approval | shadow | rejected | overridden | alert_only
+        StructField("valid_from", TimestampType(), False),
+        StructField("valid_until", TimestampType(), False),
+        StructField("risk", IntegerType(), False),
+        _s("reason"),
+        StructField("policy_id", StringType(), False),
+        StructField("policy_version", StringType(), False),
+    ]
+)
+
+DECISION_LOG = StructType(
+    [
+        StructField("rec_id", StringType(), False),
+        StructField("run_date", DateType(), False),
+        _s("inputs"),  # JSON: risk, context (criticality, user type, degraded sources ...)
+        StructField("signals", ArrayType(SIGNAL), True),
+        _s("thresholds"),  # JSON: the tier conditions that matched
+        StructField("policy_id", StringType(), False),
+        StructField("policy_version", StringType(), False),
+        StructField("policy_hash", StringType(), False),  # sha256 of the policy file content
+        StructField("exceptions_checked", ArrayType(StringType()), True),
+        _s("guardrails"),  # JSON: which guardrails changed the action or status
+        StructField("action", StringType(), False),
+        _s("status"),
+        _s("reason"),  # plain language, names the signals and the policy
+    ]
+)

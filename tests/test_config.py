@@ -90,3 +90,10 @@ def test_with_workdir_roots_relative_paths(tmp_path: Path) -> None:
     s = s.with_workdir(tmp_path)
     assert s.paths.lake_root == str(tmp_path.resolve() / "lake")
     assert s.paths.mlflow_uri == "http://mlflow:5000"
+
+
+def test_example_file_is_valid_and_matches_defaults() -> None:
+    from tests.conftest import REPO_ROOT
+
+    example = load_settings(REPO_ROOT / "policylake.example.yaml", environ={})
+    assert example == load_settings(None, environ={})
