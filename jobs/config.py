@@ -177,12 +177,15 @@ def _describe(error: ValidationError, origin: str) -> str:
 def load_settings(
     path: Path | str | None = None, environ: dict[str, str] | None = None
 ) -> Settings:
-    """Load `path` (or ./policylake.yaml if present), apply env overrides, validate.
+    """Load `path` (else $POLICYLAKE_CONFIG, else ./policylake.yaml if present), apply env overrides.
 
     Uses `yaml.safe_load`, so YAML object tags (`!!python/...`) are rejected.
     """
     data: dict[str, Any] = {}
     origin = "defaults"
+    env = os.environ if environ is None else environ
+    if path is None and env.get("POLICYLAKE_CONFIG"):
+        path = env["POLICYLAKE_CONFIG"]
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
         path = DEFAULT_CONFIG_FILE
     if path is not None:

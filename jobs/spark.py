@@ -40,6 +40,22 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
+# Set by spark-submit for its Python driver: master, memory and packages then come from the
+# submit command (the Airflow Spark connection), and must not be overridden here.
+SUBMITTED_ENV = "PYSPARK_GATEWAY_PORT"
+_LAUNCH_ONLY = ("spark.master", "spark.driver.memory", "spark.driver.extraJavaOptions")
+
+
+def delta_maven_coordinate() -> str:
+    """The Delta jar matching the installed pyspark and delta-spark (for `spark-submit --packages`)."""
+    from importlib.metadata import version
+
+    import pyspark
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}"
+
+
 def build_spark(settings: Settings) -> SparkSession:
     """Create (or return the running) SparkSession with Delta configured.
 
@@ -49,12 +65,19 @@ def build_spark(settings: Settings) -> SparkSession:
     from delta import configure_spark_with_delta_pip
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    submitted = SUBMITTED_ENV in os.environ
+    if not submitted:
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in spark_conf(settings).items():
+        if submitted and key in _LAUNCH_ONLY:
+            continue
         builder = builder.config(key, value)
-    spark = configure_spark_with_delta_pip(
-        builder, extra_packages=list(settings.spark.packages)
-    ).getOrCreate()
+    if submitted:
+        spark = builder.getOrCreate()
+    else:
+        spark = configure_spark_with_delta_pip(
+            builder, extra_packages=list(settings.spark.packages)
+        ).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
