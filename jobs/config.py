@@ -63,6 +63,8 @@ class PathSettings(_Section):
     mlflow_uri: str = "mlruns"
     reports_dir: str = "reports"
     exports_dir: str = "exports"
+    # Great Expectations Data Docs (HTML) and the validation results they render; a local folder.
+    data_docs_dir: str = "data_docs"
 
 
 class GeoSettings(_Section):
@@ -88,6 +90,18 @@ class ValidationSettings(_Section):
     future_tolerance_minutes: int = Field(default=15, ge=0)
     volume_drop_ratio: float = Field(default=0.5, gt=0, lt=1)
     volume_history_days: int = Field(default=7, ge=1)
+    # the volume gate needs this many delivered days in the history window (else it is skipped)
+    volume_min_history_days: int = Field(default=3, ge=1)
+    # same_day_type: compare weekdays with weekdays and weekends with weekends (the last
+    # `volume_history_days` such days); all_days: the plain trailing calendar window
+    volume_compare: Literal["same_day_type", "all_days"] = "same_day_type"
+    # folder of the Great Expectations suites; None = the repository's `expectations/`
+    suites_dir: str | None = None
+    # how much GX keeps per expectation: BOOLEAN_ONLY < BASIC < SUMMARY (docs/data_quality.md)
+    result_format: Literal["BOOLEAN_ONLY", "BASIC", "SUMMARY"] = "SUMMARY"
+    # sample unexpected values per expectation in Data Docs; each costs a Spark job per
+    # expectation and puts raw values (addresses, account names) in the HTML
+    unexpected_samples: int = Field(default=0, ge=0, le=200)
 
 
 class BaselineSettings(_Section):
@@ -96,6 +110,101 @@ class BaselineSettings(_Section):
     host_window_days: int = Field(default=180, ge=1)
     learning_period_days: int = Field(default=14, ge=0)
     learning_min_signins: int = Field(default=20, ge=0)
+
+
+# Risk points a signal adds when it just reaches its threshold (it grows with how far past
+# the threshold the measured value is, up to `signal_max_factor` times). docs/scoring.md
+# explains the calibration: points are chosen so one high-precision signal on its own lands
+# in the high band, and weak, common ones need corroboration.
+DEFAULT_SIGNAL_POINTS: dict[str, float] = {
+    "impossible_travel": 60.0,
+    "new_country": 50.0,
+    "new_device": 30.0,
+    "off_hours": 10.0,
+    "first_time_host_access": 15.0,
+    "lateral_fan_out": 70.0,
+    "password_spray": 85.0,
+    "brute_force": 70.0,
+    "privileged_anomaly": 50.0,
+    "exfiltration_volume": 80.0,
+    "rare_process_pair": 45.0,
+    "risky_iam_change": 70.0,
+    "inbound_scan": 40.0,
+}
+
+DEFAULT_IAM_WRITE_ACTIONS: tuple[str, ...] = (
+    "CreateAccessKey",
+    "CreateUser",
+    "CreateLoginProfile",
+    "UpdateLoginProfile",
+    "AttachUserPolicy",
+    "AttachRolePolicy",
+    "AttachGroupPolicy",
+    "PutUserPolicy",
+    "PutRolePolicy",
+    "PutGroupPolicy",
+    "AddUserToGroup",
+    "UpdateAssumeRolePolicy",
+    "CreateRole",
+    "CreatePolicyVersion",
+    "SetDefaultPolicyVersion",
+    "DeactivateMFADevice",
+)
+
+
+class ScoringSettings(_Section):
+    """Thresholds of the explainable signals, the risk calibration and the model registry."""
+
+    session_gap_minutes: int = Field(default=30, ge=1)
+    # impossible travel: speed between consecutive successful sign-ins
+    travel_speed_kmh: float = Field(default=900.0, gt=0)
+    travel_min_distance_km: float = Field(default=50.0, ge=0)
+    new_device_window_days: int = Field(default=30, ge=1)
+    # off hours: the hour of week holds less than this share of the user's AND the peers' activity
+    off_hours_max_share: float = Field(default=0.01, ge=0, lt=1)
+    # lateral movement: first-time hosts a user reaches in one day
+    lateral_new_hosts: int = Field(default=3, ge=1)
+    # password spray: one source failing against many distinct users within the window
+    spray_window_minutes: int = Field(default=60, ge=1)
+    spray_min_users: int = Field(default=10, ge=2)
+    # ... and those failures are most of what the source did (a NAT'd office is not a spray)
+    spray_min_failed_share: float = Field(default=0.5, gt=0, le=1)
+    # brute force: many failures against one user within the window
+    brute_force_window_minutes: int = Field(default=30, ge=1)
+    brute_force_min_failures: int = Field(default=15, ge=2)
+    # exfiltration: bytes out > median + k * MAD of the entity AND of its peers, and > the floor
+    exfil_mad_multiplier: float = Field(default=8.0, gt=0)
+    exfil_min_bytes: int = Field(default=25_000_000, ge=0)
+    # rare process pair: seen on at most this many hosts of the fleet in the baseline window
+    rare_pair_max_hosts: int = Field(default=1, ge=0)
+    iam_write_actions: tuple[str, ...] = DEFAULT_IAM_WRITE_ACTIONS
+    # inbound scan: an outside source probing many ports/hosts, mostly unanswered
+    scan_min_targets: int = Field(default=20, ge=2)
+    scan_min_failed_ratio: float = Field(default=0.8, gt=0, le=1)
+    signal_points: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SIGNAL_POINTS))
+    signal_max_factor: float = Field(default=1.5, ge=1)
+    # model: points added by the champion's anomaly score above `model_floor` (0..1)
+    model_points: float = Field(default=25.0, ge=0, le=100)
+    model_floor: float = Field(default=0.6, ge=0, lt=1)
+    model_name: str = "policylake-session-risk"
+    experiment: str = "policylake-session-risk"
+    # risk bands (lower bounds): high >= band_high, medium >= band_medium, else low
+    band_high: int = Field(default=80, ge=1, le=100)
+    band_medium: int = Field(default=50, ge=1, le=100)
+    # entity risk: yesterday's risk counts half after `decay_half_life_days`
+    decay_half_life_days: float = Field(default=3.0, gt=0)
+    top_reasons: int = Field(default=3, ge=1)
+
+    @field_validator("signal_points")
+    @classmethod
+    def _points(cls, value: dict[str, float]) -> dict[str, float]:
+        merged = {**DEFAULT_SIGNAL_POINTS, **value}
+        unknown = sorted(set(value) - set(DEFAULT_SIGNAL_POINTS))
+        if unknown:
+            raise ValueError(f"unknown signal(s) {', '.join(unknown)}")
+        if any(v < 0 or v > 100 for v in merged.values()):
+            raise ValueError("points must be within 0..100")
+        return merged
 
 
 class Settings(_Section):
@@ -108,6 +217,7 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     validation: ValidationSettings = ValidationSettings()
     baselines: BaselineSettings = BaselineSettings()
+    scoring: ScoringSettings = ScoringSettings()
 
     def with_workdir(self, workdir: Path) -> Settings:
         """Root every relative path at `workdir` (the demo's layout)."""

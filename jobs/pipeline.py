@@ -50,30 +50,9 @@ def _ingest(ctx: RunContext, dates: list[date]) -> StageResult:
     return run_ingest(ctx, dates)
 
 
-def _validate(ctx: RunContext, dates: list[date]) -> StageResult:
-    from jobs.validate import run_validate
-
-    return run_validate(ctx, dates)
-
-
-def _normalize(ctx: RunContext, dates: list[date]) -> StageResult:
-    from jobs.normalize import run_normalize
-
-    return run_normalize(ctx, dates)
-
-
-def _baselines(ctx: RunContext, dates: list[date]) -> StageResult:
-    from jobs.baselines import run_baselines
-
-    return run_baselines(ctx, dates)
-
-
 # Order matters: later stages read what earlier ones wrote.
 STAGES: dict[str, StageFn] = {
     "ingest": _ingest,
-    "validate": _validate,
-    "normalize": _normalize,
-    "baselines": _baselines,
 }
 
 

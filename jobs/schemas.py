@@ -12,6 +12,7 @@ from pyspark.sql.types import (
     DoubleType,
     IntegerType,
     LongType,
+    MapType,
     StringType,
     StructField,
     StructType,
@@ -337,6 +338,13 @@ SESSION_SCORES = StructType(
         StructField("risk", IntegerType(), False),  # 0-100
         StructField("reasons", ArrayType(StringType()), True),  # top reasons, plain language
         StructField("degraded_sources", ArrayType(StringType()), True),  # sources degraded that day
+        # appended by the score stage (docs/scoring.md):
+        _s("session_kind"),  # auth | auth_source | host | network | dns | cloud
+        _s("entity_type"),  # the entity the row counts for: user | service_account | host | ip
+        _s("entity_id"),
+        _s("user_type"),
+        _s("peer_group"),
+        StructField("features", MapType(StringType(), DoubleType(), True), True),  # model inputs
     ]
 )
 
@@ -373,6 +381,9 @@ POLICY_RECOMMENDATIONS = StructType(
         _s("reason"),
         StructField("policy_id", StringType(), False),
         StructField("policy_version", StringType(), False),
+        # added by the recommend stage (docs/policies.md, "Outputs"):
+        StructField("domains", ArrayType(StringType()), False),  # every domain whose policy reached this action
+        _s("override_action"),  # the analyst's action when status is overridden
     ]
 )
 
@@ -391,5 +402,150 @@ DECISION_LOG = StructType(
         StructField("action", StringType(), False),
         _s("status"),
         _s("reason"),  # plain language, names the signals and the policy
+        # added by the recommend stage (docs/policies.md, "Outputs"):
+        _s("domain"),
+        _s("target_type"),
+        _s("target_id"),
+        _i("risk"),
+        _s("tier"),  # the tier that matched (null: none did, so allow)
+        _s("policy_action"),  # the tier's action before guardrails
+        _s("policy_mode"),  # enforce | shadow
     ]
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# BEGIN baselines stage (gold.entity_daily, gold.baselines); owner: jobs/baselines.py.
+# Columns are documented in docs/baselines.md.
+# ---------------------------------------------------------------------------------------------
+from pyspark.sql.types import MapType  # noqa: E402
+
+HOUR_OF_WEEK_BUCKETS = 168  # Monday 00:00-00:59 local time is bucket 0, Sunday 23:00 is 167
+
+# item -> events that day
+ITEM_COUNTS = MapType(StringType(), LongType(), True)
+# item -> where it sits in a window: first day of its current streak, last day seen,
+# days seen inside the window and events inside the window
+ITEM_HISTORY = MapType(
+    StringType(),
+    StructType(
+        [
+            StructField("first_seen", DateType(), True),
+            StructField("last_seen", DateType(), True),
+            StructField("days", IntegerType(), True),
+            StructField("events", LongType(), True),
+        ]
+    ),
+    True,
+)
+# One observed day of an entity (or of one member, for a peer group): the robust-stat inputs.
+DAILY_VALUES = ArrayType(
+    StructType(
+        [
+            StructField("day", DateType(), True),
+            StructField("member", StringType(), True),  # peer groups: the member; else null
+            StructField("events", LongType(), True),
+            StructField("failures", LongType(), True),
+            StructField("bytes_in", LongType(), True),
+            StructField("bytes_out", LongType(), True),
+            StructField("privileged_actions", LongType(), True),
+        ]
+    ),
+    True,
+)
+
+# Item sets, in the order both tables carry them.
+BASELINE_ITEM_SETS = (
+    "src_countries",
+    "src_cities",
+    "src_asns",
+    "src_ips",
+    "devices",
+    "dst_hosts",
+    "apps",
+    "cloud_actions",
+    "process_pairs",
+    "users",
+)
+
+ENTITY_DAILY = StructType(
+    [
+        StructField("run_date", DateType(), False),  # the silver.events run_date it comes from
+        StructField("entity_type", StringType(), False),  # user | service_account | host
+        StructField("entity_id", StringType(), False),  # canonical user id or asset id
+        _s("peer_group"),  # department/role from the directory (accounts only)
+        _s("tz"),  # time zone the hour-of-week buckets use (UTC when unknown)
+        _l("events"),
+        _l("failures"),  # status = failure
+        _l("signins"),  # successful logons by the account, or received by the host
+        _l("signin_failures"),
+        _l("privileged_actions"),  # is_privileged = true
+        _l("bytes_in"),  # from the entity's point of view
+        _l("bytes_out"),
+        StructField("first_event_time", TimestampType(), True),
+        StructField("last_event_time", TimestampType(), True),
+        StructField("hour_of_week", ArrayType(LongType(), True), True),  # 168 event counts
+        *[StructField(name, ITEM_COUNTS, True) for name in BASELINE_ITEM_SETS],
+    ]
+)
+
+BASELINES = StructType(
+    [
+        StructField("run_date", DateType(), False),  # the day this profile is for (built from days < run_date)
+        StructField("entity_type", StringType(), False),  # user | service_account | host | peer_group
+        StructField("entity_id", StringType(), False),
+        _s("peer_group"),
+        _s("tz"),  # time zone of the hour-of-week buckets (latest seen; null for peer groups)
+        StructField("in_learning", BooleanType(), False),
+        StructField("compare_to_type", StringType(), False),
+        StructField("compare_to", StringType(), False),
+        StructField("first_seen", DateType(), True),  # first day with activity in the lake
+        StructField("last_seen", DateType(), True),  # last day with activity before run_date
+        _i("days_active_to_date"),
+        _l("signins_to_date"),
+        _i("habit_window_days"),
+        _i("country_device_window_days"),
+        _i("host_window_days"),
+        StructField("hour_of_week", ArrayType(LongType(), True), True),  # habit window sums
+        *[StructField(name, ITEM_HISTORY, True) for name in BASELINE_ITEM_SETS],
+        _i("days_observed"),  # observed days (member-days for a peer group) in the habit window
+        _i("members_observed"),  # peer groups: distinct members in the habit window
+        _d("events_median"),
+        _d("events_mad"),
+        _d("failures_median"),
+        _d("failures_mad"),
+        _d("bytes_in_median"),
+        _d("bytes_in_mad"),
+        _d("bytes_out_median"),
+        _d("bytes_out_mad"),
+        _l("privileged_actions_total"),
+        _i("privileged_days"),
+        StructField("daily_values", DAILY_VALUES, True),  # the habit window's days (state)
+    ]
+)
+# END baselines stage
+# ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# BEGIN policy stage (ops.analyst_decisions); owner: jobs/feedback.py. docs/policies.md.
+ANALYST_DECISIONS = StructType(
+    [
+        StructField("decision_id", StringType(), False),  # sha256(rec_id|decision|analyst|decided_at)
+        StructField("rec_id", StringType(), False),
+        StructField("run_date", DateType(), False),  # of the recommendation decided on
+        StructField("decision", StringType(), False),  # approve | reject | override
+        _s("override_action"),  # the action to enforce instead (override only)
+        _s("verdict"),  # true_positive | false_positive | null (a label for training and metrics)
+        StructField("analyst", StringType(), False),
+        _s("reason"),
+        StructField("decided_at", TimestampType(), False),  # UTC
+        _s("target_type"),  # copied from the recommendation, so labels stand alone
+        _s("target_id"),
+        _s("action"),
+        _s("policy_id"),
+        _s("source_file"),
+    ]
+)
+# END policy stage
+# ---------------------------------------------------------------------------------------------
