@@ -16,9 +16,13 @@ from pathlib import Path
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="policylake-entry", description=__doc__)
     parser.add_argument("--stage", required=True, help="pipeline stage name")
-    parser.add_argument("--date", required=True, type=date.fromisoformat, help="logical date YYYY-MM-DD")
+    parser.add_argument(
+        "--date", required=True, type=date.fromisoformat, help="logical date YYYY-MM-DD"
+    )
     parser.add_argument("--to", type=date.fromisoformat, default=None, help="last date of a range")
-    parser.add_argument("--source", action="append", default=None, help="restrict ingest to a source")
+    parser.add_argument(
+        "--source", action="append", default=None, help="restrict ingest to a source"
+    )
     parser.add_argument("--config", type=Path, default=None, help="policylake.yaml")
     parser.add_argument("--workdir", type=Path, default=None, help="root relative paths here")
     return parser.parse_args(argv)

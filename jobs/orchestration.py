@@ -18,7 +18,16 @@ ENTRY_APPLICATION = str(Path(__file__).with_name("entry.py"))
 SPARK_CONN_ID = "spark_default"
 # The logical date of a run is the start of its data interval: the day being processed.
 LOGICAL_DATE = "{{ data_interval_start | ds }}"
-DAILY_STAGES = ("validate", "normalize", "baselines", "score", "recommend", "export", "metrics", "report")
+DAILY_STAGES = (
+    "validate",
+    "normalize",
+    "baselines",
+    "score",
+    "recommend",
+    "export",
+    "metrics",
+    "report",
+)
 INGEST_SOURCES = SOURCES
 
 log = logging.getLogger("policylake.airflow")

@@ -368,13 +368,17 @@ ENTITY_RISK = StructType(
 
 POLICY_RECOMMENDATIONS = StructType(
     [
-        StructField("rec_id", StringType(), False),  # sha256(target_type, target_id, action, run_date)
+        StructField(
+            "rec_id", StringType(), False
+        ),  # sha256(target_type, target_id, action, run_date)
         StructField("run_date", DateType(), False),
         StructField("domain", StringType(), False),  # identity | endpoint | network | cloud
         StructField("target_type", StringType(), False),
         StructField("target_id", StringType(), False),
         StructField("action", StringType(), False),  # allow | challenge | limit | isolate | block
-        StructField("status", StringType(), False),  # approved | pending_approval | shadow | rejected | overridden | alert_only
+        StructField(
+            "status", StringType(), False
+        ),  # approved | pending_approval | shadow | rejected | overridden | alert_only
         StructField("valid_from", TimestampType(), False),
         StructField("valid_until", TimestampType(), False),
         StructField("risk", IntegerType(), False),
@@ -382,7 +386,9 @@ POLICY_RECOMMENDATIONS = StructType(
         StructField("policy_id", StringType(), False),
         StructField("policy_version", StringType(), False),
         # added by the recommend stage (docs/policies.md, "Outputs"):
-        StructField("domains", ArrayType(StringType()), False),  # every domain whose policy reached this action
+        StructField(
+            "domains", ArrayType(StringType()), False
+        ),  # every domain whose policy reached this action
         _s("override_action"),  # the analyst's action when status is overridden
     ]
 )
@@ -491,8 +497,12 @@ ENTITY_DAILY = StructType(
 
 BASELINES = StructType(
     [
-        StructField("run_date", DateType(), False),  # the day this profile is for (built from days < run_date)
-        StructField("entity_type", StringType(), False),  # user | service_account | host | peer_group
+        StructField(
+            "run_date", DateType(), False
+        ),  # the day this profile is for (built from days < run_date)
+        StructField(
+            "entity_type", StringType(), False
+        ),  # user | service_account | host | peer_group
         StructField("entity_id", StringType(), False),
         _s("peer_group"),
         _s("tz"),  # time zone of the hour-of-week buckets (latest seen; null for peer groups)
@@ -531,7 +541,9 @@ BASELINES = StructType(
 # BEGIN policy stage (ops.analyst_decisions); owner: jobs/feedback.py. docs/policies.md.
 ANALYST_DECISIONS = StructType(
     [
-        StructField("decision_id", StringType(), False),  # sha256(rec_id|decision|analyst|decided_at)
+        StructField(
+            "decision_id", StringType(), False
+        ),  # sha256(rec_id|decision|analyst|decided_at)
         StructField("rec_id", StringType(), False),
         StructField("run_date", DateType(), False),  # of the recommendation decided on
         StructField("decision", StringType(), False),  # approve | reject | override

@@ -34,15 +34,21 @@ def _wait_for(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: f
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{log.name} exited early:\n{log.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"{log.name} exited early:\n{log.read_text(errors='replace')[-3000:]}"
+            )
         if log.exists() and re.search(pattern, log.read_text(errors="replace")):
             return
         time.sleep(0.5)
-    raise TimeoutError(f"{log.name}: no '{pattern}' within {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
+    raise TimeoutError(
+        f"{log.name}: no '{pattern}' within {timeout}s:\n{log.read_text(errors='replace')[-3000:]}"
+    )
 
 
 @contextmanager
-def standalone_cluster(workdir: Path, workers: int = 2, cores: int = 1, memory: str = "2g") -> Iterator[str]:
+def standalone_cluster(
+    workdir: Path, workers: int = 2, cores: int = 1, memory: str = "2g"
+) -> Iterator[str]:
     """Yield the master URL `spark://127.0.0.1:<port>` of a running cluster."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -61,7 +67,10 @@ def standalone_cluster(workdir: Path, workers: int = 2, cores: int = 1, memory: 
         log = workdir / f"{name}.log"
         with log.open("wb") as fh:
             proc = subprocess.Popen(
-                [str(_spark_class()), *args], stdout=fh, stderr=subprocess.STDOUT, env=env,
+                [str(_spark_class()), *args],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
                 start_new_session=True,
             )
         procs.append(proc)
@@ -69,15 +78,31 @@ def standalone_cluster(workdir: Path, workers: int = 2, cores: int = 1, memory: 
 
     try:
         master, master_log = start(
-            "master", "org.apache.spark.deploy.master.Master",
-            "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(_free_port()),
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(_free_port()),
         )
         _wait_for(master_log, r"I have been elected leader|Starting Spark master", master, 90)
         for i in range(workers):
             worker, worker_log = start(
-                f"worker{i}", "org.apache.spark.deploy.worker.Worker", url,
-                "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory,
-                "--webui-port", str(_free_port()), "--work-dir", str(workdir / f"work{i}"),
+                f"worker{i}",
+                "org.apache.spark.deploy.worker.Worker",
+                url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                str(cores),
+                "--memory",
+                memory,
+                "--webui-port",
+                str(_free_port()),
+                "--work-dir",
+                str(workdir / f"work{i}"),
             )
             _wait_for(worker_log, r"Successfully registered with master", worker, 90)
         yield url

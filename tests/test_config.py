@@ -17,7 +17,9 @@ def test_defaults_run_embedded() -> None:
 
 def test_yaml_file_and_env_override(tmp_path: Path) -> None:
     cfg = tmp_path / "policylake.yaml"
-    cfg.write_text("spark:\n  master: local[2]\n  shuffle_partitions: 3\npaths:\n  lake_root: s3a://bucket/lake\n")
+    cfg.write_text(
+        "spark:\n  master: local[2]\n  shuffle_partitions: 3\npaths:\n  lake_root: s3a://bucket/lake\n"
+    )
     s = load_settings(cfg, environ={"POLICYLAKE__SPARK__SHUFFLE_PARTITIONS": "5"})
     assert s.spark.master == "local[2]"
     assert s.spark.shuffle_partitions == 5  # env wins over the file, parsed as int
@@ -81,7 +83,7 @@ def test_spark_conf_applies_settings_and_user_conf(tmp_path: Path) -> None:
 def test_spark_conf_rejects_non_spark_keys(tmp_path: Path) -> None:
     cfg = tmp_path / "policylake.yaml"
     cfg.write_text("spark:\n  conf:\n    foo: bar\n")
-    with pytest.raises(ConfigError, match="spark.conf"):
+    with pytest.raises(ConfigError, match=r"spark\.conf"):
         load_settings(cfg, environ={})
 
 
