@@ -130,6 +130,7 @@ DEFAULT_SIGNAL_POINTS: dict[str, float] = {
     "rare_process_pair": 45.0,
     "risky_iam_change": 70.0,
     "inbound_scan": 40.0,
+    "unsolicited_inbound": 30.0,
 }
 
 DEFAULT_IAM_WRITE_ACTIONS: tuple[str, ...] = (
@@ -160,8 +161,11 @@ class ScoringSettings(_Section):
     travel_speed_kmh: float = Field(default=900.0, gt=0)
     travel_min_distance_km: float = Field(default=50.0, ge=0)
     new_device_window_days: int = Field(default=30, ge=1)
-    # off hours: the hour of week holds less than this share of the user's AND the peers' activity
-    off_hours_max_share: float = Field(default=0.01, ge=0, lt=1)
+    # off hours: the hour of week (with the hours either side) holds less than this share of
+    # the account's AND its peers' activity in the habit window
+    off_hours_max_share: float = Field(default=0.002, ge=0, lt=1)
+    # novelty and habit signals stay silent until the comparator has this many days of history
+    min_history_days: int = Field(default=7, ge=0)
     # lateral movement: first-time hosts a user reaches in one day
     lateral_new_hosts: int = Field(default=3, ge=1)
     # password spray: one source failing against many distinct users within the window
@@ -181,6 +185,9 @@ class ScoringSettings(_Section):
     # inbound scan: an outside source probing many ports/hosts, mostly unanswered
     scan_min_targets: int = Field(default=20, ge=2)
     scan_min_failed_ratio: float = Field(default=0.8, gt=0, le=1)
+    # unsolicited inbound: connections opened from outside to hosts not tagged internet-facing
+    inbound_min_attempts: int = Field(default=1, ge=1)
+    internet_facing_tag: str = "internet-facing"
     signal_points: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SIGNAL_POINTS))
     signal_max_factor: float = Field(default=1.5, ge=1)
     # model: points added by the champion's anomaly score above `model_floor` (0..1)
@@ -207,6 +214,12 @@ class ScoringSettings(_Section):
         return merged
 
 
+class PolicySettings(_Section):
+    # Folder of policy YAML, guardrails.yaml and exceptions.yaml; a relative path resolves
+    # against the working directory, then the repository's own policies/.
+    policies_dir: str = "policies"
+
+
 class Settings(_Section):
     """The whole configuration; sections mirror `policylake.example.yaml`."""
 
@@ -218,6 +231,7 @@ class Settings(_Section):
     validation: ValidationSettings = ValidationSettings()
     baselines: BaselineSettings = BaselineSettings()
     scoring: ScoringSettings = ScoringSettings()
+    policy: PolicySettings = PolicySettings()
 
     def with_workdir(self, workdir: Path) -> Settings:
         """Root every relative path at `workdir` (the demo's layout)."""

@@ -1,0 +1,284 @@
+"""The risk model: features, estimator factory, pure train/evaluate, MLflow train and promotion."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs import model as M
+from jobs import sessions as S
+from jobs.schemas import SESSION_SCORES
+from tests.conftest import test_settings
+from tests.scoring_frames import DAY, at, events_df, signin
+
+
+def test_feature_map_of_an_auth_session(spark: SparkSession) -> None:
+    rows = [
+        signin("a@x", at(9), status="failure", app_name="slack"),
+        signin("a@x", at(9, 1), app_name="slack"),
+        signin("a@x", at(9, 3), app_name="zoom", is_privileged=True),
+    ]
+    auth = S.auth_sessions(S.sessionize(events_df(spark, rows), 30))
+    features = auth.select(M.feature_columns(auth, "auth").alias("f")).first()[0]
+    assert sorted(features) == sorted(M.FEATURES)  # a map: its key order is not a contract
+    frame = M.feature_frame([features])
+    expected = dict.fromkeys(M.FEATURES, 0.0)
+    expected.update(
+        kind_auth=1.0,
+        log_events=np.log1p(3),
+        failure_ratio=1 / 3,
+        log_failures=np.log1p(1),
+        log_duration_min=np.log1p(3),
+        log_targets=np.log1p(2),
+        log_privileged=np.log1p(1),
+        external_source=1.0,
+    )
+    pd.testing.assert_frame_equal(frame, pd.DataFrame([expected]), check_exact=False)
+
+
+def test_factory_returns_unfitted_estimators() -> None:
+    from sklearn.base import clone
+    from sklearn.utils.validation import check_is_fitted
+
+    for name in M.ESTIMATORS:
+        est = M.make_estimator(name, random_state=1)
+        clone(est)  # a proper sklearn estimator
+        with pytest.raises(Exception):  # noqa: B017 - NotFittedError or AttributeError
+            check_is_fitted(est)
+    with pytest.raises(ValueError, match="unknown estimator"):
+        M.make_estimator("random_forest")
+
+
+def _synthetic(n: int = 400, outliers: int = 20, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Sessions of two kinds around their usual values, plus outliers far from them."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        kind = "kind_auth" if i % 2 else "kind_network"
+        rows.append({kind: 1.0, "log_events": rng.normal(2.0, 0.3), "failure_ratio": abs(rng.normal(0.02, 0.02)),
+                     "log_bytes_out": rng.normal(12.0, 0.5) if kind == "kind_network" else 0.0})  # fmt: skip
+    for i in range(outliers):
+        kind = "kind_auth" if i % 2 else "kind_network"
+        rows.append({kind: 1.0, "log_events": rng.normal(4.5, 0.3), "failure_ratio": rng.uniform(0.7, 1.0),
+                     "log_bytes_out": rng.normal(19.0, 0.5) if kind == "kind_network" else 0.0,
+                     "external_source": 1.0})  # fmt: skip
+    frame = M.feature_frame(rows)
+    labels = np.array([0] * n + [1] * outliers)
+    return frame, labels
+
+
+def test_kindwise_forest_scores_outliers_higher_within_each_kind() -> None:
+    x, y = _synthetic()
+    model = M.train(M.make_estimator("isolation_forest", min_rows=50), x[y == 0])
+    assert set(model.forests_) == {
+        M.KIND_FEATURES.index("kind_auth"),
+        M.KIND_FEATURES.index("kind_network"),
+    }
+    scores = M.risk_scores(model, x)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert scores[y == 1].min() > np.percentile(scores[y == 0], 99)
+    metrics = M.evaluate(model, x, y)
+    assert metrics["average_precision"] > 0.95 and metrics["roc_auc"] > 0.95
+    assert set(metrics) == {"rows", "positives", "average_precision", "roc_auc",
+                            "precision_at_threshold", "recall_at_threshold"}  # fmt: skip
+
+
+def test_supervised_train_and_evaluate_are_pure() -> None:
+    x, y = _synthetic(seed=1)
+    est = M.make_estimator("gradient_boosting")
+    model = M.train(est, x, y)
+    assert model is est  # sklearn fits in place and returns the estimator
+    again = M.train(M.make_estimator("gradient_boosting"), x, y)
+    np.testing.assert_allclose(M.risk_scores(model, x), M.risk_scores(again, x))
+    assert M.evaluate(model, x, y)["average_precision"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="needs labels"):
+        M.train(M.make_estimator("logistic_regression"), x)
+
+
+# --- MLflow: train, register, promote -------------------------------------------------------
+
+
+def _session_scores(spark: SparkSession, x: pd.DataFrame, y: np.ndarray) -> DataFrame:
+    rows = []
+    for i, (features, label) in enumerate(zip(x.to_dict("records"), y, strict=True)):
+        user = f"bad{i}@x" if label else f"user{i}@x"
+        rows.append(
+            (f"s{i:04d}", user, at(9), at(9, 30), {k: float(v) for k, v in features.items()})
+        )
+    df = spark.createDataFrame(
+        rows,
+        "session_id string, user_id string, session_start timestamp, session_end timestamp, features map<string,double>",
+    )
+    values = {
+        "run_date": F.lit(DAY),
+        "risk": F.lit(0),
+        "session_kind": F.lit("auth"),
+        "entity_type": F.lit("user"),
+        "entity_id": F.col("user_id"),
+    }
+    return df.select(
+        *[
+            (values.get(f.name, F.col(f.name) if f.name in df.columns else F.lit(None)))
+            .cast(f.dataType)
+            .alias(f.name)
+            for f in SESSION_SCORES.fields
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from jobs.pipeline import RunContext
+
+    work = tmp_path_factory.mktemp("train")
+    settings = test_settings(work)
+    ctx = RunContext(spark=spark, settings=settings)
+    x, y = _synthetic(n=300, outliers=30, seed=2)
+    ctx.lake.replace_dates(_session_scores(spark, x, y), "gold.session_scores", [DAY])
+    truth = work / "ground_truth.jsonl"
+    truth.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "scenario": "test",
+                    "entity_type": "user",
+                    "entity_id": f"bad{i}@x",
+                    "start": "2026-10-20T08:00:00Z",
+                    "end": "2026-10-20T10:00:00Z",
+                    "expected_signals": [],
+                }
+            )
+            + "\n"
+            for i in np.flatnonzero(y).tolist()
+        )
+    )
+    return {"ctx": ctx, "truth": truth, "x": x, "y": y, "settings": settings}
+
+
+def test_train_registers_and_only_a_better_model_takes_the_champion_alias(
+    trained_lake: dict[str, Any],
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from jobs.train import load_champion, run_train, tracking_uri
+
+    ctx, truth, settings = trained_lake["ctx"], trained_lake["truth"], trained_lake["settings"]
+    first = run_train(ctx, DAY, DAY, estimator="gradient_boosting", ground_truth=truth)
+    assert first.promoted and first.model_version == "1" and first.champion_version == "1"
+    assert first.metrics["average_precision"] > 0.9 and first.label_source == "ground_truth"
+
+    # a deliberately weak forest (one tree on two samples) must not take the alias
+    worse = run_train(
+        ctx,
+        DAY,
+        DAY,
+        estimator="isolation_forest",
+        ground_truth=truth,
+        params={"n_estimators": 1, "max_samples": 2, "min_rows": 10_000},
+    )
+    assert worse.model_version == "2"
+    assert worse.metrics["average_precision"] < worse.champion_metrics["average_precision"]
+    assert not worse.promoted and worse.champion_version == "1"
+
+    client = MlflowClient(tracking_uri=tracking_uri(settings), registry_uri=tracking_uri(settings))
+    assert (
+        str(client.get_model_version_by_alias(settings.scoring.model_name, "champion").version)
+        == "1"
+    )
+    run = client.get_run(first.run_id)
+    assert run.data.params["estimator"] == "gradient_boosting"
+    assert "holdout_average_precision" in run.data.metrics
+    features = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(run_id=first.run_id, artifact_path="features.json")
+        ).read_text()
+    )
+    assert features == {"features": list(M.FEATURES)}
+    info = mlflow.models.get_model_info(f"models:/{settings.scoring.model_name}/1")
+    assert [c.name for c in info.signature.inputs.inputs] == list(M.FEATURES)
+
+    model, version = load_champion(settings)
+    assert version == "1" and hasattr(model, "predict_proba")
+
+
+def test_champion_scores_sessions_distributed(
+    spark: SparkSession, trained_lake: dict[str, Any]
+) -> None:
+    from jobs.score import apply_model
+    from jobs.train import load_champion
+
+    ctx, x = trained_lake["ctx"], trained_lake["x"]
+    model, version = load_champion(trained_lake["settings"])
+    sessions = ctx.lake.read("gold.session_scores").select("session_id", "features")
+    scored = apply_model(sessions, model, version).orderBy("session_id")
+    got = np.array([r[0] for r in scored.select("model_score").collect()])
+    np.testing.assert_allclose(got, M.risk_scores(model, x), rtol=1e-9)
+    assert {r[0] for r in scored.select("model_version").distinct().collect()} == {"1"}
+
+
+def test_no_store_means_no_champion(tmp_path: Path) -> None:
+    from jobs.train import load_champion
+
+    settings = test_settings(tmp_path)
+    assert load_champion(settings) is None
+    assert not (tmp_path / "mlruns").exists()  # scoring never creates a store
+
+
+def test_labels_from_ground_truth_and_decisions() -> None:
+    from jobs.train import labels_from_decisions, labels_from_ground_truth
+
+    sessions = pd.DataFrame(
+        {
+            "run_date": [date(2026, 10, 20)] * 4,
+            "entity_type": ["user", "user", "ip", "host"],
+            "entity_id": ["a@x", "b@x", "9.9.9.9", "ws-1"],
+            "user_id": ["a@x", "b@x", None, None],
+            "src_ip": ["1.1.1.1", "9.9.9.9", "9.9.9.9", None],
+            "session_start": pd.to_datetime(
+                ["2026-10-20 09:00", "2026-10-20 12:00", "2026-10-20 12:00", "2026-10-20 00:00"]
+            ),
+            "session_end": pd.to_datetime(
+                ["2026-10-20 09:30", "2026-10-20 12:05", "2026-10-20 12:30", "2026-10-20 23:00"]
+            ),
+        }
+    )
+    truth = [
+        {
+            "entity_type": "user",
+            "entity_id": "a@x",
+            "start": "2026-10-20T09:10:00Z",
+            "end": "2026-10-20T09:12:00Z",
+        },
+        {
+            "entity_type": "ip",
+            "entity_id": "9.9.9.9",
+            "start": "2026-10-20T12:01:00Z",
+            "end": "2026-10-20T12:20:00Z",
+        },
+        {
+            "entity_type": "host",
+            "entity_id": "ws-1",
+            "start": "2026-10-21T01:00:00Z",
+            "end": "2026-10-21T02:00:00Z",
+        },
+    ]
+    np.testing.assert_array_equal(labels_from_ground_truth(sessions, truth), [1, 1, 1, 0])
+    decisions = pd.DataFrame(
+        {
+            "run_date": [date(2026, 10, 20)] * 2,
+            "target_id": ["b@x", "ws-1"],
+            "verdict": ["true_positive", "false_positive"],
+        }
+    )
+    np.testing.assert_array_equal(
+        labels_from_decisions(sessions, decisions), [np.nan, 1, np.nan, 0]
+    )

@@ -1,0 +1,88 @@
+"""A generated month through every stage up to `score`: the injected attacks are found, the
+rest stays quiet.
+
+Every scenario in ground_truth.jsonl must put its entity in the high band on its day with
+one of its expected signals among the top reasons, and fewer than 1% of the benign
+sessions (sessions of no scenario) may reach that band. Slow: generation plus ingest,
+validate, normalize, baselines and score over 30 days.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from tests.conftest import test_settings
+
+pytestmark = pytest.mark.slow
+
+START = date(2026, 10, 1)
+DAYS = 30
+USERS = 40
+
+
+@pytest.fixture(scope="module")
+def scored_month(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from jobs import generate
+    from jobs.pipeline import RunContext, run_stages
+    from jobs.score import run_score
+    from jobs.train import read_ground_truth
+
+    out: Path = tmp_path_factory.mktemp("month")
+    generate.generate_telemetry(out, START, DAYS, USERS, 7, workers=1)
+    ctx = RunContext(spark, test_settings(out))
+    dates = [START + timedelta(days=i) for i in range(DAYS)]
+    for _ in run_stages(ctx, ["ingest", "validate", "normalize", "baselines"], dates):
+        pass
+    result = run_score(ctx, dates)
+    return {"ctx": ctx, "truth": read_ground_truth(out / "ground_truth.jsonl"), "result": result}
+
+
+def test_every_scenario_is_in_the_high_band_with_an_expected_reason(
+    scored_month: dict[str, Any],
+) -> None:
+    ctx, truth = scored_month["ctx"], scored_month["truth"]
+    cfg = ctx.settings.scoring
+    assert len(truth) >= 8  # one of every kind at least
+    risk = ctx.lake.read("gold.entity_risk")
+    missed = []
+    for sc in truth:
+        day = date.fromisoformat(sc["start"][:10])
+        row = (
+            risk.where(
+                (F.col("run_date") == F.lit(day))
+                & (F.col("entity_type") == sc["entity_type"])
+                & (F.col("entity_id") == sc["entity_id"])
+            )
+            .select("risk", "signals", "reasons")
+            .first()
+        )
+        top = [s.name for s in row.signals[: cfg.top_reasons]] if row is not None else []
+        if row is None or row.risk < cfg.band_high or not set(top) & set(sc["expected_signals"]):
+            missed.append((sc["scenario"], sc["entity_id"], day, row.risk if row else None, top))
+    assert missed == []
+
+
+def test_fewer_than_one_percent_of_benign_sessions_are_high_risk(
+    scored_month: dict[str, Any],
+) -> None:
+    from jobs.train import labels_from_ground_truth
+
+    ctx, truth = scored_month["ctx"], scored_month["truth"]
+    cfg = ctx.settings.scoring
+    sessions = (
+        ctx.lake.read("gold.session_scores")
+        .select(
+            "entity_type", "entity_id", "user_id", "src_ip", "session_start", "session_end", "risk"
+        )
+        .toPandas()
+    )
+    benign = sessions[labels_from_ground_truth(sessions, truth) == 0]
+    high = benign[benign["risk"] >= cfg.band_high]
+    assert len(benign) > 1000
+    assert len(high) / len(benign) < 0.01, high.head(20).to_string()
