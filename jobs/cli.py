@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -13,6 +13,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobs.config import ConfigError, Settings, load_settings
+from jobs.policy.cli import export_command, feedback_command, policy_app
+
+if TYPE_CHECKING:
+    from jobs.pipeline import RunContext, StageResult
+    from jobs.train import TrainResult
 
 app = typer.Typer(
     name="policylake",
@@ -21,6 +26,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(policy_app, name="policy")
+app.command("export")(export_command)
+app.command("feedback")(feedback_command)
 console = Console(stderr=True)
 out = Console()
 
@@ -105,15 +113,24 @@ def generate(
     )
 
 
-def _run_pipeline(
-    settings: Settings, stages: list[str], dates: list[date], title: str
-) -> list[object]:
-    from jobs.pipeline import RunContext, run_stages
+def _context(settings: Settings) -> RunContext:
+    from jobs.pipeline import RunContext
     from jobs.spark import build_spark
 
-    spark = build_spark(settings)
-    ctx = RunContext(spark=spark, settings=settings)
-    results = []
+    return RunContext(spark=build_spark(settings), settings=settings)
+
+
+def _run_pipeline(
+    settings: Settings,
+    stages: list[str],
+    dates: list[date],
+    title: str,
+    ctx: RunContext | None = None,
+) -> list[StageResult]:
+    from jobs.pipeline import run_stages
+
+    ctx = ctx or _context(settings)
+    results: list[StageResult] = []
     with _progress() as progress:
         task = progress.add_task(title, total=len(stages))
         for result in run_stages(ctx, stages, dates):
@@ -163,37 +180,118 @@ def run(
     _run_pipeline(_settings(config, workdir), stages, dates, "run")
 
 
+def _train(
+    ctx: RunContext, first: date, last: date, estimator: str, ground_truth: Path | None, seed: int
+) -> TrainResult:
+    from jobs.train import run_train
+
+    with console.status(f"training on sessions {first} .. {last}"):
+        result = run_train(
+            ctx, first, last, estimator=estimator, ground_truth=ground_truth, seed=seed
+        )
+    metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.metrics.items()))
+    verdict = (
+        f"promoted to champion (v{result.model_version})"
+        if result.promoted
+        else f"not promoted; champion stays v{result.champion_version}"
+    )
+    out.print(
+        f"trained {result.estimator} v{result.model_version} on {first} .. {last} "
+        f"(labels: {result.label_source}) {metrics or 'no held-out labels'}; {verdict}"
+    )
+    return result
+
+
+@app.command()
+def train(
+    date_: Annotated[
+        str | None,
+        typer.Option("--date", "--to", help="Last day of scored sessions to train on, YYYY-MM-DD."),
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=366, help="Days of sessions to train on.")] = 28,
+    estimator: Annotated[
+        str, typer.Option(help="auto, isolation_forest or gradient_boosting.")
+    ] = "auto",
+    ground_truth: Annotated[
+        Path | None,
+        typer.Option(help="A generator's ground_truth.jsonl to use as labels (demo, evaluation)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the hold-out split and the estimator.")] = 0,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Root relative paths here (like the demo).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Train the session risk model, log it to MLflow, promote it if at least as good."""
+    from datetime import timedelta
+
+    if date_ is None:
+        raise UsageError("--date is required (YYYY-MM-DD)")
+    last = parse_date(date_, "--date")
+    if ground_truth is not None and not ground_truth.is_file():
+        raise UsageError(f"--ground-truth: no such file {ground_truth}")
+    ctx = _context(_settings(config, workdir))
+    _train(ctx, last - timedelta(days=days - 1), last, estimator, ground_truth, seed)
+
+
 @app.command()
 def demo(
     workdir: Annotated[
         Path, typer.Option(help="Folder for raw/, lake/, mlruns/ and reports/.")
     ] = Path("policylake-demo"),
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-10-01",
-    days: Annotated[int, typer.Option(min=2, max=366)] = 30,
+    days: Annotated[int, typer.Option(min=4, max=366)] = 30,
     users: Annotated[int, typer.Option(min=10, max=100_000)] = 150,
     seed: Annotated[int, typer.Option()] = 7,
     config: ConfigOpt = None,
 ) -> None:
-    """Generate a month of telemetry and run every stage over it, then print a summary."""
+    """Generate a month of telemetry, run every stage over it, train the model, summarize.
+
+    The first two thirds of the month are scored on signals alone; the model is then
+    trained on them (labels: the generator's ground truth) and scores the last third,
+    as the weekly training DAG does in production.
+    """
     from jobs.pipeline import STAGES, date_range
 
     workdir = workdir.resolve()
+    first = parse_date(start, "--start")
     generate(workdir, start, days, users, seed)
     settings = _settings(config, workdir)
-    first = parse_date(start, "--start")
     dates = date_range(first, first.fromordinal(first.toordinal() + days - 1))
-    _run_pipeline(settings, list(STAGES), dates, "demo")
+    cut = max(2, (2 * len(dates)) // 3)
+    ctx = _context(settings)
+    prepare = [s for s in STAGES if s in STAGES_BEFORE_SCORE]
+    _run_pipeline(settings, prepare, dates, "demo", ctx)
+    _run_pipeline(settings, ["score"], dates[:cut], "demo (signals only)", ctx)
+    _train(ctx, dates[0], dates[cut - 1], "auto", workdir / "ground_truth.jsonl", seed)
+    _run_pipeline(settings, ["score"], dates[cut:], "demo (with the champion)", ctx)
+    rest = [s for s in STAGES if s not in prepare and s != "score"]
+    _run_pipeline(settings, rest, dates, "demo", ctx)
     out.print(f"demo workdir: {workdir}")
+
+
+STAGES_BEFORE_SCORE = ("ingest", "validate", "normalize", "baselines")
 
 
 def main() -> None:
     """Console entry point: known errors become one line and exit code 2."""
     from jobs.lake import SchemaMismatchError, TableNameError
     from jobs.pipeline import PipelineError
+    from jobs.policy.schema import PolicyLoadError
+    from jobs.train import TrainError
 
+    known = (
+        UsageError,
+        ConfigError,
+        PipelineError,
+        SchemaMismatchError,
+        TableNameError,
+        TrainError,
+        PolicyLoadError,
+    )
     try:
         app(standalone_mode=False)
-    except (UsageError, ConfigError, PipelineError, SchemaMismatchError, TableNameError) as exc:
+    except known as exc:
         fail(str(exc))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -50,9 +50,63 @@ def _ingest(ctx: RunContext, dates: list[date]) -> StageResult:
     return run_ingest(ctx, dates)
 
 
+def _validate(ctx: RunContext, dates: list[date]) -> StageResult:
+    from jobs.validate import run_validate
+
+    return run_validate(ctx, dates)
+
+
+def _normalize(ctx: RunContext, dates: list[date]) -> StageResult:
+    from jobs.normalize import run_normalize
+
+    return run_normalize(ctx, dates)
+
+
+def _baselines(ctx: RunContext, dates: list[date]) -> StageResult:
+    from jobs.baselines import run_baselines
+
+    return run_baselines(ctx, dates)
+
+
+def _score(ctx: RunContext, dates: list[date]) -> StageResult:
+    from jobs.score import run_score
+
+    result: StageResult = run_score(ctx, dates)
+    return result
+
+
+def _recommend(ctx: RunContext, dates: list[date]) -> StageResult:
+    from jobs.recommend import run_recommend
+
+    return run_recommend(ctx, dates)
+
+
+def _export(ctx: RunContext, dates: list[date]) -> StageResult:
+    from jobs.export import run_export
+
+    rows = 0
+    files = []
+    for day in dates:
+        exported = run_export(ctx, day)
+        rows += exported.rows
+        files.append(str(exported.manifest_file))
+    return StageResult(
+        stage="export",
+        dates=list(dates),
+        rows={"exported": rows},
+        details={"manifests": files, "last_manifest": files[-1] if files else ""},
+    )
+
+
 # Order matters: later stages read what earlier ones wrote.
 STAGES: dict[str, StageFn] = {
     "ingest": _ingest,
+    "validate": _validate,
+    "normalize": _normalize,
+    "baselines": _baselines,
+    "score": _score,
+    "recommend": _recommend,
+    "export": _export,
 }
 
 
