@@ -34,6 +34,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.databricks.delta.merge.repartitionBeforeWrite.enabled": "true",
         "spark.databricks.delta.optimizeWrite.enabled": "true",
         "spark.sql.files.maxPartitionBytes": "64m",
+        # Delta rebuilds a table's snapshot from its log with this many tasks (default 50):
+        # on small tables and few cores the task overhead dominates every read and write.
+        "spark.databricks.delta.snapshotPartitions": str(s.shuffle_partitions),
         "spark.sql.warehouse.dir": os.path.join(tempfile.gettempdir(), "policylake-warehouse"),
     }
     conf.update(s.conf)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from jobs.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from jobs.pipeline import RunContext, StageResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("POLICYLAKE_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
@@ -17,7 +23,7 @@ DATASETS = Path(os.environ.get("POLICYLAKE_DATASETS", REPO_ROOT.parent / "shared
 def test_settings(workdir: Path, **sections: dict[str, object]) -> Settings:
     """Settings for a test: small local Spark, every path under `workdir`."""
     base = load_settings(None, environ={}).model_dump()
-    base["spark"].update(master="local[2]", shuffle_partitions=2, driver_memory="2g")
+    base["spark"].update(master="local[2]", shuffle_partitions=2, driver_memory="3g")
     for name, values in sections.items():
         base[name].update(values)
     return Settings.model_validate(base).with_workdir(workdir)
@@ -40,9 +46,53 @@ def spark(spark_settings: Settings) -> Iterator[object]:
     session.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_cached_frames(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In local mode cached frames live in the driver heap: drop them after each module."""
+    yield
+    if "spark" in request.fixturenames:
+        request.getfixturevalue("spark").catalog.clearCache()
+
+
 @pytest.fixture()
 def datasets() -> Path:
     """The real public recordings in ../shared/datasets; the test skips when absent."""
     if not DATASETS.is_dir():
         pytest.skip(f"real datasets not found at {DATASETS} (set POLICYLAKE_DATASETS)")
     return DATASETS
+
+
+MONTH_START = date(2026, 10, 1)
+MONTH_DAYS = 30
+MONTH_USERS = 40
+
+
+@dataclass
+class PipelineMonth:
+    """A generated month run through every stage up to export, shared by the integration tests.
+
+    Read-only for its users: a test that writes must build its own lake.
+    """
+
+    ctx: RunContext
+    workdir: Path
+    dates: list[date]
+    truth: list[dict[str, Any]]
+    results: dict[str, StageResult]
+
+
+@pytest.fixture(scope="session")
+def pipeline_month(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> PipelineMonth:
+    """Generate 30 days of a 40-person organisation and run ingest .. export over them."""
+    from jobs import generate
+    from jobs.pipeline import RunContext, run_stages
+    from jobs.train import read_ground_truth
+
+    out = tmp_path_factory.mktemp("month")
+    generate.generate_telemetry(out, MONTH_START, MONTH_DAYS, MONTH_USERS, 7, workers=1)
+    ctx = RunContext(spark, test_settings(out))
+    dates = [MONTH_START + timedelta(days=i) for i in range(MONTH_DAYS)]
+    stages = ["ingest", "validate", "normalize", "baselines", "score", "recommend", "export"]
+    results = {r.stage: r for r in run_stages(ctx, stages, dates)}
+    truth = read_ground_truth(out / "ground_truth.jsonl")
+    return PipelineMonth(ctx, out, dates, truth, results)

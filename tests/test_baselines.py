@@ -28,7 +28,7 @@ from jobs.lake import Lake
 from jobs.pipeline import RunContext
 from jobs.reference import ASSET_INVENTORY, IDENTITY_DIRECTORY
 from jobs.schemas import BASELINE_ITEM_SETS, BASELINES, ENTITY_DAILY, SILVER_EVENTS
-from tests.conftest import test_settings
+from tests.conftest import PipelineMonth, test_settings
 
 MON = date(2026, 10, 5)  # a Monday; New York is UTC-4 and London UTC+1 that week
 D0 = date(2026, 10, 1)
@@ -574,25 +574,18 @@ def test_stage_replay_and_range_equal_date_by_date(spark: SparkSession, tmp_path
 
 
 @pytest.mark.slow
-def test_generated_days_reconcile_with_silver(spark: SparkSession, tmp_path: Path) -> None:
+def test_generated_days_reconcile_with_silver(pipeline_month: PipelineMonth) -> None:
     """Every silver event lands in its entities' rows; directory facts reach the profiles."""
-    generate = pytest.importorskip("jobs.generate")
-    ingest = pytest.importorskip("jobs.ingest")
-    normalize = pytest.importorskip("jobs.normalize")
-    validate = pytest.importorskip("jobs.validate")
     from pyspark.sql import functions as F
 
     from jobs.reference import identity_directory
 
-    start, n_days = date(2026, 10, 1), 2
-    dates = [start + timedelta(days=i) for i in range(n_days)]
-    generate.generate_telemetry(tmp_path, start, n_days, 20, 7, workers=1)
-    ctx = RunContext(spark, test_settings(tmp_path))
-    ingest.run_ingest(ctx, dates)
-    validate.run_validate(ctx, dates)
-    normalize.run_normalize(ctx, dates)
-    result = run_baselines(ctx, dates)
-    assert result.details["paths"][dates[-1].isoformat()] == "incremental"
+    ctx, spark = pipeline_month.ctx, pipeline_month.ctx.spark
+    dates = pipeline_month.dates[:2]  # the second day's baselines know one day of history
+    paths = pipeline_month.results["baselines"].details["paths"]
+    first, *rest = pipeline_month.dates
+    assert paths[first.isoformat()] == "full"  # nothing before the first day
+    assert {paths[d.isoformat()] for d in rest} == {"incremental"}  # then advanced day by day
 
     silver_rows = ctx.lake.read_dates("silver.events", dates)
     daily_rows = ctx.lake.read_dates(ENTITY_DAILY_TABLE, dates)

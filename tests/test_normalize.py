@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,7 @@ from jobs.pipeline import PipelineError, RunContext
 from jobs.reference import asset_inventory, identity_directory, user_aliases
 from jobs.validate import default_suites_dir, load_suite, prepare_rows, suite_parameters
 from tests.bronze_frames import DAY, bronze_frame, bronze_row, idp_row, sshd_row, write_reference
-from tests.conftest import test_settings
+from tests.conftest import PipelineMonth, test_settings
 
 PARAMS = suite_parameters(ValidationSettings())
 
@@ -736,26 +736,16 @@ def test_run_normalize_refuses_to_write_when_reconciliation_breaks(
 
 # ---- integration: the real generator and ingest ------------------------------------------
 
-GENERATED_DAYS = 12
-
 
 @pytest.fixture(scope="module")
-def generated(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A generated 12-day, 20-user data set run through ingest, validate and normalize."""
-    generate = pytest.importorskip("jobs.generate")
-    ingest = pytest.importorskip("jobs.ingest")
-    from jobs.validate import run_validate
-
-    out = tmp_path_factory.mktemp("generated")
-    start = date(2026, 10, 1)
-    generate.generate_telemetry(out, start, GENERATED_DAYS, 20, 7, workers=1)
-    settings = test_settings(out)
-    ctx = RunContext(spark, settings)
-    dates = [start + timedelta(days=i) for i in range(GENERATED_DAYS)]
-    ingest.run_ingest(ctx, dates)
-    run_validate(ctx, dates)
-    run_normalize(ctx, dates)
-    return out, Lake(spark, settings.paths.lake_root), dates
+def generated(pipeline_month: PipelineMonth):  # type: ignore[no-untyped-def]
+    """The shared generated month (tests/conftest.py), already through ingest .. export."""
+    ctx = pipeline_month.ctx
+    return (
+        pipeline_month.workdir,
+        Lake(ctx.spark, ctx.settings.paths.lake_root),
+        pipeline_month.dates,
+    )
 
 
 def _where(df: DataFrame, file_col: str, line_col: str, *extra: str) -> DataFrame:

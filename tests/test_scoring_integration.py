@@ -9,38 +9,24 @@ validate, normalize, baselines and score over 30 days.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-from pathlib import Path
+from datetime import date
 from typing import Any
 
 import pytest
-from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from tests.conftest import test_settings
+from tests.conftest import PipelineMonth
 
 pytestmark = pytest.mark.slow
 
-START = date(2026, 10, 1)
-DAYS = 30
-USERS = 40
-
 
 @pytest.fixture(scope="module")
-def scored_month(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from jobs import generate
-    from jobs.pipeline import RunContext, run_stages
-    from jobs.score import run_score
-    from jobs.train import read_ground_truth
-
-    out: Path = tmp_path_factory.mktemp("month")
-    generate.generate_telemetry(out, START, DAYS, USERS, 7, workers=1)
-    ctx = RunContext(spark, test_settings(out))
-    dates = [START + timedelta(days=i) for i in range(DAYS)]
-    for _ in run_stages(ctx, ["ingest", "validate", "normalize", "baselines"], dates):
-        pass
-    result = run_score(ctx, dates)
-    return {"ctx": ctx, "truth": read_ground_truth(out / "ground_truth.jsonl"), "result": result}
+def scored_month(pipeline_month: PipelineMonth) -> dict[str, Any]:
+    return {
+        "ctx": pipeline_month.ctx,
+        "truth": pipeline_month.truth,
+        "result": pipeline_month.results["score"],
+    }
 
 
 def test_every_scenario_is_in_the_high_band_with_an_expected_reason(
