@@ -99,3 +99,22 @@ def test_example_file_is_valid_and_matches_defaults() -> None:
 
     example = load_settings(REPO_ROOT / "policylake.example.yaml", environ={})
     assert example == load_settings(None, environ={})
+
+
+def test_example_file_documents_every_setting() -> None:
+    """Every key of every section appears in the example file (new settings get documented)."""
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    example = yaml.safe_load((REPO_ROOT / "policylake.example.yaml").read_text())
+    defaults = load_settings(None, environ={}).model_dump()
+    missing = [
+        f"{section}.{key}"
+        for section, values in defaults.items()
+        if isinstance(values, dict)
+        for key in values
+        if key not in (example.get(section) or {})
+    ]
+    missing += [s for s in defaults if s not in example]
+    assert missing == []
