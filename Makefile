@@ -16,6 +16,7 @@ demo: setup
 	$(BIN)/policylake demo --workdir policylake-demo
 
 test: setup
+	bash scripts/install-chromium.sh
 	bash scripts/run-tests.sh
 
 lint: setup
@@ -24,6 +25,14 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy
+
+# Local Airflow (airflow standalone, SQLite in ./airflow-home, this repo's DAGs): docs/airflow.md
+airflow: setup
+	bash scripts/airflow-standalone.sh
+
+# Pipeline benchmark, ~1 M and ~10 M events per day, targets and DuckDB reference: docs/benchmarks.md
+bench: setup
+	$(BIN)/python -m bench.run_bench --scales 1,10 --baselines run
 
 clean:
 	rm -rf policylake-demo spark-warehouse metastore_db .pytest_cache

@@ -14,6 +14,8 @@ from rich.table import Table
 
 from jobs.config import ConfigError, Settings, load_settings
 from jobs.policy.cli import export_command, feedback_command, policy_app
+from jobs.privacy_cli import forget_command, pseudonym_app, verify_command
+from jobs.report import report_command
 
 if TYPE_CHECKING:
     from jobs.pipeline import RunContext, StageResult
@@ -29,6 +31,10 @@ app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 app.command("export")(export_command)
 app.command("feedback")(feedback_command)
+app.command("verify")(verify_command)
+app.command("forget")(forget_command)
+app.add_typer(pseudonym_app, name="pseudonym")
+app.command("report")(report_command)
 console = Console(stderr=True)
 out = Console()
 
@@ -266,8 +272,11 @@ def demo(
     _train(ctx, dates[0], dates[cut - 1], "auto", workdir / "ground_truth.jsonl", seed)
     _run_pipeline(settings, ["score"], dates[cut:], "demo (with the champion)", ctx)
     rest = [s for s in STAGES if s not in prepare and s != "score"]
-    _run_pipeline(settings, rest, dates, "demo", ctx)
+    results = _run_pipeline(settings, rest, dates, "demo", ctx)
     out.print(f"demo workdir: {workdir}")
+    for result in results:
+        if result.stage == "report" and result.details.get("report"):
+            out.print(f"daily report: {result.details['report']}")
 
 
 STAGES_BEFORE_SCORE = ("ingest", "validate", "normalize", "baselines")

@@ -7,6 +7,7 @@ settings fail with a one-line error naming the bad key (``ConfigError``).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +53,9 @@ class SparkSettings(_Section):
         bad = [k for k in value if not k.startswith(("spark.", "fs.", "hadoop."))]
         if bad:
             raise ValueError(f"keys must start with spark., fs. or hadoop.: {', '.join(bad)}")
+        secrets = credential_settings({"spark": {"conf": value}})  # privacy: see refuse_credentials
+        if secrets:
+            raise ValueError(f"{secrets[0]} looks like a credential; set it in the environment")
         return {k: str(v) for k, v in value.items()}
 
 
@@ -65,6 +69,9 @@ class PathSettings(_Section):
     exports_dir: str = "exports"
     # Great Expectations Data Docs (HTML) and the validation results they render; a local folder.
     data_docs_dir: str = "data_docs"
+    # A generator's injected scenarios (demo and evaluation only); metrics score the
+    # recommendations against it when the file exists.
+    ground_truth: str = "ground_truth.jsonl"
 
 
 class GeoSettings(_Section):
@@ -75,6 +82,9 @@ class GeoSettings(_Section):
 
 class IngestSettings(_Section):
     sources: tuple[str, ...] = SOURCES
+    # late deliveries: running date D first re-runs the dates D-1 .. D-N whose raw files
+    # (names and sizes) changed since they were ingested; 0 turns this off
+    reprocess_days: int = Field(default=1, ge=0, le=31)
 
     @field_validator("sources")
     @classmethod
@@ -220,6 +230,99 @@ class PolicySettings(_Section):
     policies_dir: str = "policies"
 
 
+class MetricsSettings(_Section):
+    """Thresholds of gold.metrics_daily (docs/metrics.md)."""
+
+    # population stability index of a model feature / baseline statistic vs the reference
+    psi_warning: float = Field(default=0.1, gt=0)
+    psi_alert: float = Field(default=0.25, gt=0)
+    psi_bins: int = Field(default=10, ge=2, le=100)
+    # verdicts and incidents of this many days before the run date count in precision/recall
+    verdict_window_days: int = Field(default=30, ge=1)
+    # recommendations on an incident's entities up to this many days after it ended are
+    # follow-up, neither true nor false positives (entity risk decays over days)
+    incident_followup_days: int = Field(default=7, ge=0)
+    # drift reference when no champion logged one: the trailing days before the run date
+    drift_reference_days: int = Field(default=14, ge=1, le=366)
+    # same_day_type: weekdays are compared with weekdays and weekend days with weekend days
+    # (office activity falls ~80% at weekends); all_days: with every day of the reference
+    drift_compare: Literal["same_day_type", "all_days"] = "same_day_type"
+
+    @field_validator("psi_alert")
+    @classmethod
+    def _alert_above_warning(cls, value: float, info: Any) -> float:
+        warning = info.data.get("psi_warning")
+        if warning is not None and value < warning:
+            raise ValueError(f"must be >= psi_warning ({warning})")
+        return value
+
+
+class ReportSettings(_Section):
+    """The daily HTML report (`policylake report`)."""
+
+    top_entities: int = Field(default=15, ge=1, le=500)
+    history_days: int = Field(default=30, ge=1, le=366)
+
+
+# --- BEGIN privacy (docs/privacy.md); owner: jobs/privacy.py ------------------------------
+class PrivacySettings(_Section):
+    """Pseudonymized BI tables (docs/privacy.md)."""
+
+    # replace user, device and host ids in gold.session_scores and gold.entity_risk by keyed
+    # HMAC-SHA256 tokens (u_..., h_..., d_...); the restricted ops.pseudonyms maps them back
+    pseudonymize: bool = False
+    # the environment variable holding the key (at least 32 bytes); never put the key in a file
+    key_env: str = Field(default="POLICYLAKE_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# Credentials come from the environment or the standard provider chains, never from the config:
+# a spark.conf key like these (Spark's own redaction pattern) or a URI with user:password@.
+CREDENTIAL_KEY = re.compile(r"secret|password|token|access.key|account\.key", re.IGNORECASE)
+# ... except settings that name a mechanism, not a secret (a provider class, a token binding)
+CREDENTIAL_KEY_EXEMPT = (".provider", ".provider.type", ".binding", ".enabled")
+URI_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
+
+
+def credential_settings(tree: dict[str, Any]) -> list[str]:
+    """Keys of a raw config tree that hold credentials (spark.conf secrets, URIs with a password)."""
+    found = []
+    spark = tree.get("spark")
+    conf = spark.get("conf") if isinstance(spark, dict) else None
+    if isinstance(conf, dict):
+        found += [
+            f"spark.conf.{key}"
+            for key, value in conf.items()
+            if (
+                CREDENTIAL_KEY.search(str(key))
+                and not str(key).lower().endswith(CREDENTIAL_KEY_EXEMPT)
+            )
+            or (isinstance(value, str) and URI_WITH_PASSWORD.match(value.strip()))
+        ]
+    for section, values in tree.items():
+        if isinstance(values, dict):
+            found += [
+                f"{section}.{key}"
+                for key, value in values.items()
+                if isinstance(value, str) and URI_WITH_PASSWORD.match(value.strip())
+            ]
+    return sorted(found)
+
+
+def refuse_credentials(tree: dict[str, Any], origin: str) -> None:
+    """One-line ConfigError when `tree` (a config file or the overrides) carries a credential."""
+    found = credential_settings(tree)
+    if found:
+        raise ConfigError(
+            f"{origin}: '{found[0]}' looks like a credential; credentials are never read from "
+            "the configuration: set them in the environment (AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN, ...) or use a "
+            "provider chain (spark.hadoop.fs.s3a.aws.credentials.provider)"
+        )
+
+
+# --- END privacy ---------------------------------------------------------------------------
+
+
 class Settings(_Section):
     """The whole configuration; sections mirror `policylake.example.yaml`."""
 
@@ -232,6 +335,9 @@ class Settings(_Section):
     baselines: BaselineSettings = BaselineSettings()
     scoring: ScoringSettings = ScoringSettings()
     policy: PolicySettings = PolicySettings()
+    metrics: MetricsSettings = MetricsSettings()
+    report: ReportSettings = ReportSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     def with_workdir(self, workdir: Path) -> Settings:
         """Root every relative path at `workdir` (the demo's layout)."""
@@ -329,8 +435,10 @@ def load_settings(
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{file}: top level must be a mapping of sections")
+        refuse_credentials(loaded, str(file))
         data = loaded
     overrides = env_overrides(environ)
+    refuse_credentials(overrides, "environment override (POLICYLAKE__...)")
     if overrides:
         origin = f"{origin} + environment"
     try:

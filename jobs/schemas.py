@@ -561,3 +561,76 @@ ANALYST_DECISIONS = StructType(
 )
 # END policy stage
 # ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# BEGIN metrics stage (gold.metrics_daily); owner: jobs/metrics.py. docs/metrics.md.
+# Long form for BI: one row per (run date, metric, dimensions). Dimension keys are sorted.
+METRIC_DIMENSIONS = MapType(StringType(), StringType(), True)
+
+METRICS_DAILY = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("metric", StringType(), False),  # recommendations, feature_psi, alert, ...
+        StructField("dimensions", METRIC_DIMENSIONS, False),  # e.g. {action: block, ...}; may be {}
+        StructField("value", DoubleType(), False),
+    ]
+)
+# END metrics stage
+# ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# BEGIN protected data and tamper evidence (ops.pseudonyms, ops.erasures, ops.decision_log_chain,
+# ops.audit_heads); owners: jobs/privacy.py, jobs/audit.py. docs/privacy.md, docs/audit.md.
+# Restricted: token -> identifier for the pseudonymized BI tables (one row per token used that day).
+PSEUDONYMS = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("kind", StringType(), False),  # user | host | device
+        StructField("token", StringType(), False),  # u_/h_/d_ + 24 hex of HMAC-SHA256(key, id)
+        StructField("identifier", StringType(), False),  # the real id
+    ]
+)
+
+# One data-subject erasure (`policylake forget`); never the subject's id, only a keyed hash of it.
+ERASURES = StructType(
+    [
+        StructField("erasure_id", StringType(), False),  # sha256(subject_ref|erased_at)
+        StructField("erased_at", TimestampType(), False),  # UTC, wall clock (when it happened)
+        StructField("requested_by", StringType(), False),  # who ran it
+        StructField("subject_ref", StringType(), False),  # HMAC-SHA256(key, user id) or sha256
+        StructField("subject_ref_kind", StringType(), False),  # hmac-sha256:<key env> | sha256
+        _i("aliases"),  # how many spellings of the account were matched
+        StructField("tables", ArrayType(StringType()), False),  # tables rewritten and vacuumed
+        StructField("rows_deleted", MapType(StringType(), LongType(), True), False),
+        StructField("rows_redacted", MapType(StringType(), LongType(), True), False),
+        StructField("rechained_dates", ArrayType(DateType()), True),  # audit chain re-recorded
+    ]
+)
+
+# The hash chain over gold.decision_log: one row per decision, in chain order (docs/audit.md).
+DECISION_LOG_CHAIN = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("position", IntegerType(), False),  # 1-based: (rec_id, policy_id, row_hash)
+        StructField("rec_id", StringType(), False),
+        StructField("policy_id", StringType(), False),
+        StructField("row_hash", StringType(), False),  # sha256 of the row's canonical JSON
+        StructField("chain_hash", StringType(), False),  # sha256(previous chain_hash || row_hash)
+    ]
+)
+
+AUDIT_HEADS = StructType(
+    [
+        StructField("run_date", DateType(), False),
+        StructField("rows", LongType(), False),
+        StructField("head", StringType(), False),  # the last chain_hash (the seed when no rows)
+        _s("previous_head"),  # head of the previous chained date (the seed's input)
+        StructField("previous_date", DateType(), True),
+        _s("hmac"),  # HMAC-SHA256(POLICYLAKE_AUDIT_KEY, every other column); null without a key
+        _s("reason"),  # recommend | relinked after ... | erasure <erasure_id> ...
+    ]
+)
+# END protected data and tamper evidence
+# ---------------------------------------------------------------------------------------------

@@ -39,6 +39,21 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.databricks.delta.snapshotPartitions": str(s.shuffle_partitions),
         "spark.sql.warehouse.dir": os.path.join(tempfile.gettempdir(), "policylake-warehouse"),
     }
+    if not s.ui_enabled:
+        # Nobody reads the UI's status store then, but Spark keeps filling it (1,000 SQL
+        # executions, 100,000 tasks by default): in a long session (the demo, a backfill, the
+        # test suite) their plans and metrics fill the driver heap. Keep a little.
+        conf.update(
+            {
+                "spark.sql.ui.retainedExecutions": "20",
+                "spark.ui.retainedJobs": "100",
+                "spark.ui.retainedStages": "100",
+                "spark.ui.retainedTasks": "2000",
+                "spark.ui.dagGraph.retainedRootRDDs": "100",
+                # unreferenced broadcasts, shuffles and cached blocks are cleaned at a GC
+                "spark.cleaner.periodicGC.interval": "5min",
+            }
+        )
     conf.update(s.conf)
     return conf
 

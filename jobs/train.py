@@ -32,10 +32,13 @@ from jobs.config import Settings
 
 __all__ = [
     "CHAMPION",
+    "FEATURE_REFERENCE_ARTIFACT",
     "TrainResult",
+    "feature_reference",
     "labels_from_decisions",
     "labels_from_ground_truth",
     "load_champion",
+    "load_feature_reference",
     "read_ground_truth",
     "run_train",
     "split_holdout",
@@ -53,6 +56,10 @@ TRUSTED_TYPES = [
     "sklearn.tree._tree.Tree",
 ]
 MAX_TRAIN_ROWS = 500_000
+# The training feature distribution, logged with every run: the drift reference of
+# gold.metrics_daily (docs/metrics.md). Values are binned at this many decimals.
+FEATURE_REFERENCE_ARTIFACT = "feature_reference.json"
+REFERENCE_DECIMALS = 3
 
 
 class TrainError(RuntimeError):
@@ -131,6 +138,85 @@ def load_champion(settings: Settings) -> tuple[Any, str] | None:
         return None
     model = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
     return model, str(version.version)
+
+
+def load_feature_reference(
+    settings: Settings, version: str | None = None
+) -> tuple[str, dict[str, Any]] | None:
+    """(version, training feature distribution) of a registered version, default the champion.
+
+    None when there is no store, no such version, or the version was trained before the
+    distribution was logged. Never creates a store.
+    """
+    folder = _local_store(settings)
+    if folder is not None and not (folder / "mlflow.db").is_file():
+        return None
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    client = _client(settings, create=False)
+    name = settings.scoring.model_name
+    try:
+        found = (
+            client.get_model_version(name, version)
+            if version is not None
+            else _champion_version(client, name)
+        )
+        if found is None or not (found.tags or {}).get("feature_reference") or not found.run_id:
+            return None
+        data = mlflow.artifacts.load_dict(f"runs:/{found.run_id}/{found.tags['feature_reference']}")
+    except (MlflowException, OSError) as exc:
+        log.warning("no feature reference for %s v%s: %s", name, version or CHAMPION, exc)
+        return None
+    return str(found.version), data
+
+
+# --- drift reference (pure) ----------------------------------------------------------------
+
+
+def _feature_bins(x: pd.DataFrame, bins: int) -> dict[str, dict[str, list[float]]]:
+    features: dict[str, dict[str, list[float]]] = {}
+    for name in x.columns:
+        values = np.sort(np.round(x[name].to_numpy(dtype="float64"), REFERENCE_DECIMALS))
+        n = len(values)
+        if n == 0:
+            continue
+        # integer arithmetic: index of the first value with cumulative count >= k*n/bins
+        positions = [(k * n + bins - 1) // bins - 1 for k in range(1, bins)]
+        edges = np.unique(values[positions])
+        counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
+        features[str(name)] = {
+            "edges": [float(e) for e in edges],
+            "shares": [float(c) / n for c in counts],
+        }
+    return features
+
+
+def feature_reference(
+    x: pd.DataFrame, bins: int, start: date, end: date, weekend: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Quantile bin edges and shares per feature of the training rows (the drift reference).
+
+    Values are rounded to REFERENCE_DECIMALS (half to even); edge k of `bins` is the smallest
+    value whose cumulative share reaches k/bins, duplicates dropped; bins are right-closed:
+    (-inf, e1], (e1, e2], ..., (ek, inf). jobs/metrics.py bins the scored days the same way.
+    `weekend` (a boolean per row) adds the weekday and weekend distributions separately.
+    """
+    out: dict[str, Any] = {
+        "format": "policylake.feature_reference/v1",
+        "bins": bins,
+        "decimals": REFERENCE_DECIMALS,
+        "rows": len(x),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "features": _feature_bins(x, bins),
+    }
+    if weekend is not None:
+        out["day_types"] = {
+            kind: {"rows": int(mask.sum()), "features": _feature_bins(x[mask], bins)}
+            for kind, mask in (("weekday", ~weekend), ("weekend", weekend))
+        }
+    return out
 
 
 # --- labels (pure) --------------------------------------------------------------------------
@@ -384,6 +470,18 @@ def run_train(
         if champion_metrics:
             mlflow.log_metrics({f"champion_holdout_{k}": v for k, v in champion_metrics.items()})
         mlflow.log_dict({"features": list(risk_model.FEATURES)}, "features.json")
+        mlflow.log_dict(
+            feature_reference(
+                x[train_mask],
+                settings.metrics.psi_bins,
+                start,
+                end,
+                weekend=(pd.to_datetime(sessions["run_date"]).dt.dayofweek >= 5).to_numpy()[
+                    train_mask
+                ],
+            ),
+            FEATURE_REFERENCE_ARTIFACT,
+        )
         signature = infer_signature(sample, risk_model.risk_scores(fitted, sample))
         info = mlflow.sklearn.log_model(
             fitted,
@@ -400,6 +498,7 @@ def run_train(
         "features": json.dumps(list(risk_model.FEATURES)),
         "estimator": name,
         "average_precision": str(metrics.get("average_precision", "")),
+        "feature_reference": FEATURE_REFERENCE_ARTIFACT,
     }.items():
         client.set_model_version_tag(cfg.model_name, version, key, value)
 

@@ -23,7 +23,7 @@ DATASETS = Path(os.environ.get("POLICYLAKE_DATASETS", REPO_ROOT.parent / "shared
 def test_settings(workdir: Path, **sections: dict[str, object]) -> Settings:
     """Settings for a test: small local Spark, every path under `workdir`."""
     base = load_settings(None, environ={}).model_dump()
-    base["spark"].update(master="local[2]", shuffle_partitions=2, driver_memory="3g")
+    base["spark"].update(master="local[2]", shuffle_partitions=2, driver_memory="4g")
     for name, values in sections.items():
         base[name].update(values)
     return Settings.model_validate(base).with_workdir(workdir)
