@@ -1,34 +1,47 @@
-"""Analyst feedback: ingest approvals, overrides and verdicts dropped for the day.
+"""Analyst feedback: ingest the approvals, rejections, overrides and verdicts of one day.
 
-Wiring only. Publishes the `ops.analyst_decisions` asset, which the training DAG uses.
+Wiring only. Analysts (or their case tool) drop CSV or JSON-lines files into
+`<paths.raw_root>/analyst_decisions/<YYYY-MM-DD>/` during the day; the run for day D
+(at D+1 00:00 UTC) ingests that folder into `ops.analyst_decisions` and updates the
+statuses in `gold.policy_recommendations` (a MERGE on a deterministic decision id, so
+re-running a day changes nothing). A day with no file skips the ingest task, so no
+asset event is published; otherwise the `ops.analyst_decisions` asset triggers the
+training DAG (new labels).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
 
-from jobs.orchestration import default_args, stage_args, submit_kwargs
-
-ANALYST_DECISIONS = Asset("policylake://ops/analyst_decisions")
+from jobs import orchestration as orch
 
 with DAG(
     dag_id="policylake_feedback",
-    description="Ingest analyst decisions (approve, reject, override, verdicts)",
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=datetime(2026, 10, 1),
-    catchup=False,
+    description="Ingest analyst decisions (approve, reject, override, verdicts) of one day",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=datetime(2026, 10, 1, tzinfo=UTC),
+    catchup=True,
     max_active_runs=1,
-    default_args=default_args(),
+    dagrun_timeout=timedelta(hours=4),
+    default_args=orch.default_args(timeout=timedelta(hours=1)),
     tags=["policylake", "feedback"],
     doc_md=__doc__,
 ) as dag:
-    SparkSubmitOperator(
+    arrived = ShortCircuitOperator(
+        task_id="analyst_files_arrived",
+        python_callable=orch.analyst_decisions_arrived,
+        op_kwargs={"day": orch.RUN_DAY},
+        execution_timeout=timedelta(minutes=10),
+    )
+    ingest = SparkSubmitOperator(
         task_id="ingest_analyst_decisions",
         name="policylake-feedback",
-        application_args=stage_args("feedback"),
-        outlets=[ANALYST_DECISIONS],
-        **submit_kwargs(),
+        application_args=orch.stage_args("feedback"),
+        outlets=[Asset(orch.ASSET_ANALYST_DECISIONS), Asset(orch.ASSET_RECOMMENDATIONS)],
+        **orch.submit_kwargs(),
     )
+    arrived >> ingest

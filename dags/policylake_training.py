@@ -1,36 +1,41 @@
-"""Weekly model training: train on recent sessions and analyst labels, register in MLflow.
+"""Model training: the session risk model on the last 28 days, registered in MLflow.
 
-Wiring only. Runs weekly, and also when new analyst decisions arrive (asset-aware).
-The alias `champion` moves only when the new model is at least as good.
+Wiring only. Runs every Sunday at 06:00 UTC (on the 28 days through Saturday), and also
+when the feedback DAG ingested new analyst decisions (the `ops.analyst_decisions`
+asset; such a run trains on the 28 days before the asset event). The alias `champion`
+moves only when the new model is at least as good on held-out labels (`jobs/train.py`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable
 
-from jobs.orchestration import default_args, stage_args, submit_kwargs
-
-ANALYST_DECISIONS = Asset("policylake://ops/analyst_decisions")
+from jobs import orchestration as orch
 
 with DAG(
     dag_id="policylake_training",
     description="Train the session risk model and promote it if it is at least as good",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 4 * * 0", timezone="UTC"), assets=ANALYST_DECISIONS
+        timetable=CronTriggerTimetable("0 6 * * 0", timezone="UTC"),
+        assets=Asset(orch.ASSET_ANALYST_DECISIONS),
     ),
-    start_date=datetime(2026, 10, 1),
-    catchup=False,
+    start_date=datetime(2026, 10, 1, tzinfo=UTC),
+    catchup=False,  # a missed week is not worth training for; the next run uses all days
     max_active_runs=1,
-    default_args=default_args(retries=1),
+    dagrun_timeout=timedelta(hours=6),
+    default_args=orch.default_args(retries=1, timeout=timedelta(hours=4)),
     tags=["policylake", "training"],
     doc_md=__doc__,
 ) as dag:
     SparkSubmitOperator(
         task_id="train",
         name="policylake-train",
-        application_args=stage_args("train"),
-        **submit_kwargs(),
+        application_args=orch.stage_args(
+            "train", "--days", str(orch.TRAIN_DAYS), day=orch.TRAIN_LAST_DAY
+        ),
+        outlets=[Asset(orch.ASSET_MODEL)],
+        **orch.submit_kwargs(),
     )

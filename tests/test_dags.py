@@ -1,0 +1,711 @@
+"""Airflow DAGs: import, parse-time hygiene, structure, the entry point, and `dag.test()` runs.
+
+Airflow reads its configuration when first imported, so every test that imports it goes
+through the `airflow_home` fixture (a temporary AIRFLOW_HOME and SQLite database for the
+session). The end-to-end tests are real `spark-submit` launches of `jobs/entry.py`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jobs import orchestration
+from jobs.config import SOURCES, Settings
+from jobs.pipeline import STAGES
+from tests.conftest import test_settings
+
+REPO = Path(__file__).resolve().parent.parent
+DAGS = REPO / "dags"
+DAG_IDS = {"policylake_daily", "policylake_feedback", "policylake_training"}
+DAILY_ORDER = ["wait_for_late_files", "ingest_sources", "ingest", *orchestration.DAILY_STAGES]
+LOCAL_SPARK = json.dumps({"conn_type": "spark", "host": "local[2]"})
+
+
+def _airflow_env(home: Path) -> dict[str, str]:
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW_CONN_SPARK_DEFAULT": LOCAL_SPARK,
+    }
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """AIRFLOW_HOME for the session; set before the first `import airflow`."""
+    if "airflow" in sys.modules:
+        pytest.fail("airflow was imported before the airflow_home fixture set AIRFLOW_HOME")
+    home = tmp_path_factory.mktemp("airflow-home")
+    patch = pytest.MonkeyPatch()
+    for key, value in _airflow_env(home).items():
+        patch.setenv(key, value)
+    yield home
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_home: Path) -> Any:
+    # Airflow 3.3 dropped DagBag(include_examples=...) (apache/airflow#70283); examples are
+    # a bundle gated by [core] load_examples, off in airflow_home.
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> Path:
+    """The session's SQLite metadata database, migrated (what `dag.test()` needs)."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, **_airflow_env(airflow_home)},
+        timeout=300,
+    )
+    return airflow_home
+
+
+# --- import and parse time -------------------------------------------------------------
+
+
+def test_dagbag_imports_the_three_dags_without_errors(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == DAG_IDS
+
+
+PARSE_PROBE = textwrap.dedent(
+    """
+    import json, runpy, sys
+    from pathlib import Path
+
+    sys.path = [p for p in sys.path if p not in ("", ".")]  # as in the DAG processor
+    # What parsing costs anyway (Airflow, the providers, croniter's platform probe).
+    import croniter, airflow.sdk, airflow.providers.apache.spark.operators.spark_submit
+    import airflow.providers.standard.sensors.date_time, airflow.providers.standard.operators.python
+
+    allowed = [Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}]
+    allowed += [Path(sys.argv[1]).resolve() / d for d in ("jobs", "dags")]
+    touched = []
+
+    def audit(event, args):
+        if event in ("socket.connect", "socket.getaddrinfo", "subprocess.Popen", "os.system"):
+            touched.append(f"{event} {args[:2]!r}")
+        elif event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, Path)):
+            path = Path(args[0].decode() if isinstance(args[0], bytes) else args[0]).resolve()
+            if not any(path.is_relative_to(root) for root in allowed):
+                touched.append(f"{event} {path}")
+
+    sys.addaudithook(audit)
+    for dag_file in sorted((Path(sys.argv[1]) / "dags").glob("*.py")):
+        runpy.run_path(str(dag_file), run_name=dag_file.stem)
+    heavy = ("pyspark", "py4j", "delta", "pandas", "great_expectations", "mlflow", "sklearn")
+    loaded = sorted({m.split(".")[0] for m in sys.modules} & set(heavy))
+    print(json.dumps({"touched": touched, "heavy": loaded}))
+    """
+)
+
+
+def test_parsing_the_dags_imports_no_spark_and_touches_no_files(airflow_home: Path) -> None:
+    """In a fresh interpreter, as the DAG processor does: no pyspark (or any other heavy
+    library) is imported, and nothing outside the installed code is opened, listed or
+    connected to (no lake, no raw folder, no policylake.yaml, no network)."""
+    env = {**os.environ, **_airflow_env(airflow_home), "POLICYLAKE_CONFIG": "/nonexistent.yaml"}
+    done = subprocess.run(
+        [sys.executable, "-c", PARSE_PROBE, str(REPO)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=airflow_home,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"touched": [], "heavy": []}
+
+
+def test_delta_coordinate_matches_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    spark_minor = ".".join(version("pyspark").split(".")[:2])
+    assert orchestration.delta_maven_coordinate() == (
+        f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}"
+    )
+
+
+# --- structure -------------------------------------------------------------------------
+
+
+def _submit_tasks(dag: Any) -> list[Any]:
+    return [t for t in dag.tasks if t.task_type == "SparkSubmitOperator"]
+
+
+def _arg(task: Any, name: str) -> Any:
+    """An operator argument, of a plain or a mapped (`.partial(...)`) operator."""
+    if hasattr(task, "partial_kwargs"):
+        return task.partial_kwargs[name]
+    return getattr(task, name) if hasattr(task, name) else getattr(task, f"_{name}")
+
+
+def _args_of(task: Any) -> list[list[str]]:
+    """Every `application_args` a task runs with (mapped ingest: what its plan returns)."""
+    if hasattr(task, "expand_input"):
+        return [list(a) for a in orchestration.ingest_plan(orchestration.RUN_DAY)]
+    return [list(task.application_args)]
+
+
+def test_daily_dag_runs_the_stages_in_order(dagbag: Any) -> None:
+    dag = dagbag.dags["policylake_daily"]
+    assert {t.task_id for t in dag.tasks} == set(DAILY_ORDER)
+    for upstream, downstream in itertools.pairwise(DAILY_ORDER):
+        assert dag.get_task(upstream).downstream_task_ids == {downstream}, upstream
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}, downstream
+    # downstream tasks never run after a failed upstream task
+    assert all(t.trigger_rule == "all_success" for t in dag.tasks)
+
+
+def test_daily_ingest_is_mapped_over_the_configured_sources(
+    dagbag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dag = dagbag.dags["policylake_daily"]
+    ingest = dag.get_task("ingest")
+    assert hasattr(ingest, "expand_input"), "ingest must use dynamic task mapping"
+    mapped = ingest.expand_input.value["application_args"]
+    assert mapped.operator.task_id == "ingest_sources"
+    plan = dag.get_task("ingest_sources")
+    assert plan.python_callable is orchestration.ingest_plan
+    assert plan.op_kwargs == {"day": orchestration.RUN_DAY}
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("POLICYLAKE_CONFIG", raising=False)
+    monkeypatch.delenv("POLICYLAKE__INGEST__SOURCES", raising=False)
+    day = ["--stage", "ingest", "--date", "2026-10-05", "--source"]
+    assert orchestration.ingest_plan("2026-10-05") == [[*day, s] for s in SOURCES]
+    monkeypatch.setenv("POLICYLAKE__INGEST__SOURCES", "[sshd, idp]")
+    assert orchestration.ingest_plan("2026-10-05") == [[*day, "sshd"], [*day, "idp"]]
+
+
+def test_every_spark_task_submits_the_entry_point_for_its_day(dagbag: Any) -> None:
+    expected_day = {
+        "policylake_daily": orchestration.RUN_DAY,
+        "policylake_feedback": orchestration.RUN_DAY,
+        "policylake_training": orchestration.TRAIN_LAST_DAY,
+    }
+    delta = orchestration.delta_maven_coordinate()
+    for dag_id in DAG_IDS:
+        dag = dagbag.dags[dag_id]
+        tasks = _submit_tasks(dag)
+        assert tasks, dag_id
+        for task in tasks:
+            assert _arg(task, "conn_id") == "spark_default"
+            assert Path(_arg(task, "application")) == REPO / "jobs" / "entry.py"
+            assert Path(_arg(task, "application")).is_file()
+            assert delta in _arg(task, "packages")
+            assert _arg(task, "conf")["spark.sql.session.timeZone"] == "UTC"
+            for args in _args_of(task):
+                stage = {"ingest_analyst_decisions": "feedback"}.get(task.task_id, task.task_id)
+                assert args[:2] == ["--stage", stage]
+                assert args[2:4] == ["--date", expected_day[dag_id]], task.task_id
+
+
+def test_tasks_have_retries_timeouts_and_the_failure_callback(dagbag: Any) -> None:
+    for dag_id in DAG_IDS:
+        dag = dagbag.dags[dag_id]
+        assert dag.dagrun_timeout is not None
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert orchestration.notify_failure in callbacks, task.task_id
+            assert task.execution_timeout is not None, task.task_id
+            if task.task_type != "DateTimeSensor":  # waiting is not failing; no retry
+                assert task.retries >= 1, task.task_id
+                assert task.retry_delay >= timedelta(minutes=1)
+
+
+def test_schedules_catchup_tags_and_concurrency(dagbag: Any) -> None:
+    daily = dagbag.dags["policylake_daily"]
+    feedback = dagbag.dags["policylake_feedback"]
+    training = dagbag.dags["policylake_training"]
+    for dag in (daily, feedback):
+        assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+        assert dag.timetable.expression == "0 0 * * *"  # one UTC day per run
+        assert dag.catchup is True  # missed days are backfilled
+    assert training.catchup is False
+    assert type(training.timetable).__name__ == "AssetOrTimeSchedule"
+    assert training.timetable.timetable.expression == "0 6 * * 0"
+    for dag in (daily, feedback, training):
+        assert dag.max_active_runs == 1
+        assert dag.start_date == datetime(2026, 10, 1, tzinfo=UTC)
+        assert dag.tags == {"policylake", dag.dag_id.removeprefix("policylake_")}
+    assert {daily.get_task(t).depends_on_past for t in ("baselines", "score")} == {True}
+    assert daily.get_task("validate").depends_on_past is False
+
+
+def test_assets_connect_feedback_to_training(dagbag: Any) -> None:
+    def uris(task: Any) -> set[str]:
+        return {a.uri for a in task.outlets}
+
+    daily = dagbag.dags["policylake_daily"]
+    assert uris(daily.get_task("score")) == {orchestration.ASSET_SESSION_SCORES}
+    assert uris(daily.get_task("recommend")) == {orchestration.ASSET_RECOMMENDATIONS}
+    assert uris(daily.get_task("metrics")) == {orchestration.ASSET_METRICS}
+    feedback = dagbag.dags["policylake_feedback"]
+    assert [t.task_id for t in feedback.tasks] == [
+        "analyst_files_arrived",
+        "ingest_analyst_decisions",
+    ]
+    assert orchestration.ASSET_ANALYST_DECISIONS in uris(
+        feedback.get_task("ingest_analyst_decisions")
+    )
+    training = dagbag.dags["policylake_training"]
+    condition = training.timetable.asset_condition
+    assert condition.uri == orchestration.ASSET_ANALYST_DECISIONS
+    assert uris(training.get_task("train")) == {orchestration.ASSET_MODEL}
+
+
+class _Variables:
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.values.get(key, default)
+
+
+@pytest.mark.parametrize(
+    ("context", "day", "last_training_day"),
+    [
+        # scheduled/backfill daily run: logical date = data interval start
+        ({"logical_date": datetime(2026, 10, 5, tzinfo=UTC)}, "2026-10-05", "2026-10-04"),
+        # weekly training run at Sunday 06:00 trains through Saturday
+        ({"logical_date": datetime(2026, 10, 11, 6, tzinfo=UTC)}, "2026-10-11", "2026-10-10"),
+        # asset-triggered training run: no logical date, the trigger time decides
+        (
+            {"logical_date": None, "run_after": datetime(2026, 10, 14, 0, 30, tzinfo=UTC)},
+            "None",
+            "2026-10-13",
+        ),
+    ],
+)
+def test_date_templates_render_from_the_run_never_the_clock(
+    dagbag: Any, context: dict[str, Any], day: str, last_training_day: str
+) -> None:
+    from airflow.sdk import macros
+
+    task = dagbag.dags["policylake_daily"].get_task("validate")
+
+    class DagRun:
+        run_after = context.get("run_after")
+
+    ctx = {
+        "logical_date": context["logical_date"],
+        "dag_run": DagRun(),
+        "macros": macros,
+        "params": {"blocking_sources": ""},
+        "var": {"value": _Variables({})},
+    }
+    assert task.render_template(orchestration.RUN_DAY, ctx) == day
+    assert task.render_template(orchestration.TRAIN_LAST_DAY, ctx) == last_training_day
+
+
+def test_blocking_sources_come_from_the_run_conf_else_the_variable(dagbag: Any) -> None:
+    task = dagbag.dags["policylake_daily"].get_task("validate")
+    arg = orchestration.BLOCKING_SOURCES_ARG
+
+    def render(param: str, variables: dict[str, str]) -> str:
+        ctx = {"params": {"blocking_sources": param}, "var": {"value": _Variables(variables)}}
+        return str(task.render_template(arg, ctx))
+
+    assert render("", {}) == "--blocking-sources="
+    assert render("", {"policylake_blocking_sources": "idp"}) == "--blocking-sources=idp"
+    assert render("all", {"policylake_blocking_sources": "idp"}) == "--blocking-sources=all"
+
+
+def test_packages_template_adds_the_variable_packages(dagbag: Any) -> None:
+    task = dagbag.dags["policylake_daily"].get_task("validate")
+    delta = orchestration.delta_maven_coordinate()
+
+    def render(variables: dict[str, str]) -> str:
+        return str(task.render_template(task.packages, {"var": {"value": _Variables(variables)}}))
+
+    assert render({}) == delta
+    extra = {"policylake_spark_packages": " org.apache.hadoop:hadoop-aws:3.4.1 ,"}
+    assert render(extra) == f"{delta},org.apache.hadoop:hadoop-aws:3.4.1"
+
+
+def test_failure_callback_logs_one_matchable_line(caplog: pytest.LogCaptureFixture) -> None:
+    class TI:
+        dag_id, task_id, map_index, try_number = "policylake_daily", "validate", -1, 3
+
+    with caplog.at_level("ERROR", logger="policylake.airflow"):
+        orchestration.notify_failure(
+            {"task_instance": TI(), "ds": "2026-10-02", "exception": RuntimeError("gate")}
+        )
+    assert caplog.messages == [
+        "policylake task failed: dag=policylake_daily task=validate map_index=-1 "
+        "date=2026-10-02 try=3 error=gate"
+    ]
+
+
+# --- the entry point (no JVM) ----------------------------------------------------------
+
+
+@pytest.fixture()
+def entry_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("POLICYLAKE"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+def _entry(*argv: str) -> int:
+    from jobs.entry import main
+
+    try:
+        return main(list(argv))
+    except SystemExit as exc:  # argparse errors
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--stage", "ingest", "--date", "None"], "a run without a logical date?"),
+        (["--stage", "ingest", "--date", "2026-13-01"], "must be a date like 2026-10-01"),
+        (["--stage", "ingest,bogus", "--date", "2026-10-01"], "unknown stage(s) bogus"),
+        (["--stage", "ingest", "--date", "2026-10-01", "--source", "syslog"], "unknown source"),
+        (
+            ["--stage", "validate", "--date", "2026-10-01", "--source", "idp"],
+            "--source applies to --stage ingest only",
+        ),
+        (
+            ["--stage", "score", "--date", "2026-10-01", "--blocking-sources", "idp"],
+            "applies to the validate stage",
+        ),
+        (
+            ["--stage", "validate", "--date", "2026-10-01", "--blocking-sources", "nope"],
+            "not configured source(s) nope",
+        ),
+        (["--stage", "train,score", "--date", "2026-10-01"], "run on their own"),
+        (["--stage", "train", "--date", "2026-10-01", "--days", "0"], "--days must be"),
+        (
+            ["--stage", "validate", "--date", "2026-10-05", "--to", "2026-10-01"],
+            "before the start date",
+        ),
+    ],
+)
+def test_entry_bad_input_exits_2_with_one_line(
+    entry_workdir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert _entry(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ")
+    assert len(err.splitlines()) == 1
+    assert message in err
+
+
+def test_entry_skips_sources_the_settings_do_not_ingest(
+    entry_workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POLICYLAKE__INGEST__SOURCES", "[idp]")
+    assert _entry("--stage", "ingest", "--date", "2026-10-01", "--source", "sshd") == 0
+    out = capsys.readouterr().out
+    assert "not configured in ingest.sources, skipped: sshd" in out
+    assert "nothing to do" in out
+
+
+def test_entry_feedback_without_files_is_a_clean_no_op(
+    entry_workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _entry("--stage", "feedback", "--date", "2026-10-02", "--workdir", ".") == 0
+    folder = entry_workdir.resolve() / "raw" / "analyst_decisions" / "2026-10-02"
+    assert capsys.readouterr().out.strip() == (
+        f"feedback: no analyst decision files in {folder}; nothing to do"
+    )
+
+
+def test_entry_feedback_with_a_bad_file_fails_before_ingesting(
+    entry_workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = entry_workdir / "raw" / "analyst_decisions" / "2026-10-02"
+    folder.mkdir(parents=True)
+    (folder / "decisions.csv").write_text(
+        "rec_id,decision,analyst,decided_at\nnot-a-rec,approve,ana,2026-10-02T08:00:00Z\n"
+    )
+    assert _entry("--stage", "feedback", "--date", "2026-10-02", "--workdir", ".") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "line 2: rec_id" in err
+
+
+def test_analyst_decision_files_of_a_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "raw" / "analyst_decisions" / "2026-10-02"
+    folder.mkdir(parents=True)
+    for name in ("b.jsonl", "a.csv", ".a.csv.swp", "_partial.csv", "notes.txt"):
+        (folder / name).write_text("x")
+    raw = str(tmp_path / "raw")
+    assert [p.name for p in orchestration.analyst_decision_files(raw, "2026-10-02")] == [
+        "a.csv",
+        "b.jsonl",
+    ]
+    assert orchestration.analyst_decision_files(raw, "2026-10-03") == []
+    with pytest.raises(ValueError, match="local or mounted folder"):
+        orchestration.analyst_decision_files("s3a://lake/raw", "2026-10-02")
+    monkeypatch.delenv("POLICYLAKE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path / "raw")  # relative paths must not resolve against the cwd
+    monkeypatch.setenv("POLICYLAKE_WORKDIR", str(tmp_path))
+    assert orchestration.analyst_decisions_arrived("2026-10-02") is True
+    assert orchestration.analyst_decisions_arrived("2026-10-03") is False
+
+
+# --- end to end: dag.test() with real spark-submit launches ----------------------------
+
+# Generated scenarios land on the second day; the first gives baselines their history.
+DAY1, DAY = date(2026, 10, 1), date(2026, 10, 2)
+# Two sources keep a run to ~10 spark-submits (each 15-25 s of JVM and session start on an
+# idle 2-core machine) and still exercise the mapped ingest writing one ops.ingest_log.
+E2E_SOURCES = ["idp", "sshd"]
+# Spark stages that exist in this checkout; the others are marked success in dag.test().
+MISSING_STAGES = [s for s in ("metrics", "report") if find_spec(f"jobs.{s}") is None]
+EXISTING_STAGES = [s for s in STAGES if s not in MISSING_STAGES]
+
+
+@dataclass
+class DailyRuns:
+    """What `daily_runs` saw: table versions before, after the failed run, after the re-run."""
+
+    reference: Settings
+    dag_settings: Settings
+    before: dict[str, int]
+    failed_state: str
+    failed_tis: dict[str, str]
+    after_failure: dict[str, int]
+    failed_source_status: dict[str, str]
+    rerun_state: str
+    rerun_tis: dict[str, str]
+    after_rerun: dict[str, int]
+    reference_day_rows: dict[str, int]  # rows of DAY per table in the reference lake
+
+
+def _settings_yaml(settings: Settings, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=True))
+    return path
+
+
+def _tables(lake_root: str) -> list[str]:
+    root = Path(lake_root)
+    return sorted(
+        f"{layer.name}.{table.name}"
+        for layer in root.iterdir()
+        if layer.is_dir()
+        for table in layer.iterdir()
+        if (table / "_delta_log").is_dir()
+    )
+
+
+def _versions(lake_root: str) -> dict[str, int]:
+    """The latest Delta version of every table (from the log, no Spark job)."""
+    versions = {}
+    for table in _tables(lake_root):
+        log = Path(lake_root) / table.replace(".", "/", 1) / "_delta_log"
+        versions[table] = max(int(p.stem) for p in log.glob("*.json"))
+    return versions
+
+
+def _state(state: Any) -> str:
+    return str(getattr(state, "value", state))
+
+
+def _task_states(dag_id: str, run_id: str) -> dict[str, str]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        tis = session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        ).all()
+        return {
+            (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): _state(ti.state)
+            for ti in tis
+        }
+
+
+def _dag_test(
+    dag: Any, day: date, conf: dict[str, Any] | None = None
+) -> tuple[str, dict[str, str]]:
+    run = dag.test(
+        logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC),
+        run_conf=conf,
+        mark_success_pattern="|".join(MISSING_STAGES) or None,
+    )
+    return _state(run.state), _task_states(dag.dag_id, run.run_id)
+
+
+@pytest.fixture(scope="module")
+def daily_runs(
+    spark: Any,
+    dagbag: Any,
+    airflow_db: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DailyRuns]:
+    """Two generated days. The reference lake runs `run_stages` for DAY1, then DAY; the DAG
+    lake starts as a copy of the reference after DAY1, then `dag.test()` runs DAY twice:
+    with the idp file corrupted and idp blocking (validate must fail and stop what follows,
+    leaving silver and gold alone), then with the file repaired (must succeed)."""
+    from jobs import generate
+    from jobs.pipeline import RunContext, run_stages
+
+    base = tmp_path_factory.mktemp("dag-e2e")
+    gen = base / "gen"
+    generate.generate_telemetry(gen, DAY1, days=2, users=12, seed=7, workers=1)
+    shared = {
+        "raw_root": str(gen / "raw"),
+        "reference_root": str(gen / "reference"),
+        "ground_truth": str(gen / "ground_truth.jsonl"),
+    }
+    ingest = {"sources": E2E_SOURCES}
+    reference = test_settings(base / "reference", paths=shared, ingest=ingest)
+    dag_settings = test_settings(base / "dag", paths=shared, ingest=ingest)
+    ref_ctx = RunContext(spark, reference)
+    list(run_stages(ref_ctx, EXISTING_STAGES, [DAY1]))
+    shutil.copytree(reference.paths.lake_root, dag_settings.paths.lake_root)
+    before = _versions(dag_settings.paths.lake_root)
+    list(run_stages(ref_ctx, EXISTING_STAGES, [DAY]))
+    day_rows = {
+        t: ref_ctx.lake.read_dates(t, [DAY]).count() for t in _tables(reference.paths.lake_root)
+    }
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("POLICYLAKE_CONFIG", str(_settings_yaml(dag_settings, base / "dag.yaml")))
+    patch.delenv("POLICYLAKE_WORKDIR", raising=False)
+    bin_dir = str(Path(sys.executable).parent)  # spark-submit of the pyspark installation
+    patch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    pyspark_spec = find_spec("pyspark")
+    assert pyspark_spec is not None and pyspark_spec.origin is not None
+    patch.setenv("SPARK_HOME", str(Path(pyspark_spec.origin).parent))
+    dag = dagbag.dags["policylake_daily"]
+    for task in dag.tasks:
+        task.retries = 0  # a retry would wait retry_delay; the failure is the point here
+
+    # A broken delivery: 10% of the idp lines unparseable fails its critical `parser` check.
+    idp_file = next((gen / "raw" / "idp" / DAY.isoformat()).glob("*.jsonl"))
+    original = idp_file.read_bytes()
+    idp_file.write_bytes(
+        original + b"{truncated okta event\n" * max(original.count(b"\n") // 10, 10)
+    )
+    try:
+        failed_state, failed_tis = _dag_test(dag, DAY, {"blocking_sources": "idp"})
+        after_failure = _versions(dag_settings.paths.lake_root)
+        lake = RunContext(spark, dag_settings).lake
+        status = {
+            r["source"]: r["status"] for r in lake.read_dates("ops.source_status", [DAY]).collect()
+        }
+    finally:
+        idp_file.write_bytes(original)  # the vendor re-delivers the file
+    rerun_state, rerun_tis = _dag_test(dag, DAY)
+    yield DailyRuns(
+        reference,
+        dag_settings,
+        before,
+        failed_state,
+        failed_tis,
+        after_failure,
+        status,
+        rerun_state,
+        rerun_tis,
+        _versions(dag_settings.paths.lake_root),
+        day_rows,
+    )
+    patch.undo()
+
+
+@pytest.mark.slow
+def test_failed_gate_stops_downstream_tasks_and_leaves_the_lake_consistent(
+    daily_runs: DailyRuns,
+) -> None:
+    runs = daily_runs
+    assert runs.failed_state == "failed"
+    assert runs.failed_source_status == {"idp": "degraded", "sshd": "ok"}
+    for task in ("wait_for_late_files", "ingest_sources", "ingest[0]", "ingest[1]"):
+        assert runs.failed_tis[task] == "success", task
+    assert runs.failed_tis["validate"] == "failed"
+    for stage in orchestration.DAILY_STAGES[1:]:
+        assert runs.failed_tis[stage] == "upstream_failed", stage
+    # ingest and validate replaced the day (the evidence: bronze rows, dq results) ...
+    written = {t for t, v in runs.after_failure.items() if v > runs.before[t]}
+    assert written == {
+        "bronze.idp",
+        "bronze.sshd",
+        "ops.ingest_log",
+        "ops.dq_results",
+        "ops.source_status",
+    }
+    # ... and nothing else changed: silver and gold keep the last good run's rows
+    assert runs.after_failure.keys() == runs.before.keys()
+
+
+@pytest.mark.slow
+def test_daily_dag_rerun_succeeds_and_writes_what_run_stages_writes(
+    spark: Any, daily_runs: DailyRuns
+) -> None:
+    from pyspark.testing import assertDataFrameEqual
+
+    from jobs.lake import Lake
+
+    runs = daily_runs
+    assert runs.rerun_state == "success"
+    assert set(runs.rerun_tis.values()) == {"success"}
+    assert len(runs.rerun_tis) == len(DAILY_ORDER) - 1 + len(E2E_SOURCES)
+    ours, theirs = runs.dag_settings.paths, runs.reference.paths
+    tables = _tables(ours.lake_root)
+    assert tables == _tables(theirs.lake_root)
+    assert {"silver.events", "gold.session_scores", "gold.policy_recommendations"} <= set(tables)
+    if "metrics" in EXISTING_STAGES:
+        assert "gold.metrics_daily" in tables
+    # the DAG's tasks committed every table that has rows for the day (a write that changes
+    # nothing, e.g. a MERGE of no rows, may not commit), and hold what run_stages wrote
+    assert {"gold.policy_recommendations", "gold.baselines"} <= {
+        t for t, n in runs.reference_day_rows.items() if n
+    }
+    assert [
+        t
+        for t in tables
+        if runs.reference_day_rows[t] and runs.after_rerun[t] <= runs.after_failure[t]
+    ] == []
+    lake, ref = Lake(spark, ours.lake_root), Lake(spark, theirs.lake_root)
+    for table in tables:
+        assertDataFrameEqual(lake.read(table), ref.read(table))
+    exported = Path(DAY.isoformat()) / "policy_recommendations.jsonl"
+    assert (Path(ours.exports_dir) / exported).read_bytes() == (
+        Path(theirs.exports_dir) / exported
+    ).read_bytes()
+
+
+@pytest.mark.slow
+def test_feedback_day_without_files_skips_ingest_and_publishes_nothing(
+    dagbag: Any, airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No JVM: the short-circuit finds no analyst file, so the Spark task is skipped (and no
+    asset event can trigger training)."""
+    (tmp_path / "raw" / "analyst_decisions" / "2026-10-03").mkdir(parents=True)
+    monkeypatch.setenv("POLICYLAKE_WORKDIR", str(tmp_path))
+    monkeypatch.delenv("POLICYLAKE_CONFIG", raising=False)
+    state, tis = _dag_test(dagbag.dags["policylake_feedback"], date(2026, 10, 3))
+    assert state == "success"
+    assert tis == {"analyst_files_arrived": "success", "ingest_analyst_decisions": "skipped"}
