@@ -12,6 +12,8 @@ docs/ingest.md describes the rules per format.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ from pyspark.sql.types import (
 
 from jobs.lake import Lake, require_columns
 from jobs.pipeline import PipelineError, RunContext, StageResult
-from jobs.schemas import BRONZE_FIELDS, INGEST_LOG, bronze_schema
+from jobs.schemas import BRONZE_FIELDS, DQ_RESULTS, INGEST_LOG, bronze_schema
 
 __all__ = [
     "INVALID_JSON",
@@ -45,6 +47,7 @@ __all__ = [
     "RawFile",
     "batch_id",
     "ingest_source",
+    "late_deliveries",
     "number_lines",
     "parse_cloudtrail",
     "parse_idp",
@@ -53,9 +56,12 @@ __all__ = [
     "parse_zeek_conn",
     "parse_zeek_dns",
     "plan_files",
+    "raw_listing",
     "read_raw_lines",
     "run_ingest",
+    "schema_drift_rows",
     "sensor_of",
+    "write_ingest_log",
     "zeek_layout",
 ]
 
@@ -865,8 +871,14 @@ def _parse_zeek(lines: DataFrame, source: str) -> DataFrame:
             from_json = _first(*[j[k] for k in _zeek_keys(column)])
             texts[column] = F.when(F.col("__is_json"), from_json).otherwise(tsv(column))
     ts_number = F.regexp_extract(F.col("__json_line"), _ZEEK_TS_NUMBER, 1)
+    # the first `"ts": <number>` of the line may be a nested object's: use its spelling only
+    # when it is the same number as the top-level `ts` Spark parsed
+    # (else Spark's spelling, `1.790841605755299E9`, back in Zeek's: seconds, microseconds)
+    same = ts_number.try_cast("double") == j["ts"].try_cast("double")
+    respelled = F.when(j["ts"].rlike("^-?[0-9.]+[eE]"), j["ts"].try_cast("decimal(24,6)"))
     event_time = F.when(
-        F.col("__is_json"), F.coalesce(F.nullif(ts_number, F.lit("")), j["ts"])
+        F.col("__is_json"),
+        F.coalesce(F.when(same, ts_number), respelled.cast("string"), j["ts"]),
     ).otherwise(tsv("event_time_raw"))
     return finish_bronze(df, source, texts, event_time)
 
@@ -888,8 +900,10 @@ def parse_zeek_dns(lines: DataFrame) -> DataFrame:
 # [<PRI>] [timestamp] host program[pid]: message. The timestamp is optional so a line whose
 # stamp was lost still parses (event_time_raw null, for validation to flag); anything that
 # looks like a stamp is kept as text, valid or not.
+# (?s): a CR, NEL or U+2028 inside a line is an ordinary character (Java's `.` would stop at
+# it, and a user name carrying one would turn a failed login into "not a syslog line").
 SYSLOG_LINE = (
-    r"^(?:<\d{1,3}>)?"
+    r"(?s)^(?:<\d{1,3}>)?"
     r"(?:([A-Z][a-z]{2} +\d{1,2} +\d{1,2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\S+) +)?"
     r"(\S+) +([^\s\[\]:]+)(?:\[(\d+)\])?: ?(.*)$"
 )
@@ -932,10 +946,32 @@ SSHD_MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 
+SSHD_MESSAGES = {
+    kind: ("(?s)" + pattern, layout) for kind, (pattern, layout) in SSHD_MESSAGES.items()
+}
+
+
+def _split_groups(text: Column, pattern: str, layout: str, limit: int) -> Column:
+    """[""] + the layout's fields when `pattern` matches `text`, else [text].
+
+    One `regexp_replace` and a `split` on `_SEP`; for the rare text that itself contains
+    `_SEP` (a control character an attacker can put in a user name), one `regexp_extract`
+    per group instead, so the text cannot shift the fields (user into address).
+    """
+    fast = F.split(F.regexp_replace(text, pattern, _SEP + layout.replace("|", _SEP)), _SEP, limit)
+    fields = [
+        F.concat(
+            F.lit(""), *[F.regexp_extract(text, pattern, int(g)) for g in re.findall(r"\$(\d)", f)]
+        )
+        for f in layout.split("|")
+    ]
+    safe = F.when(text.rlike(pattern), F.array(F.lit(""), *fields)).otherwise(F.array(text))
+    return F.when(text.contains(_SEP), safe).otherwise(fast)
+
+
 def _groups(message: Column, kind: str) -> Column:
     pattern, layout = SSHD_MESSAGES[kind]
-    replacement = _SEP + layout.replace("|", _SEP)
-    return F.split(F.regexp_replace(message, pattern, replacement), _SEP, 6)
+    return _split_groups(message, pattern, layout, 6)
 
 
 def parse_sshd(lines: DataFrame) -> DataFrame:
@@ -943,12 +979,10 @@ def parse_sshd(lines: DataFrame) -> DataFrame:
     line = F.col("__line")
     df = lines.select("*", _line(F.col("raw")).alias("__line"))
     # One regex pass splits the header: [marker, ts, host, program, pid, message].
-    header = _SEP + _SEP.join(f"${i}" for i in range(1, 6))
+    header = "|".join(f"${i}" for i in range(1, 6))
     df = df.select(
         "*",
-        F.when(
-            line.rlike(SYSLOG_LINE), F.split(F.regexp_replace(line, SYSLOG_LINE, header), _SEP, 6)
-        ).alias("__h"),
+        F.when(line.rlike(SYSLOG_LINE), _split_groups(line, SYSLOG_LINE, header, 6)).alias("__h"),
     )
     h = F.col("__h")
     program = F.get(h, 3)
@@ -1048,6 +1082,7 @@ class SourceIngest:
     unparseable: int = 0
     missing: list[date] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)  # ops.dq_results, suite `ingest`
 
 
 def _empty_file_sizes(spark: SparkSession, raw: DataFrame, seen: set[str]) -> dict[str, int]:
@@ -1113,6 +1148,10 @@ def ingest_source(
                 "_batch_id": ids[f.run_date],
             }
         )
+    fields = _written_fields(lake, table, source, dates, files) if with_lines else {}
+    result.checks = delivery_rows(source, dates, files, result.log) + schema_drift_rows(
+        source, fields
+    )
     return result
 
 
@@ -1136,6 +1175,365 @@ def _written_counts(
     return {r["_file"]: (int(r["rows"]), int(r["unparseable"] or 0), int(r["lines"])) for r in rows}
 
 
+# ---------------------------------------------------------------------------------------
+# Ingest checks in ops.dq_results (suite `ingest`): delivery and schema drift
+# ---------------------------------------------------------------------------------------
+
+INGEST_SUITE = "ingest"
+DELIVERY = "delivery"
+SCHEMA_DRIFT = "schema_drift"
+
+# Top-level fields the vendor formats carry that bronze does not keep as columns (they stay
+# in `raw`): not drift. Windows event data fields (CamelCase, NXLog flattens them to the top
+# level) are an open set by design; only other spellings count as new there.
+VENDOR_FIELDS: dict[str, frozenset[str]] = {
+    "idp": frozenset(_words("version legacyEventType debugContext securityContext request")),
+    "windows": frozenset(
+        _words("@version host port tags type message event log agent ecs beat fields")
+    ),
+    "cloudtrail": frozenset(
+        _words(
+            "additionalEventData apiVersion managementEvent resources serviceEventDetails "
+            "sharedEventID vpcEndpointId vpcEndpointAccountId eventCategory addendum "
+            "sessionCredentialFromConsole edgeDeviceDetails tlsDetails insightDetails"
+        )
+    ),
+    "zeek_conn": frozenset(
+        _words(
+            "_path _write_ts _node local_orig local_resp tunnel_parents orig_l2_addr "
+            "resp_l2_addr vlan inner_vlan community_id ip_proto label detailedlabel"
+        )
+    ),
+    "zeek_dns": frozenset(
+        _words(
+            "_path _write_ts _node qclass qclass_name qtype rcode AA TC RD RA Z TTLs rejected "
+            "auth addl detailedlabel"
+        )
+    ),
+}
+_WINDOWS_EVENT_DATA_NAME = r"^[A-Z][A-Za-z0-9]*$"
+
+# Fields a source's rows cannot do without (each group: any one spelling). A group that no
+# parsed row of a date carries is a missing field: the vendor dropped or renamed it.
+CORE_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "idp": (("uuid",), ("published",), ("eventType",), ("actor",), ("outcome",)),
+    "windows": (
+        ("@timestamp", "EventTime"),
+        ("Hostname", "winlog"),
+        ("EventID", "winlog"),
+        ("Channel", "winlog"),
+    ),
+    "cloudtrail": (
+        ("eventTime", "@timestamp"),
+        ("eventID",),
+        ("eventName",),
+        ("eventSource",),
+        ("userIdentity",),
+    ),
+    "zeek_conn": (
+        ("ts",),
+        ("uid",),
+        ("id.orig_h", "id_orig_h"),
+        ("id.resp_h", "id_resp_h"),
+        ("proto",),
+    ),
+    "zeek_dns": (("ts",), ("uid",), ("id.orig_h", "id_orig_h"), ("query",)),
+}
+
+
+def declared_fields(source: str) -> frozenset[str]:
+    """Top-level field names the parser reads, plus the vendor's known extras."""
+    specs: dict[str, Spec] = {
+        "idp": OKTA_SPEC,
+        "windows": WINDOWS_SPEC,
+        "cloudtrail": {**CLOUDTRAIL_SPEC, "Records": None},
+    }
+    if source in specs:
+        names = set(specs[source])
+    elif source.startswith("zeek_"):
+        names = set(_zeek_spec(source)) | set(ZEEK_DEFAULT_FIELDS[source])
+    else:
+        return frozenset()
+    return frozenset(names | VENDOR_FIELDS.get(source, frozenset()))
+
+
+@dataclass
+class FieldCounts:
+    """Per date: parsed rows that carry field names, how many carry each, and cast errors."""
+
+    rows: int = 0
+    fields: dict[str, int] = field(default_factory=dict)
+    cast_errors: dict[str, int] = field(default_factory=dict)
+
+
+def _written_fields(
+    lake: Lake, table: str, source: str, dates: Sequence[date], files: Sequence[RawFile]
+) -> dict[date, FieldCounts]:
+    """Top-level field names of the parsed rows: JSON keys; a Zeek TSV file's own `#fields`
+    (Zeek's default order for TSV lines of a file without one)."""
+    tsv = {f.path: f.zeek_fields for f in files if f.zeek_fields is not None}
+    written = lake.read_dates(table, dates).where(F.col("_parse_status") == PARSED)
+    is_tsv = F.col("_file").isin(list(tsv)) if tsv else F.lit(False)
+    text = F.ltrim(F.col("raw"))
+    keys = F.when(~is_tsv & text.startswith("{"), F.json_object_keys(text))
+    if source in ZEEK_DEFAULT_FIELDS:
+        default = F.array(*[F.lit(n) for n in ZEEK_DEFAULT_FIELDS[source]])
+        keys = keys.when(~is_tsv, default)
+    cast_columns = F.transform(
+        F.coalesce(F.col("_cast_errors"), F.array().cast("array<string>")),
+        lambda e: F.split(e, ":", 2).getItem(0),
+    )
+    per_row = written.select(
+        "run_date",
+        "_file",
+        F.coalesce(keys, F.array().cast("array<string>")).alias("keys"),
+        F.array_distinct(cast_columns).alias("cast"),
+    )
+    # one job: rows per file, and rows per field name / cast-error column, tagged by kind
+    counted = per_row.select(
+        "run_date",
+        "_file",
+        F.explode(
+            F.array_union(
+                F.array(F.lit("rows\x00")),
+                F.array_union(
+                    F.transform("keys", lambda k: F.concat(F.lit("fields\x00"), k)),
+                    F.transform("cast", lambda k: F.concat(F.lit("cast_errors\x00"), k)),
+                ),
+            )
+        ).alias("tagged"),
+    )
+    totals = counted.groupBy("run_date", "_file", "tagged").count().collect()
+    out: dict[date, FieldCounts] = defaultdict(FieldCounts)
+    for r in totals:
+        counts = out[r["run_date"]]
+        kind, name = str(r["tagged"]).split("\x00", 1)
+        n = int(r["count"])
+        if kind == "rows":
+            counts.rows += n
+            for column in tsv.get(r["_file"]) or ():
+                counts.fields[column] = counts.fields.get(column, 0) + n
+            continue
+        bucket: dict[str, int] = getattr(counts, kind)
+        bucket[name] = bucket.get(name, 0) + n
+    return dict(out)
+
+
+def _check_row(
+    source: str,
+    day: date,
+    expectation: str,
+    success: bool,
+    unexpected: int,
+    elements: int,
+    critical: bool,
+    details: Mapping[str, Any],
+) -> dict[str, Any]:
+    return {
+        "run_date": day,
+        "source": source,
+        "suite": INGEST_SUITE,
+        "expectation": expectation,
+        "column": None,
+        "success": success,
+        "unexpected_count": unexpected,
+        "element_count": elements,
+        "critical": critical,
+        "details": json.dumps(details, sort_keys=True),
+    }
+
+
+def delivery_rows(
+    source: str,
+    dates: Sequence[date],
+    files: Sequence[RawFile],
+    log: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """One `delivery` row per date: did the source deliver any row? (critical)"""
+    out = []
+    for day in sorted(set(dates)):
+        n_files = sum(1 for f in files if f.run_date == day)
+        rows = sum(int(r["rows"]) for r in log if r["run_date"] == day)
+        if rows:
+            reason = None
+        elif n_files:
+            reason = f"{n_files} {source} file(s) for {day.isoformat()} hold no event lines"
+        else:
+            reason = f"no {source} data delivered for {day.isoformat()}"
+        details = {"files": n_files, "rows": rows, **({"reason": reason} if reason else {})}
+        out.append(
+            _check_row(source, day, DELIVERY, rows > 0, 0 if rows else 1, rows, True, details)
+        )
+    return out
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def schema_drift_rows(source: str, fields: Mapping[date, FieldCounts]) -> list[dict[str, Any]]:
+    """One `schema_drift` row per delivered date: top-level fields that are new (not
+    declared), missing (a core field no row carries) or changed type (cast errors).
+    Informational (not critical): the row-level checks decide what is quarantined."""
+    if source not in CORE_FIELDS:
+        return []  # sshd: syslog lines have no field names
+    declared = declared_fields(source)
+    out = []
+    for day, counts in sorted(fields.items()):
+        new = {
+            name: n
+            for name, n in counts.fields.items()
+            if name not in declared
+            and not (source == "windows" and re.match(_WINDOWS_EVENT_DATA_NAME, name))
+        }
+        missing = [
+            "|".join(group)
+            for group in CORE_FIELDS[source]
+            if counts.rows and not any(counts.fields.get(g) for g in group)
+        ]
+        parts = []
+        if new:
+            parts.append(
+                "new field(s) " + ", ".join(f"{k} ({_rows(v)})" for k, v in sorted(new.items()))
+            )
+        if missing:
+            parts.append(f"missing field(s) {', '.join(missing)} (in none of {_rows(counts.rows)})")
+        if counts.cast_errors:
+            parts.append(
+                "changed type "
+                + ", ".join(f"{k} ({_rows(v)})" for k, v in sorted(counts.cast_errors.items()))
+            )
+        details = {
+            "new_fields": dict(sorted(new.items())),
+            "missing_fields": missing,
+            "type_changes": dict(sorted(counts.cast_errors.items())),
+            "rows": counts.rows,
+            "message": f"{source} {day.isoformat()}: {'; '.join(parts)}" if parts else None,
+        }
+        drifted = len(new) + len(missing) + len(counts.cast_errors)
+        out.append(
+            _check_row(
+                source, day, SCHEMA_DRIFT, drifted == 0, drifted, counts.rows, False, details
+            )
+        )
+    return out
+
+
+def write_ingest_checks(
+    lake: Lake,
+    sources: Sequence[str],
+    dates: Sequence[date],
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
+    """Replace the `ingest` suite rows of `sources` and `dates` in ops.dq_results in one
+    commit (other suites' rows, and other sources', are left alone)."""
+    frame = lake.spark.createDataFrame(
+        [tuple(r[n] for n in DQ_RESULTS.names) for r in rows], DQ_RESULTS
+    )
+    names = ", ".join(repr(s) for s in sources)  # from jobs.config.SOURCES, not user text
+    lake.replace_dates(
+        require_columns(frame, DQ_RESULTS, "ingest checks"),
+        "ops.dq_results",
+        dates,
+        where=f"suite = '{INGEST_SUITE}' AND source IN ({names})",
+    )
+
+
+def drift_messages(checks: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [
+        str(json.loads(r["details"])["message"])
+        for r in checks
+        if r["expectation"] == SCHEMA_DRIFT and not r["success"]
+    ]
+
+
+# ---------------------------------------------------------------------------------------
+# Late deliveries: raw folders that changed since they were ingested
+# ---------------------------------------------------------------------------------------
+
+
+def raw_listing(
+    spark: SparkSession, raw_root: str, source: str, dates: Sequence[date]
+) -> dict[date, list[tuple[str, int]]]:
+    """(file name, size) of every file Spark would read under `raw/<source>/<date>/`."""
+    out: dict[date, list[tuple[str, int]]] = {}
+    for day, folder in list_date_dirs(spark, raw_root, source, dates).items():
+        fs, path = _hadoop_fs(spark, folder)
+        files = fs.listFiles(path, True)
+        found = []
+        prefix = path.toUri().getPath().rstrip("/") + "/"
+        while files.hasNext():
+            status = files.next()
+            relative = str(status.getPath().toUri().getPath())[len(prefix) :]
+            if any(part.startswith(("_", ".")) for part in relative.split("/")):
+                continue  # hidden files Spark's reader skips (.crc, _SUCCESS)
+            found.append((str(status.getPath().getName()), int(status.getLen())))
+        out[day] = sorted(found)
+    return out
+
+
+def late_deliveries(
+    ctx: RunContext, candidates: Sequence[date], ingested: Sequence[date] = ()
+) -> dict[date, list[str]]:
+    """Dates among `candidates` that were ingested before and whose raw files changed since
+    (a file added, resized or withdrawn), with one reason per source. The delivery's
+    `_batch_id` in ops.ingest_log is a hash of the file names and sizes, so comparing the
+    current listing's batch id with the logged one tells a changed delivery exactly."""
+    lake, spark = ctx.lake, ctx.spark
+    if not candidates:
+        return {}
+    logged: dict[tuple[str, date], tuple[set[str], set[str]]] = {}
+    if lake.exists("ops.ingest_log"):
+        for r in (
+            lake.read_dates("ops.ingest_log", candidates)
+            .select("run_date", "source", "_file", "_batch_id")
+            .collect()
+        ):
+            names, ids = logged.setdefault((r["source"], r["run_date"]), (set(), set()))
+            names.add(unquote(urlsplit(r["_file"]).path.rsplit("/", 1)[-1]))
+            ids.add(r["_batch_id"])
+    known = sorted(set(ingested) | {d for _, d in logged})
+    out: dict[date, list[str]] = {}
+    for source in ctx.settings.ingest.sources:
+        listing = raw_listing(spark, ctx.settings.paths.raw_root, source, known)
+        for day in known:
+            now = listing.get(day, [])
+            names, ids = logged.get((source, day), (set(), set()))
+            current = batch_id(source, day, now) if now else None
+            if (current is None and not ids) or (current is not None and ids == {current}):
+                continue
+            have = {n for n, _ in now}
+            what = [f"new file {n}" for n in sorted(have - names)]
+            what += [f"withdrawn file {n}" for n in sorted(names - have)]
+            if not what:
+                what = ["file sizes changed"]
+            out.setdefault(day, []).append(f"{source}: {', '.join(what)}")
+    return out
+
+
+def write_ingest_log(
+    lake: Lake,
+    log: Sequence[Mapping[str, Any]],
+    dates: Sequence[date],
+    sources: Sequence[str] | None = None,
+) -> None:
+    """Replace the `ops.ingest_log` rows of `dates` (of `sources` only, when given: the
+    Airflow DAG's mapped ingest tasks, one per source, add up to one full ingest). A commit
+    racing another task's is retried by `Lake.replace_dates`."""
+    frame = lake.spark.createDataFrame(
+        [tuple(r[n] for n in INGEST_LOG.names) for r in log], INGEST_LOG
+    )
+    where = None
+    if sources is not None:  # names from jobs.config.SOURCES (validated), not user text
+        where = f"source IN ({', '.join(repr(s) for s in sources)})"
+    lake.replace_dates(
+        require_columns(frame, INGEST_LOG, "ingest ops.ingest_log"),
+        "ops.ingest_log",
+        dates,
+        where=where,
+    )
+
+
 def run_ingest(ctx: RunContext, dates: list[date]) -> StageResult:
     """The `ingest` stage: every configured source over `dates`, then `ops.ingest_log`."""
     dates = sorted(set(dates))
@@ -1146,23 +1544,24 @@ def run_ingest(ctx: RunContext, dates: list[date]) -> StageResult:
     log: list[dict[str, Any]] = []
     missing: list[str] = []
     unparseable: dict[str, int] = {}
+    drift: list[str] = []
+    checks: list[dict[str, Any]] = []
     for source in ctx.settings.ingest.sources:
         outcome = ingest_source(ctx.spark, lake, ctx.settings.paths.raw_root, source, dates)
         result.rows[f"bronze.{source}"] = outcome.rows
         unparseable[source] = outcome.unparseable
         missing += [f"{source}@{d.isoformat()}" for d in outcome.missing]
         log += outcome.log
-    ingest_log = ctx.spark.createDataFrame(
-        [tuple(r[n] for n in INGEST_LOG.names) for r in log], INGEST_LOG
-    )
-    lake.replace_dates(
-        require_columns(ingest_log, INGEST_LOG, "ingest ops.ingest_log"), "ops.ingest_log", dates
-    )
+        checks += outcome.checks
+        drift += drift_messages(outcome.checks)
+    write_ingest_checks(lake, ctx.settings.ingest.sources, dates, checks)
+    write_ingest_log(lake, log, dates)
     result.rows["ops.ingest_log"] = len(log)
     result.details = {
         "unparseable": unparseable,
         "missing": missing,
         "files": len(log),
         "header_lines": sum(int(r["header_lines"]) for r in log),
+        "schema_drift": "; ".join(drift) or "none",
     }
     return result

@@ -292,7 +292,17 @@ def _key(columns: Sequence[str]) -> Column:
             F.col("_line").cast("string"),
             F.sha2(F.coalesce("raw", F.lit("")), 256),
         )
-    return F.concat_ws("|", *[F.coalesce(F.col(c).cast("string"), F.lit("")) for c in columns])
+    if len(columns) == 1:
+        return F.coalesce(F.col(columns[0]).cast("string"), F.lit(""))
+    # Several columns: escape the separator and mark a missing value, so values an attacker
+    # chooses (`ws01|x` + `y` vs `ws01` + `x|y`, `` vs null) never make two events one key.
+    return F.concat_ws(
+        "|",
+        *[
+            F.coalesce(F.regexp_replace(F.col(c).cast("string"), r"([\\|])", r"\\$1"), F.lit("\\N"))
+            for c in columns
+        ],
+    )
 
 
 IDP_ACTIVITY = {
@@ -486,7 +496,7 @@ def _map_cloudtrail(df: DataFrame) -> dict[str, Column]:
         .when(error.isNotNull(), F.lit("failure"))
         .otherwise(F.lit("success"))
     )
-    session_user = F.regexp_extract(F.col("identity_arn"), r"assumed-role/[^/]+/(.+)$", 1)
+    session_user = F.regexp_extract(F.col("identity_arn"), r"(?s)assumed-role/[^/]+/(.+)$", 1)
     user = F.coalesce(
         _dash_null(F.col("user_name")),
         F.when(session_user != "", session_user),
@@ -706,7 +716,7 @@ def enrich(
 ) -> DataFrame:
     """MAPPED rows -> SILVER_EVENTS: canonical user, directory attributes, assets, geo."""
     raw = F.lower(F.trim(F.col("user_name_raw")))
-    bare = F.when(raw.contains("\\"), F.regexp_extract(raw, r"^[^\\]*\\(.+)$", 1))
+    bare = F.when(raw.contains("\\"), F.regexp_extract(raw, r"(?s)^[^\\]*\\(.+)$", 1))
     # an alias two accounts claim resolves to the smallest id, the same on every run
     alias_side = aliases.groupBy("alias_key").agg(F.min("user_id").alias("user_id"))
     df = (
