@@ -22,11 +22,13 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, StringType, StructField, StructType
 
+from jobs.audit import audit_key, record_chain
 from jobs.feedback import ANALYST_DECISIONS_TABLE, apply_analyst_decisions, latest_decisions
 from jobs.lake import dates_predicate, require_columns
 from jobs.pipeline import PipelineError, RunContext, StageResult
 from jobs.policy.engine import DECISIONS_DDL, decide_partitions
 from jobs.policy.schema import PolicyLoadError, PolicySet, load_policy_set, resolve_policies_dir
+from jobs.privacy import resolve_pseudonyms
 from jobs.schemas import DECISION_LOG, ENTITY_RISK, POLICY_RECOMMENDATIONS, SIGNAL
 
 ENTITY_RISK_TABLE = "gold.entity_risk"
@@ -247,6 +249,7 @@ def run_recommend(
     """Stage entry: evaluate policies over gold.entity_risk for `dates`, write both outputs."""
     directory = resolve_policies_dir(ctx.settings, policies_dir)
     policy_set = load_policies_or_fail(directory)
+    audit_key()  # audit (jobs/audit.py): a bad POLICYLAKE_AUDIT_KEY stops before any write
     lake, spark = ctx.lake, ctx.spark
     if not lake.exists(ENTITY_RISK_TABLE):
         raise PipelineError(
@@ -260,6 +263,10 @@ def run_recommend(
         ENTITY_RISK,
         f"recommend: {ENTITY_RISK_TABLE} input",
     )
+    # BEGIN privacy (jobs/privacy.py): pseudonymized entity risk gets its real ids back before
+    # policies and guardrails (allowlists, break-glass) see it; outputs keep real ids
+    entity_risk = resolve_pseudonyms(lake, entity_risk, ENTITY_RISK_TABLE)
+    # END privacy
     decisions = evaluate(entity_risk, policy_set, degraded_sources_by_date(ctx, dates)).persist()
     try:
         # One small aggregate (dates x actions x statuses) answers every check and count.
@@ -299,6 +306,9 @@ def run_recommend(
             spark.conf.unset(COMMIT_METADATA_CONF)
     finally:
         decisions.unpersist()
+    # BEGIN audit (jobs/audit.py, docs/audit.md): hash-chain the decision log just written
+    chain = record_chain(ctx, dates)
+    # END audit
 
     actions: dict[str, int] = {}
     for r in summary:
@@ -320,5 +330,6 @@ def run_recommend(
             "pending_approval": statuses.get("pending_approval", 0),
             "expired_exceptions": ",".join(expired_register) or "none",
             "expired_exceptions_matched": expired,
+            "audit_chain": chain,  # audit: dates chained, relinked, heads
         },
     )

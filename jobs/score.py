@@ -582,6 +582,13 @@ def run_score(ctx: Any, dates: list[date]) -> Any:
         else _empty(spark, SOURCE_STATUS)
     )
     accounts, assets, office_egress = _reference(ctx)
+    # BEGIN privacy (jobs/privacy.py, docs/privacy.md): with privacy.pseudonymize on, both
+    # tables are written with identifiers tokenized (and their ops.pseudonyms rows first)
+    from jobs.privacy import Pseudonymizer, resolve_pseudonyms
+
+    protect = Pseudonymizer.for_run(ctx, accounts, assets)
+    write = protect.write if protect is not None else lake.replace_dates
+    # END privacy
     owners = host_groups = None
     if assets is not None:
         owners = assets.where(
@@ -609,12 +616,14 @@ def run_score(ctx: Any, dates: list[date]) -> Any:
             session_frame(views), signals, degraded_sources(status), cfg, model, version
         )
         scored = require_columns(scored, SESSION_SCORES, "score: gold.session_scores")
-        lake.replace_dates(scored, "gold.session_scores", dates)
+        write(scored, "gold.session_scores", dates)
     finally:
         for frame in cached:
             frame.unpersist()
 
     written = lake.read_dates("gold.session_scores", dates)
+    if protect is not None:  # privacy: entity risk joins owners and history on real ids
+        written = resolve_pseudonyms(lake, written, "gold.session_scores", text=False)
     day = entity_day_risk(written, owners, cfg)
     window = history_window_days(cfg)
     if lake.exists("gold.entity_risk"):
@@ -624,13 +633,14 @@ def run_score(ctx: Any, dates: list[date]) -> Any:
             .where((F.col("run_date") >= F.lit(start)) & (F.col("run_date") < F.lit(dates[0])))
             .select("run_date", "entity_type", "entity_id", "risk_today", "reasons")
         )
+        history = resolve_pseudonyms(lake, history, "gold.entity_risk", text=False)  # privacy
     else:
         history = day.select("run_date", "entity_type", "entity_id", "risk_today", "reasons").limit(
             0
         )
     risk = decayed_entity_risk(day, history, dates, cfg, entity_metadata(day, accounts, assets))
     risk = require_columns(risk, ENTITY_RISK, "score: gold.entity_risk")
-    lake.replace_dates(risk, "gold.entity_risk", dates)
+    write(risk, "gold.entity_risk", dates)
 
     high = F.sum(F.when(F.col("risk") >= cfg.band_high, 1).otherwise(0))
     n_sessions, high_sessions = (

@@ -1,0 +1,375 @@
+"""Tamper evidence: the decision log's hash chain, signed heads and `policylake verify`.
+
+One lake is chained per module (two dates through the recommend stage, with the audit
+key set, then a re-run of the first date); every tampering test works on its own copy.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from pyspark.sql import Row, SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+from typer.testing import CliRunner
+
+from jobs.audit import (
+    AUDIT_KEY_ENV,
+    CHAIN_TABLE,
+    HEADS_TABLE,
+    ChainedRow,
+    RowChange,
+    audit_key,
+    build_chain,
+    chain_seed,
+    compare_rows,
+    fold_chain,
+    record_chain,
+    row_hashes,
+    verify_chain,
+)
+from jobs.config import ConfigError
+from jobs.pipeline import RunContext, StageResult
+from jobs.recommend import run_recommend
+from jobs.schemas import AUDIT_HEADS, DECISION_LOG_CHAIN, ENTITY_RISK
+from tests.conftest import test_settings
+from tests.test_recommend import POLICIES, risk_row, sig
+
+D1, D2 = date(2026, 10, 1), date(2026, 10, 2)
+LOG = "gold.decision_log"
+KEY = "audit-key-for-tests-0123456789abcdef"  # 36 bytes
+DAY_ONE = [
+    risk_row(D1, "user", "alice@corp.example", 94, [sig("impossible_travel", "idp")], "human"),
+    risk_row(D1, "user", "bob@corp.example", 12, [], "human", False),
+    risk_row(
+        D1, "host", "ws-nyc-00001", 91, [sig("exfiltration_volume", "zeek_conn")], criticality="low"
+    ),
+    risk_row(D1, "ip", "203.0.113.9", 88, [sig("password_spray", "idp")]),
+]
+DAY_TWO = [
+    risk_row(D2, "user", "alice@corp.example", 60, [sig("new_device", "idp")], "human", False),
+    risk_row(D2, "user", "eve@corp.example", 95, [sig("impossible_travel", "idp")], "human"),
+]
+
+
+@dataclass
+class Chained:
+    work: Path
+    first: list[Row]  # heads after the two dates
+    first_chain: list[Row]
+    rerun: StageResult
+    again: list[Row]  # heads after re-running D1
+    again_chain: list[Row]
+
+
+def _rows(ctx: RunContext, table: str) -> list[Row]:
+    return sorted(ctx.lake.read(table).collect(), key=lambda r: tuple(str(v) for v in r))
+
+
+@pytest.fixture(scope="module")
+def chained(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Chained:
+    work = tmp_path_factory.mktemp("audit")
+    ctx = RunContext(spark, test_settings(work))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(AUDIT_KEY_ENV, KEY)
+        ctx.lake.replace_dates(
+            spark.createDataFrame(DAY_ONE, ENTITY_RISK), "gold.entity_risk", [D1]
+        )
+        run_recommend(ctx, [D1], policies_dir=POLICIES)
+        ctx.lake.replace_dates(
+            spark.createDataFrame(DAY_TWO, ENTITY_RISK), "gold.entity_risk", [D2]
+        )
+        run_recommend(ctx, [D2], policies_dir=POLICIES)
+        first, first_chain = _rows(ctx, HEADS_TABLE), _rows(ctx, CHAIN_TABLE)
+        rerun = run_recommend(ctx, [D1], policies_dir=POLICIES)
+    return Chained(
+        work, first, first_chain, rerun, _rows(ctx, HEADS_TABLE), _rows(ctx, CHAIN_TABLE)
+    )
+
+
+@pytest.fixture()
+def keyed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(AUDIT_KEY_ENV, KEY)
+
+
+def copy_of(chained: Chained, spark: SparkSession, where: Path) -> RunContext:
+    shutil.copytree(chained.work / "lake", where / "lake")
+    return RunContext(spark, test_settings(where))
+
+
+def position_of(ctx: RunContext, day: date, target_id: str, policy_id: str) -> tuple[int, str]:
+    (row,) = (
+        ctx.lake.read(CHAIN_TABLE)
+        .join(ctx.lake.read(LOG).select("rec_id", "policy_id", "run_date", "target_id"),
+              ["rec_id", "policy_id", "run_date"])
+        .where((F.col("run_date") == F.lit(day)) & (F.col("target_id") == target_id)
+               & (F.col("policy_id") == policy_id))
+        .select("position", "rec_id")
+        .collect()
+    )  # fmt: skip
+    return int(row["position"]), str(row["rec_id"])
+
+
+def tamper_reason(ctx: RunContext, target_id: str, policy_id: str, day: date = D1) -> None:
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(ctx.spark, ctx.lake.path(LOG)).update(
+        condition=(F.col("run_date") == F.lit(day))
+        & (F.col("target_id") == target_id)
+        & (F.col("policy_id") == policy_id),
+        set={"reason": F.lit("nothing to see here")},
+    )
+
+
+# --- the chain, pure --------------------------------------------------------------------------
+
+
+def h(c: str) -> str:
+    return c * 64
+
+
+def test_chain_is_ordered_deterministically_and_bound_to_date_and_previous_head() -> None:
+    rows = [
+        ChainedRow("b", "p", h("1")),
+        ChainedRow("a", "q", h("2")),
+        ChainedRow("a", "p", h("3")),
+    ]
+    one = build_chain(D1, rows, None, "recommend", None)
+    two = build_chain(D1, list(reversed(rows)), None, "recommend", None)
+    assert one == two  # same rows in any order: same chain
+    assert [(r[1], r[2], r[3]) for r in one.rows] == [(1, "a", "p"), (2, "a", "q"), (3, "b", "p")]
+    seed = chain_seed(D1, None)
+    assert one.head.head == fold_chain(seed, [h("3"), h("2"), h("1")])[-1] == one.rows[-1][5]
+    changed = build_chain(D1, [*rows[:2], ChainedRow("a", "p", h("4"))], None, "recommend", None)
+    assert changed.head.head != one.head.head
+    other_day = build_chain(D2, rows, None, "recommend", None)
+    assert other_day.head.head != one.head.head
+    linked = build_chain(D2, rows, one.head, "recommend", None)
+    assert linked.head.previous_head == one.head.head and linked.head.previous_date == D1
+    assert linked.head.head != other_day.head.head
+    signed = build_chain(D1, rows, None, "recommend", KEY.encode())
+    assert signed.head.hmac is not None and len(signed.head.hmac) == 64
+    assert build_chain(D1, [], None, "recommend", None).head.head == seed  # an empty day
+
+
+def test_compare_rows_names_changed_deleted_and_inserted_rows() -> None:
+    recorded = [(1, "a", "p", h("1")), (2, "b", "p", h("2")), (3, "c", "p", h("3"))]
+    now = [ChainedRow("a", "p", h("1")), ChainedRow("b", "p", h("9")), ChainedRow("d", "p", h("4"))]
+    assert compare_rows(recorded, now) == [
+        RowChange("changed", 2, "b", "p"),
+        RowChange("deleted", 3, "c", "p"),
+        RowChange("inserted", 3, "d", "p"),
+    ]
+    assert compare_rows(recorded, [ChainedRow(*r[1:]) for r in recorded]) == []
+
+
+def test_short_audit_key_is_a_one_line_error_without_the_key() -> None:
+    with pytest.raises(ConfigError, match="shorter than 32 bytes") as err:
+        audit_key({AUDIT_KEY_ENV: "tooshort-secret"})
+    assert "tooshort-secret" not in str(err.value) and "\n" not in str(err.value)
+    assert audit_key({}) is None
+
+
+def test_row_hash_ignores_map_order_and_session_time_zone(spark: SparkSession) -> None:
+    from pyspark.sql.types import MapType, StringType, StructField, StructType, TimestampType
+
+    schema = StructType(
+        [
+            StructField("run_date", StringType()),
+            StructField("rec_id", StringType()),
+            StructField("policy_id", StringType()),
+            StructField("at", TimestampType()),
+            StructField("m", MapType(StringType(), StringType())),
+        ]
+    )
+    at = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
+    a = spark.createDataFrame([("d", "r", "p", at, {"x": "1", "y": "2"})], schema)
+    b = spark.createDataFrame([("d", "r", "p", at, {"y": "2", "x": "1"})], schema)
+    before = row_hashes(a, schema)
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        shifted = row_hashes(b, schema).collect()
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+    assertDataFrameEqual(spark.createDataFrame(shifted, before.schema), before)
+    c = spark.createDataFrame([("d", "r", "p", at, {"x": "1", "y": "3"})], schema)
+    assert row_hashes(c, schema).first()["row_hash"] != before.first()["row_hash"]  # type: ignore[index]
+
+
+# --- the stage: recorded, deterministic, verified ---------------------------------------------
+
+
+def test_untouched_lake_verifies(chained: Chained, spark: SparkSession, keyed: None) -> None:
+    ctx = RunContext(spark, test_settings(chained.work))
+    heads = {r["run_date"]: r for r in chained.again}
+    for day, rows in ((D1, 6), (D2, 4)):
+        result = verify_chain(ctx, day)
+        assert result.ok, result.summary()
+        assert (
+            result.summary() == f"ok: {rows} rows, head {heads[day]['head']} ({day}; HMAC verified)"
+        )
+    assert heads[D2]["previous_date"] == D1 and heads[D2]["previous_head"] == heads[D1]["head"]
+
+
+def test_rerunning_a_date_gives_the_same_chain(chained: Chained) -> None:
+    assert chained.again == chained.first
+    assert chained.again_chain == chained.first_chain
+    assert [r["position"] for r in chained.first_chain if r["run_date"] == D1] == [1, 2, 3, 4, 5, 6]
+    assert chained.rerun.details["audit_chain"]["chained"] == ["2026-10-01"]
+    assert chained.rerun.details["audit_chain"]["relinked"] == []  # D2's seed did not change
+
+
+def test_changed_reason_is_detected(
+    chained: Chained, spark: SparkSession, tmp_path: Path, keyed: None
+) -> None:
+    ctx = copy_of(chained, spark, tmp_path)
+    position, rec = position_of(ctx, D1, "bob@corp.example", "identity-sessions")
+    tamper_reason(ctx, "bob@corp.example", "identity-sessions")
+    result = verify_chain(ctx, D1)
+    assert result.changes == [RowChange("changed", position, rec, "identity-sessions")]
+    assert result.problems == []  # the chain itself is intact: the log no longer matches it
+    assert result.summary().startswith("FAILED 2026-10-01: 1 changed, 0 deleted, 0 inserted")
+    assert verify_chain(ctx, D2).ok  # the next day's link holds: D1's head is unchanged
+
+
+def test_deleted_row_is_detected(
+    chained: Chained, spark: SparkSession, tmp_path: Path, keyed: None
+) -> None:
+    from delta.tables import DeltaTable
+
+    ctx = copy_of(chained, spark, tmp_path)
+    position, rec = position_of(ctx, D1, "ws-nyc-00001", "endpoint-containment")
+    DeltaTable.forPath(spark, ctx.lake.path(LOG)).delete(F.col("target_id") == "ws-nyc-00001")
+    result = verify_chain(ctx, D1)
+    assert result.changes == [RowChange("deleted", position, rec, "endpoint-containment")]
+    assert result.rows == 5 and not result.ok
+
+
+def test_inserted_row_is_detected(
+    chained: Chained, spark: SparkSession, tmp_path: Path, keyed: None
+) -> None:
+    ctx = copy_of(chained, spark, tmp_path)
+    forged = (
+        ctx.lake.read_dates(LOG, [D1])
+        .where("target_id = 'bob@corp.example' AND policy_id = 'identity-sessions'")
+        .withColumn("rec_id", F.lit("f" * 64))
+        .withColumn("action", F.lit("block"))
+    )
+    forged.write.format("delta").mode("append").save(ctx.lake.path(LOG))
+    result = verify_chain(ctx, D1)
+    assert result.changes == [RowChange("inserted", 7, "f" * 64, "identity-sessions")]
+
+
+def test_deleted_previous_day_is_detected(
+    chained: Chained, spark: SparkSession, tmp_path: Path, keyed: None
+) -> None:
+    from delta.tables import DeltaTable
+
+    ctx = copy_of(chained, spark, tmp_path)
+    for table in (HEADS_TABLE, CHAIN_TABLE, LOG):  # the whole day, chain included
+        DeltaTable.forPath(spark, ctx.lake.path(table)).delete(F.col("run_date") == F.lit(D1))
+    result = verify_chain(ctx, D2)
+    assert result.changes == []
+    assert result.problems == [
+        "link to the previous day broken: the chain head of 2026-10-01 is missing from "
+        "ops.audit_heads (day deleted?)"
+    ]
+    gone = verify_chain(ctx, D1)
+    assert gone.problems[0].startswith(
+        "no chain recorded: ops.audit_heads has no row for 2026-10-01"
+    )
+
+
+def _forge(ctx: RunContext, key: bytes | None) -> None:
+    """What an attacker who can rewrite tables does: change a row, re-chain it consistently."""
+    tamper_reason(ctx, "bob@corp.example", "identity-sessions")
+    rows = [
+        ChainedRow(r["rec_id"], r["policy_id"], r["row_hash"])
+        for r in row_hashes(ctx.lake.read_dates(LOG, [D1])).collect()
+    ]
+    chain = build_chain(D1, rows, None, "recommend", key)
+    spark = ctx.spark
+    ctx.lake.replace_dates(spark.createDataFrame(chain.rows, DECISION_LOG_CHAIN), CHAIN_TABLE, [D1])
+    ctx.lake.replace_dates(
+        spark.createDataFrame([chain.head.as_row()], AUDIT_HEADS), HEADS_TABLE, [D1]
+    )
+
+
+def test_forged_head_without_the_key_is_detected(
+    chained: Chained, spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(AUDIT_KEY_ENV, KEY)
+    wrong_key = copy_of(chained, spark, tmp_path / "a")
+    _forge(wrong_key, b"the-attackers-own-key-0123456789abcdef")
+    result = verify_chain(wrong_key, D1)
+    assert result.changes == [] and result.hmac == "bad"
+    assert result.problems == [
+        "HMAC of the head does not match: head forged or rewritten without the key "
+        "(or POLICYLAKE_AUDIT_KEY differs from the recording key)"
+    ]
+    assert verify_chain(wrong_key, D2).problems == [
+        "link to the previous day broken: the head of 2026-10-01 changed after 2026-10-02 "
+        "was chained"
+    ]
+    unsigned = copy_of(chained, spark, tmp_path / "b")
+    _forge(unsigned, None)
+    assert verify_chain(unsigned, D1).problems == [
+        "head is not signed although POLICYLAKE_AUDIT_KEY is set (recorded without the key, "
+        "or its HMAC was removed)"
+    ]
+    # Without the key at verification time a consistent forgery of the last day passes:
+    # this is why production sets POLICYLAKE_AUDIT_KEY (docs/audit.md).
+    monkeypatch.delenv(AUDIT_KEY_ENV)
+    assert verify_chain(unsigned, D1).ok
+
+
+def test_re_chaining_relinks_later_days_but_never_launders_them(
+    chained: Chained, spark: SparkSession, tmp_path: Path, keyed: None
+) -> None:
+    clean = copy_of(chained, spark, tmp_path / "clean")
+    tamper_reason(clean, "bob@corp.example", "identity-sessions")  # stands for a legit re-run
+    summary = record_chain(clean, [D1])
+    assert (summary["relinked"], summary["not_relinked"]) == (["2026-10-02"], [])
+    assert verify_chain(clean, D1).ok and verify_chain(clean, D2).ok
+    (d2,) = clean.lake.read_dates(HEADS_TABLE, [D2]).collect()
+    assert d2["reason"] == "relinked after 2026-10-01 was re-chained"
+
+    dirty = copy_of(chained, spark, tmp_path / "dirty")
+    tamper_reason(dirty, "eve@corp.example", "identity-sessions", day=D2)  # tampered later day
+    tamper_reason(dirty, "bob@corp.example", "identity-sessions")
+    summary = record_chain(dirty, [D1])
+    assert (summary["relinked"], summary["not_relinked"]) == ([], ["2026-10-02"])
+    later = verify_chain(dirty, D2)
+    assert [c.kind for c in later.changes] == ["changed"]
+    assert later.problems == [
+        "link to the previous day broken: the head of 2026-10-01 changed after 2026-10-02 "
+        "was chained"
+    ]
+
+
+def test_cli_verify_exit_codes(
+    chained: Chained, spark: SparkSession, tmp_path: Path, keyed: None
+) -> None:
+    from jobs.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["verify", "--date", "2026-10-01", "--workdir", str(chained.work)])
+    assert ok.exit_code == 0, ok.output
+    (line,) = ok.output.splitlines()
+    assert line.startswith("ok: 6 rows, head ") and line.endswith("(2026-10-01; HMAC verified)")
+
+    ctx = copy_of(chained, spark, tmp_path)
+    position, rec = position_of(ctx, D1, "bob@corp.example", "identity-sessions")
+    tamper_reason(ctx, "bob@corp.example", "identity-sessions")
+    bad = runner.invoke(app, ["verify", "--date", "2026-10-01", "--workdir", str(tmp_path)])
+    assert bad.exit_code == 1
+    assert bad.output.splitlines() == [
+        "FAILED 2026-10-01: 1 changed, 0 deleted, 0 inserted row(s)",
+        f"  changed row at position {position}: rec_id {rec} policy_id identity-sessions",
+    ]
+    usage = runner.invoke(app, ["verify", "--date", "yesterday", "--workdir", str(tmp_path)])
+    assert usage.exit_code == 2
