@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -54,6 +55,10 @@ def spark_conf(settings: Settings) -> dict[str, str]:
                 "spark.cleaner.periodicGC.interval": "5min",
             }
         )
+    # Delta caches one DeltaLog (with its snapshots' plans) per table path for the session
+    # (10,000 by default); the pipeline has ~25 tables, so a small cache only evicts
+    # tables a long session no longer uses.
+    conf["spark.databricks.delta.delta.log.cacheSize"] = "100"
     conf.update(s.conf)
     return conf
 
@@ -99,3 +104,17 @@ def build_spark(settings: Settings) -> SparkSession:
         ).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def release_session_caches() -> None:
+    """Drop the active session's cached frames and Delta's table cache, and collect Python
+    garbage so dead DataFrames release their JVM plans (long sessions: tests, backfills)."""
+    import gc
+
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        return
+    spark.catalog.clearCache()
+    jvm: Any = spark._jvm  # type: ignore[attr-defined]
+    jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+    gc.collect()

@@ -23,7 +23,7 @@ DATASETS = Path(os.environ.get("POLICYLAKE_DATASETS", REPO_ROOT.parent / "shared
 def test_settings(workdir: Path, **sections: dict[str, object]) -> Settings:
     """Settings for a test: small local Spark, every path under `workdir`."""
     base = load_settings(None, environ={}).model_dump()
-    base["spark"].update(master="local[2]", shuffle_partitions=2, driver_memory="4g")
+    base["spark"].update(master="local[2]", shuffle_partitions=2, driver_memory="8g")
     for name, values in sections.items():
         base[name].update(values)
     return Settings.model_validate(base).with_workdir(workdir)
@@ -47,11 +47,14 @@ def spark(spark_settings: Settings) -> Iterator[object]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _release_cached_frames(request: pytest.FixtureRequest) -> Iterator[None]:
-    """In local mode cached frames live in the driver heap: drop them after each module."""
+def _release_cached_frames() -> Iterator[None]:
+    """In local mode everything lives in the driver heap: after each module drop the cached
+    frames and Delta's table cache (one DeltaLog per table path, each test's lake is new),
+    and let Python release the plans its dead DataFrames pin on the JVM side."""
     yield
-    if "spark" in request.fixturenames:
-        request.getfixturevalue("spark").catalog.clearCache()
+    from jobs.spark import release_session_caches
+
+    release_session_caches()
 
 
 @pytest.fixture()
