@@ -40,23 +40,13 @@ import duckdb
 import pandas as pd
 
 from jobs.config import Settings, load_settings
+from jobs.schemas import BASELINE_ITEM_SETS
 
 __all__ = ["Reference", "run_reference"]
 
 SOURCE = "zeek_conn"
 SIGNAL_NAMES = ("new_country", "first_time_host_access", "exfiltration_volume")
-ITEM_SETS = (
-    "src_countries",
-    "src_cities",
-    "src_asns",
-    "src_ips",
-    "devices",
-    "dst_hosts",
-    "apps",
-    "cloud_actions",
-    "process_pairs",
-    "users",
-)
+ITEM_SETS = BASELINE_ITEM_SETS  # the pipeline's own list, in the tables' order
 HOURS = 168
 
 

@@ -12,15 +12,13 @@ from __future__ import annotations
 import getpass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from jobs.pipeline import RunContext
+from jobs.policy.cli import _context, _fail
 
 console = Console(stderr=True)
 ConfigOpt = Annotated[
@@ -38,25 +36,6 @@ pseudonym_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _context(config: Path | None, workdir: Path | None) -> RunContext:
-    from jobs.config import ConfigError, load_settings
-    from jobs.pipeline import RunContext
-    from jobs.spark import build_spark
-
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        _fail(str(exc))
-    if workdir is not None:
-        settings = settings.with_workdir(workdir)
-    return RunContext(spark=build_spark(settings), settings=settings)
 
 
 def verify_command(
