@@ -211,12 +211,33 @@ def kill_when_written(proc: subprocess.Popen[bytes], table_dir: Path, log: Path)
     pytest.fail(f"no data file appeared in {table_dir}: {log.read_text()[-3000:]}")
 
 
-def _group_is_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+def _live_members(pgid: int) -> list[int]:
+    """Processes of group `pgid` that are not zombies (a killed JVM whose parent died is
+    reparented and may stay a zombie until init reaps it: it holds no files, runs nothing)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
+def _group_is_gone(pgid: int, timeout: float = 30.0) -> bool:
+    """Every process of the group has exited (zombies count as gone), within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        if not _live_members(pgid):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
 
 
 # ---------------------------------------------------------------------------------------
