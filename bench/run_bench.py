@@ -6,12 +6,12 @@
 Per scale (scale 1 = ~1 M events in the benchmarked day):
 
 1. generate `--history-days` days of history plus the benchmarked day (one organisation of
-   `scale x 9,500` people, the same seed) under `bench/work/scale-<s>/` (kept and reused
+   `scale x 9,500` people, the same seed) under `bench/scratch/scale-<s>/` (kept and reused
    while the parameters match);
 2. history, untimed, in its own process: every stage for each history date in turn, then the
    champion model trained on them (as the weekly DAG would have);
 3. the benchmarked day, in a fresh process with a 2 GiB driver heap, `local[*]`, the Spark UI
-   on for the REST API and event logs under `bench/work/eventlogs/`: the scan floor, every
+   on for the REST API and event logs under `bench/scratch/eventlogs/`: the scan floor, every
    stage (wall time, events/s, peak JVM heap, peak RSS), then the Spark side of the DuckDB
    comparison, each step alone;
 4. the DuckDB reference (`bench/duckdb_reference.py`) in its own process, limited to 2
@@ -41,7 +41,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
-WORK = BENCH / "work"
+WORK = BENCH / "scratch"
 USERS_PER_MILLION = 9_500  # the generator writes ~105 lines per person on a weekday
 DEFAULT_DAY = date(2026, 10, 7)  # a Wednesday: weekday volume
 DRIVER_MEMORY = "2g"

@@ -5,7 +5,7 @@ have) and trains the champion model on them, so the benchmarked day has baseline
 entity risk and a model to build on. Nothing of it is timed for the results.
 
 `--phase day` is the measurement, in its own JVM with the Spark UI on (REST API) and event
-logs written under `bench/work/`:
+logs written under `bench/scratch/`:
 
 1. the scan floor: Spark reads and counts every raw line of the day (all sources);
 2. every pipeline stage for the day, each in its own Spark job group, with wall time, the
