@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import queue as queue_module
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,6 +100,11 @@ def _init_worker(job: _Job, queue: Any) -> None:
     global _JOB, _QUEUE
     _JOB = job
     _QUEUE = queue
+    if queue is not None:
+        # A forked worker inherits the parent's signal handlers: under a host that traps
+        # SIGTERM (an Airflow task runner, a test session that ran one) the pool could not
+        # stop its workers. They are ours to stop: the default action.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run_shard(task: tuple[str, str]) -> tuple[list[FileStat], list[dict[str, object]]]:
@@ -228,6 +234,8 @@ def generate_telemetry(
                     if pending.ready():
                         break
             results = pending.get()
+            pool.close()  # workers exit on their own; leaving the block must not need SIGTERM
+            pool.join()
         report("telemetry", total_units, total_units)
 
     report("reference", 0, 1)
