@@ -101,9 +101,8 @@ def _init_worker(job: _Job, queue: Any) -> None:
     _JOB = job
     _QUEUE = queue
     if queue is not None:
-        # A forked worker inherits the parent's signal handlers: under a host that traps
-        # SIGTERM (an Airflow task runner, a test session that ran one) the pool could not
-        # stop its workers. They are ours to stop: the default action.
+        # A forked worker inherits the parent's signal handlers (an Airflow task runner
+        # installs its own); a SIGTERM sent to a worker must end it.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
