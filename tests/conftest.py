@@ -24,6 +24,15 @@ def test_settings(workdir: Path, **sections: dict[str, object]) -> Settings:
     """Settings for a test: small local Spark, every path under `workdir`."""
     base = load_settings(None, environ={}).model_dump()
     base["spark"].update(master="local[2]", shuffle_partitions=2, driver_memory="8g")
+    # Test data is tiny and the suite is CPU-bound on 2 cores, much of it spent generating,
+    # compiling (Janino) and JIT-compiling code for each query: without whole-stage codegen
+    # and adaptive re-planning the same queries run faster here (tests/test_audit.py: 136 s
+    # by default, 113 s with these). Results do not depend on either; production keeps
+    # Spark's defaults, which pay off on real volumes.
+    base["spark"]["conf"] = {
+        "spark.sql.codegen.wholeStage": "false",
+        "spark.sql.adaptive.enabled": "false",
+    }
     for name, values in sections.items():
         base[name].update(values)
     return Settings.model_validate(base).with_workdir(workdir)
