@@ -51,7 +51,7 @@ from tests.conftest import REPO_ROOT, test_settings
 DAY = date(2026, 10, 1)
 DAY_START = datetime(2026, 10, 1, tzinfo=UTC)
 RESULTS = REPO_ROOT / "bench" / "results" / "hostile_inputs.json"
-EXAMPLES = 3  # each is a full ingest + validate + normalize run over seven files
+EXAMPLES = 2  # each is a full ingest + validate + normalize run over seven files
 
 # parser -> (source, file name); both Zeek conn files land in the same date folder
 FILES = {
@@ -708,13 +708,13 @@ seed = st.integers(0, 2**32 - 1)
 
 @st.composite
 def batch(draw: st.DrawFn, parser: str) -> list[Line]:
-    """40-80 lines, at least one of each kind, a 1 MB line, for CloudTrail a Records line."""
+    """60-120 lines, at least one of each kind, a 1 MB line, for CloudTrail a Records line."""
     n_kinds = KIND_COUNT.get(parser, len(JSON_KINDS))
     extra = draw(
         st.lists(
             st.tuples(st.integers(0, n_kinds - 1), attack, seed),
-            min_size=40 - n_kinds,
-            max_size=80 - n_kinds,
+            min_size=60 - n_kinds,
+            max_size=120 - n_kinds,
         )
     )
     every_kind = [(k, draw(attack), draw(seed)) for k in range(n_kinds)]
