@@ -29,10 +29,9 @@ def test_settings(workdir: Path, **sections: dict[str, object]) -> Settings:
     # and adaptive re-planning the same queries run faster here (tests/test_audit.py: 136 s
     # by default, 113 s with these). Results do not depend on either; production keeps
     # Spark's defaults, which pay off on real volumes.
-    base["spark"]["conf"] = {
-        "spark.sql.codegen.wholeStage": "false",
-        "spark.sql.adaptive.enabled": "false",
-    }
+    base["spark"]["conf"].update(
+        {"spark.sql.codegen.wholeStage": "false", "spark.sql.adaptive.enabled": "false"}
+    )
     for name, values in sections.items():
         base[name].update(values)
     return Settings.model_validate(base).with_workdir(workdir)
