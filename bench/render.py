@@ -243,6 +243,8 @@ def pipeline_md(run: dict[str, Any]) -> str:
         "| target | limit | measured | met |",
         "| --- | --- | --- | --- |",
     ]
+    if run.get("partial"):
+        out[2:2] = ["**Partial results**: written after a finished scale; the run went on.", ""]
     for t in run["target_results"]:
         out.append(f"| {t['target']} | {t['limit']} | {t['measured']} | {_mark(t['met'])} |")
     out += [

@@ -366,6 +366,14 @@ def main() -> None:
             failures.append(f"scale {scale:g}: {exc}")
             _log(f"scale {scale:g} FAILED: {exc}")
             run["scales"][f"{scale:g}"] = {"scale": scale, "error": str(exc)[:4000]}
+        # results so far: a long run that is stopped later still leaves its finished scales
+        run["total_seconds"] = round(time.perf_counter() - started, 1)
+        run["baselines_bench"] = baselines_bench("reuse" if opts.baselines == "run" else opts.baselines)
+        run["partial"] = scale != scales[-1]
+        evaluate(run)
+        write_outputs(run, opts.results)
+        _log(f"results so far written to {opts.results / 'pipeline.json'}")
+    run["partial"] = False
     run["baselines_bench"] = baselines_bench(opts.baselines)
     run["total_seconds"] = round(time.perf_counter() - started, 1)
     evaluate(run)
