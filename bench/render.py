@@ -14,7 +14,8 @@ COMPARED = {
     "baselines": "gold.baselines (the windows; Spark incremental, DuckDB full recompute)",
     "signals": "3 signals (new country, first-time host, exfiltration)",
 }
-FINDINGS = Path(__file__).resolve().parent / "profile_findings.md"
+REPO = Path(__file__).resolve().parent.parent
+FINDINGS = REPO / "bench" / "profile_findings.md"
 
 
 def _scale_label(key: str) -> str:
@@ -244,7 +245,13 @@ def pipeline_md(run: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
     ]
     if run.get("partial"):
-        out[2:2] = ["**Partial results**: written after a finished scale; the run went on.", ""]
+        missing = [k for k in run.get("scales_requested", []) if k not in run["scales"]]
+        out[3:3] = [
+            "**Partial results**: written after a finished scale; "
+            + (f"scale {', '.join(missing)} of this run did not finish." if missing else "")
+            + " Each scale's figures are complete.",
+            "",
+        ]
     for t in run["target_results"]:
         out.append(f"| {t['target']} | {t['limit']} | {t['measured']} | {_mark(t['met'])} |")
     out += [
@@ -383,14 +390,20 @@ def profile_md(run: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _repo_relative(text: str) -> str:
+    """Paths inside the checkout relative to it, the home folder as `~`: results are committed."""
+    text = text.replace(f"{REPO}/", "").replace(str(REPO), ".")
+    return text.replace(str(Path.home()), "~")
+
+
 def write_outputs(run: dict[str, Any], results: Path) -> None:
     results.mkdir(parents=True, exist_ok=True)
     (results / "pipeline.json").write_text(
-        json.dumps(run, indent=2, default=str) + "\n", encoding="utf-8"
+        _repo_relative(json.dumps(run, indent=2, default=str)) + "\n", encoding="utf-8"
     )
     if run["derived"]:
-        (results / "pipeline.md").write_text(pipeline_md(run), encoding="utf-8")
-    (results / "profile.md").write_text(profile_md(run), encoding="utf-8")
+        (results / "pipeline.md").write_text(_repo_relative(pipeline_md(run)), encoding="utf-8")
+    (results / "profile.md").write_text(_repo_relative(profile_md(run)), encoding="utf-8")
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ Per scale (scale 1 = ~1 M events in the benchmarked day):
    while the parameters match);
 2. history, untimed, in its own process: every stage for each history date in turn, then the
    champion model trained on them (as the weekly DAG would have);
-3. the benchmarked day, in a fresh process with a 2 GiB driver heap, `local[*]`, the Spark UI
-   on for the REST API and event logs under `bench/scratch/eventlogs/`: the scan floor, every
+3. the benchmarked day, in a fresh process with a 2 GiB driver heap (`--driver-memory`),
+   `local[*]`, the Spark UI on for the REST API and event logs under
+   `bench/scratch/eventlogs/`: the scan floor, every
    stage (wall time, events/s, peak JVM heap, peak RSS), then the Spark side of the DuckDB
    comparison, each step alone;
 4. the DuckDB reference (`bench/duckdb_reference.py`) in its own process, limited to 2
@@ -114,13 +115,15 @@ def clean(folder: Path) -> None:
             child.unlink()
 
 
-def child_env(history_days: int, event_logs: Path | None) -> dict[str, str]:
+def child_env(
+    history_days: int, event_logs: Path | None, driver_memory: str = DRIVER_MEMORY
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLICYLAKE")}
     env.update(
         {
             "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
             "POLICYLAKE__SPARK__MASTER": "local[*]",
-            "POLICYLAKE__SPARK__DRIVER_MEMORY": DRIVER_MEMORY,
+            "POLICYLAKE__SPARK__DRIVER_MEMORY": driver_memory,
             # novelty signals need this much history behind a baseline; the generated history
             # is shorter than the default (7), so the signals would never be evaluated to fire
             "POLICYLAKE__SCORING__MIN_HISTORY_DAYS": str(history_days),
@@ -196,19 +199,22 @@ def run_history(
             "--out", str(history_json)]  # fmt: skip
     if opts.no_champion:
         args.append("--no-champion")
-    seconds = run_child(args, folder, child_env(opts.history_days, None), folder / "history.log")
+    env = child_env(opts.history_days, None, opts.driver_memory)
+    seconds = run_child(args, folder, env, folder / "history.log")
     found: dict[str, Any] = json.loads(history_json.read_text(encoding="utf-8"))
     return found | {"seconds": round(seconds, 1)}
 
 
 def run_day(folder: Path, scale: float, day: date, opts: argparse.Namespace) -> dict[str, Any]:
     """The measured day: a fresh process, the 2 GiB driver heap, the UI and event logs on."""
-    _log(f"scale {scale:g}: benchmarked day {day} (fresh process, {DRIVER_MEMORY} driver heap)")
+    _log(
+        f"scale {scale:g}: benchmarked day {day} (fresh process, {opts.driver_memory} driver heap)"
+    )
     day_json = folder / "day.json"
     day_json.unlink(missing_ok=True)
     args = ["-m", "bench.spark_run", "--phase", "day", "--workdir", str(folder),
             "--day", day.isoformat(), "--out", str(day_json)]  # fmt: skip
-    env = child_env(opts.history_days, opts.workdir / "eventlogs")
+    env = child_env(opts.history_days, opts.workdir / "eventlogs", opts.driver_memory)
     seconds = run_child(args, folder, env, folder / "day.log")
     found: dict[str, Any] = json.loads(day_json.read_text(encoding="utf-8"))
     return found | {"process_seconds": round(seconds, 1)}
@@ -309,6 +315,12 @@ def main() -> None:
     )
     parser.add_argument("--day", type=date.fromisoformat, default=DEFAULT_DAY)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--driver-memory",
+        default=DRIVER_MEMORY,
+        help=f"spark.driver.memory of the Spark runs (default {DRIVER_MEMORY}, the target; in "
+        "local mode it is the executor's heap too)",
+    )
     parser.add_argument("--workdir", type=Path, default=WORK)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--baselines", choices=("run", "reuse", "skip"), default="reuse",
@@ -348,8 +360,10 @@ def main() -> None:
             "seed": opts.seed,
             "users_per_scale_1": USERS_PER_MILLION,
             "spark_master": "local[*]",
-            "driver_memory": DRIVER_MEMORY,
-            "overrides": child_env(opts.history_days, opts.workdir / "eventlogs") | {},
+            "driver_memory": opts.driver_memory,
+            "overrides": child_env(
+                opts.history_days, opts.workdir / "eventlogs", opts.driver_memory
+            ),
             "duckdb": {"threads": DUCKDB_THREADS, "memory_limit": DUCKDB_MEMORY},
         },
         "targets": TARGETS,
@@ -368,8 +382,11 @@ def main() -> None:
             run["scales"][f"{scale:g}"] = {"scale": scale, "error": str(exc)[:4000]}
         # results so far: a long run that is stopped later still leaves its finished scales
         run["total_seconds"] = round(time.perf_counter() - started, 1)
-        run["baselines_bench"] = baselines_bench("reuse" if opts.baselines == "run" else opts.baselines)
+        run["baselines_bench"] = baselines_bench(
+            "reuse" if opts.baselines == "run" else opts.baselines
+        )
         run["partial"] = scale != scales[-1]
+        run["scales_requested"] = [f"{s:g}" for s in scales]
         evaluate(run)
         write_outputs(run, opts.results)
         _log(f"results so far written to {opts.results / 'pipeline.json'}")
