@@ -244,12 +244,11 @@ def pipeline_md(run: dict[str, Any]) -> str:
         "| target | limit | measured | met |",
         "| --- | --- | --- | --- |",
     ]
-    if run.get("partial"):
-        missing = [k for k in run.get("scales_requested", []) if k not in run["scales"]]
+    missing = [k for k in run.get("scales_requested", []) if k not in run["scales"]]
+    if missing:  # written after each finished scale of a run that did not get further
         out[3:3] = [
-            "**Partial results**: written after a finished scale; "
-            + (f"scale {', '.join(missing)} of this run did not finish." if missing else "")
-            + " Each scale's figures are complete.",
+            f"**Partial results**: scale {', '.join(missing)} of this run did not finish; "
+            "each scale's figures are complete.",
             "",
         ]
     for t in run["target_results"]:

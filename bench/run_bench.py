@@ -206,7 +206,7 @@ def run_history(
 
 
 def run_day(folder: Path, scale: float, day: date, opts: argparse.Namespace) -> dict[str, Any]:
-    """The measured day: a fresh process, the 2 GiB driver heap, the UI and event logs on."""
+    """The measured day: a fresh process, the `--driver-memory` heap, the UI and event logs on."""
     _log(
         f"scale {scale:g}: benchmarked day {day} (fresh process, {opts.driver_memory} driver heap)"
     )
@@ -367,6 +367,7 @@ def main() -> None:
             "duckdb": {"threads": DUCKDB_THREADS, "memory_limit": DUCKDB_MEMORY},
         },
         "targets": TARGETS,
+        "scales_requested": [f"{s:g}" for s in scales],
         "scales": {},
     }
     run["settings"]["overrides"] = {
@@ -385,12 +386,9 @@ def main() -> None:
         run["baselines_bench"] = baselines_bench(
             "reuse" if opts.baselines == "run" else opts.baselines
         )
-        run["partial"] = scale != scales[-1]
-        run["scales_requested"] = [f"{s:g}" for s in scales]
         evaluate(run)
         write_outputs(run, opts.results)
         _log(f"results so far written to {opts.results / 'pipeline.json'}")
-    run["partial"] = False
     run["baselines_bench"] = baselines_bench(opts.baselines)
     run["total_seconds"] = round(time.perf_counter() - started, 1)
     evaluate(run)

@@ -119,7 +119,6 @@ def test_a_failed_stage_or_disagreement_is_never_met(tmp_path: Path) -> None:
 
 def test_a_single_scale_run_says_what_it_could_not_measure(tmp_path: Path) -> None:
     run = _run(**{"1": _scale(1_000_000, {"ingest": 40.0}, 9.0, 3.0, 800.0)})
-    run["partial"] = True
     run["scales_requested"] = ["1", "10"]
     evaluate(run)
     verdicts = _verdicts(run)
