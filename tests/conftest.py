@@ -20,18 +20,29 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("POLICYLAKE_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
 
 
+# Test data is tiny and the suite is CPU-bound on 2 cores, much of it spent generating and
+# compiling (Janino) code for each query rather than running it. On rows counted in hundreds,
+# interpreted expressions, no whole-stage codegen and no adaptive re-planning are faster
+# (one generated day through every stage, warm: 144 s with codegen, 97 s without; Spark
+# evaluates the same expressions either way, so results do not depend on it). Production
+# keeps Spark's defaults, which pay off on real volumes.
+SMALL_DATA_SPARK_CONF = {
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    "spark.sql.adaptive.enabled": "false",
+}
+
+
+def small_data_env() -> dict[str, str]:
+    """The same settings as environment overrides, for `policylake` processes tests start."""
+    return {f"POLICYLAKE__SPARK__CONF__{k}": v for k, v in SMALL_DATA_SPARK_CONF.items()}
+
+
 def test_settings(workdir: Path, **sections: dict[str, object]) -> Settings:
     """Settings for a test: small local Spark, every path under `workdir`."""
     base = load_settings(None, environ={}).model_dump()
     base["spark"].update(master="local[2]", shuffle_partitions=2, driver_memory="8g")
-    # Test data is tiny and the suite is CPU-bound on 2 cores, much of it spent generating,
-    # compiling (Janino) and JIT-compiling code for each query: without whole-stage codegen
-    # and adaptive re-planning the same queries run faster here (tests/test_audit.py: 136 s
-    # by default, 113 s with these). Results do not depend on either; production keeps
-    # Spark's defaults, which pay off on real volumes.
-    base["spark"]["conf"].update(
-        {"spark.sql.codegen.wholeStage": "false", "spark.sql.adaptive.enabled": "false"}
-    )
+    base["spark"]["conf"].update(SMALL_DATA_SPARK_CONF)
     for name, values in sections.items():
         base[name].update(values)
     return Settings.model_validate(base).with_workdir(workdir)

@@ -19,7 +19,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from tests.conftest import REPO_ROOT, PipelineMonth
+from tests.conftest import REPO_ROOT, PipelineMonth, small_data_env
 from tests.standalone import standalone_cluster
 
 pytestmark = pytest.mark.slow
@@ -72,6 +72,7 @@ def test_one_day_on_a_standalone_cluster_equals_local_mode(
             "POLICYLAKE__SPARK__CONF__spark.executor.memory": "900m",
             "POLICYLAKE__SPARK__CONF__spark.executor.cores": "1",
             "POLICYLAKE__SPARK__CONF__spark.driver.host": "127.0.0.1",
+            **small_data_env(),
         }
     )
     with standalone_cluster(tmp_path / "cluster", workers=2, cores=1, memory="1g") as master:

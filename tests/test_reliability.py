@@ -59,7 +59,7 @@ from jobs.pipeline import (
     check_upstream,
     run_stages,
 )
-from tests.conftest import REPO_ROOT, test_settings
+from tests.conftest import REPO_ROOT, small_data_env, test_settings
 
 D1, D4 = date(2026, 10, 1), date(2026, 10, 4)  # non-adjacent: neither is the other's history
 SOURCES = ["idp", "sshd"]
@@ -159,6 +159,7 @@ def launch(
         POLICYLAKE__SPARK__SHUFFLE_PARTITIONS="2",
         POLICYLAKE__SPARK__DRIVER_MEMORY="1g",
         POLICYLAKE__INGEST__SOURCES=json.dumps(SOURCES),
+        **small_data_env(),
         **env,
     )
     command = [str(POLICYLAKE), "run", "--workdir", str(workdir), "--date", day.isoformat()]
