@@ -36,7 +36,7 @@ import json
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ __all__ = [
     "erase_user",
     "mention_pattern",
     "owned_rows",
+    "plan_erasure",
     "redact",
     "resolve_subject",
 ]
@@ -325,6 +326,9 @@ class ErasureResult:
     chain_left_broken: list[date] = field(default_factory=list)
     vacuumed: list[str] = field(default_factory=list)
     outside_files: list[str] = field(default_factory=list)
+    # what the scan found, so a plan applied at once is not scanned twice (not for display)
+    plan: dict[str, dict[date | None, tuple[int, int]]] = field(default_factory=dict, repr=False)
+    keys: DataFrame | None = field(default=None, repr=False)
 
     @property
     def tables(self) -> list[str]:
@@ -491,30 +495,51 @@ def _record(lake: Lake, result: ErasureResult, ref: tuple[str, str], by: str, at
     )
 
 
-def erase_user(
-    ctx: Any, user: str, requested_by: str, dry_run: bool = False, now: datetime | None = None
-) -> ErasureResult:
-    """Remove `user` from every table (or, with `dry_run`, count what would be removed)."""
-    from jobs.audit import record_chain
-
+def plan_erasure(ctx: Any, user: str) -> ErasureResult:
+    """Scan every table for `user`: what `erase_user` would delete and redact (a dry run)."""
     lake: Lake = ctx.lake
     subject = resolve_subject(ctx, user)
     pattern = mention_pattern(subject.needles)
-    result = ErasureResult(subject, dry_run=dry_run)
+    result = ErasureResult(subject, dry_run=True)
     tables = [t for t in list_tables(lake) if t not in SKIPPED_TABLES]
-    keys = _bronze_keys(lake, tables, subject, pattern)
-    plan: dict[str, dict[date | None, tuple[int, int]]] = {}
+    result.keys = _bronze_keys(lake, tables, subject, pattern)
     for table in tables:
-        df = _with_lineage(table, lake.read(table), keys)
+        df = _with_lineage(table, lake.read(table), result.keys)
         affected = _affected(table, df, subject, pattern)
         result.deleted[table] = sum(n for n, _ in affected.values())
         result.redacted[table] = sum(n for _, n in affected.values())
         if affected:
-            plan[table] = affected
+            result.plan[table] = affected
     result.outside_files = list(_outside_files(ctx.settings, subject.needles))
+    return result
+
+
+def erase_user(
+    ctx: Any,
+    user: str,
+    requested_by: str,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    planned: ErasureResult | None = None,
+) -> ErasureResult:
+    """Remove `user` from every table (or, with `dry_run`, count what would be removed).
+
+    `planned`, a `plan_erasure` of the same user taken just before (nothing written to the
+    lake since), is applied without scanning every table again; after a pause (a human
+    reading the plan) scan again instead, so rows written meanwhile are not missed.
+    """
+    from jobs.audit import record_chain
+
+    if planned is not None and user.strip().lower() not in planned.subject.aliases:
+        raise ErasureError(f"the plan given is for another user than {user!r}")
+    scanned = planned if planned is not None else plan_erasure(ctx, user)
+    result = replace(scanned, dry_run=dry_run)
+    subject, plan, keys = result.subject, result.plan, result.keys
+    pattern = mention_pattern(subject.needles)
     if dry_run or not plan:
         return result
 
+    lake: Lake = ctx.lake
     at = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
     ref = _subject_ref(ctx.settings, subject.user_id)
     result.erasure_id = hashlib.sha256(f"{ref[0]}|{at.isoformat()}".encode()).hexdigest()

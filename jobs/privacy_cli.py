@@ -74,11 +74,11 @@ def forget_command(
 ) -> None:
     """Erase one user from every table of the lake, vacuum, and record the erasure."""
     from jobs.config import ConfigError
-    from jobs.erasure import ErasureError, erase_user, summary_rows
+    from jobs.erasure import ErasureError, erase_user, plan_erasure, summary_rows
 
     ctx = _context(config, workdir)
     try:
-        plan = erase_user(ctx, user, by or getpass.getuser(), dry_run=True)
+        plan = plan_erasure(ctx, user)
     except (ErasureError, ConfigError) as exc:
         _fail(str(exc))
     subject = plan.subject
@@ -104,7 +104,9 @@ def forget_command(
             abort=True,
         )
     try:
-        done = erase_user(ctx, user, by or getpass.getuser())
+        # with --yes the plan shown is applied at once; after a confirmation (a human pause)
+        # every table is scanned again, so rows written meanwhile are erased too
+        done = erase_user(ctx, user, by or getpass.getuser(), planned=plan if yes else None)
     except (ErasureError, ConfigError) as exc:
         _fail(str(exc))
     deleted = sum(done.deleted.values())

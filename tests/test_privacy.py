@@ -568,6 +568,16 @@ def test_forget_asks_first_and_then_reports(forgotten: Forgotten) -> None:
     assert "audit chain re-recorded for 1 date(s)" in out
 
 
+def test_a_plan_is_applied_only_to_its_own_user() -> None:
+    from jobs.erasure import ErasureError, ErasureResult, Subject, erase_user
+
+    plan = ErasureResult(Subject("u1@x", ("u1@x", "user.one@x.example"), (), True))
+    with pytest.raises(ErasureError, match="another user"):
+        erase_user(None, "u2@x", "dpo@x", planned=plan)  # refused before touching the lake
+    done = erase_user(None, " USER.ONE@x.example", "dpo@x", planned=plan)  # an empty plan
+    assert done.subject is plan.subject and not done.dry_run and done.tables == []
+
+
 def test_no_table_names_the_user_any_more(forgotten: Forgotten) -> None:
     ctx = forgotten.ctx
     for table in list_tables(ctx.lake):
