@@ -181,7 +181,13 @@ def run_scale(scale: float, opts: argparse.Namespace) -> dict[str, Any]:
         clean(folder)
         out["history"] = run_history(folder, scale, first, day, opts)
     out["load_average"]["before_day"] = _load()
-    out["day"] = run_day(folder, scale, day, opts)
+    day_json = folder / "day.json"
+    if opts.reuse_day and day_json.is_file():
+        # development only: the last benchmarked day of this scale, e.g. to re-run DuckDB alone
+        _log(f"scale {scale:g}: reusing the benchmarked day in {day_json}")
+        out["day"] = json.loads(day_json.read_text(encoding="utf-8")) | {"reused": True}
+    else:
+        out["day"] = run_day(folder, scale, day, opts)
     out["load_average"]["after_day"] = _load()
     out["duckdb"] = run_duckdb(folder, scale, day, opts)
     out["load_average"]["end"] = _load()
@@ -222,12 +228,12 @@ def run_day(folder: Path, scale: float, day: date, opts: argparse.Namespace) -> 
 
 def run_duckdb(folder: Path, scale: float, day: date, opts: argparse.Namespace) -> dict[str, Any]:
     """The DuckDB reference and the agreement checks, its own process."""
-    _log(f"scale {scale:g}: DuckDB reference ({DUCKDB_THREADS} threads, {DUCKDB_MEMORY})")
+    _log(f"scale {scale:g}: DuckDB reference ({DUCKDB_THREADS} threads, {opts.duckdb_memory})")
     duck_json = folder / "duckdb.json"
     duck_json.unlink(missing_ok=True)
     args = ["-m", "bench.duckdb_reference", "--workdir", str(folder), "--day", day.isoformat(),
             "--out", str(duck_json), "--threads", str(DUCKDB_THREADS),
-            "--memory-limit", DUCKDB_MEMORY,
+            "--memory-limit", opts.duckdb_memory,
             "--spark-signals", str(folder / "compare" / "spark_signals")]  # fmt: skip
     try:
         run_child(args, folder, child_env(opts.history_days, None), folder / "duckdb.log")
@@ -332,6 +338,16 @@ def main() -> None:
         help="development: keep the lake of the last history run of each scale",
     )
     parser.add_argument(
+        "--reuse-day",
+        action="store_true",
+        help="development: keep the last benchmarked day of each scale (with --reuse-history)",
+    )
+    parser.add_argument(
+        "--duckdb-memory",
+        default=DUCKDB_MEMORY,
+        help=f"memory_limit of the DuckDB reference (default {DUCKDB_MEMORY}, as the driver heap)",
+    )
+    parser.add_argument(
         "--regenerate", action="store_true", help="generate even if the data matches"
     )
     opts = parser.parse_args()
@@ -364,7 +380,7 @@ def main() -> None:
             "overrides": child_env(
                 opts.history_days, opts.workdir / "eventlogs", opts.driver_memory
             ),
-            "duckdb": {"threads": DUCKDB_THREADS, "memory_limit": DUCKDB_MEMORY},
+            "duckdb": {"threads": DUCKDB_THREADS, "memory_limit": opts.duckdb_memory},
         },
         "targets": TARGETS,
         "scales_requested": [f"{s:g}" for s in scales],
