@@ -18,7 +18,6 @@ import zoneinfo
 from collections.abc import Iterable
 from datetime import date, timedelta
 
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
@@ -37,6 +36,7 @@ from jobs.schemas import (
     ITEM_HISTORY,
     SILVER_EVENTS,
 )
+from jobs.spark import checkpoint, release
 
 __all__ = [
     "ACCOUNT_ENTITY_TYPES",
@@ -800,7 +800,7 @@ def run_baselines(
         )
     else:
         needed = _empty(ctx, ENTITY_DAILY)
-    obs = observations(needed).persist(StorageLevel.MEMORY_AND_DISK)
+    obs = checkpoint(observations(needed))
 
     paths: dict[str, str] = {}
     written: date | None = None
@@ -826,7 +826,7 @@ def run_baselines(
             lake.replace_dates(profile, BASELINES_TABLE, [target])
             written = target
     finally:
-        obs.unpersist()
+        release(obs)
 
     result.rows[BASELINES_TABLE] = lake.read_dates(BASELINES_TABLE, dates).count()
     result.details["paths"] = paths

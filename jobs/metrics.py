@@ -50,6 +50,7 @@ from jobs.schemas import (
     SOURCE_STATUS,
 )
 from jobs.score import risk_band
+from jobs.spark import Checkpoints
 
 __all__ = [
     "BASELINE_STATISTICS",
@@ -1116,10 +1117,10 @@ def _reference_population(ctx: RunContext) -> tuple[DataFrame | None, DataFrame 
     return population, owners
 
 
-def _materialize(df: DataFrame | None) -> Any:
+def _materialize(keep: Checkpoints, df: DataFrame | None) -> Any:
     """Compute a small intermediate once and cut its lineage: every family reads it, and the
     union of all families would otherwise re-plan (and re-read) each input many times."""
-    return None if df is None else df.localCheckpoint(eager=True)
+    return None if df is None else keep(df)
 
 
 def _versions_in_use(session_scores: DataFrame) -> dict[date, str]:
@@ -1159,6 +1160,11 @@ def _model_references(
 
 def run_metrics(ctx: RunContext, dates: list[date]) -> StageResult:
     """Stage `metrics`: read the day's tables (and the windows before), write gold.metrics_daily."""
+    with Checkpoints() as keep:
+        return _run_metrics(ctx, dates, keep)
+
+
+def _run_metrics(ctx: RunContext, dates: list[date], keep: Checkpoints) -> StageResult:
     settings: Settings = ctx.settings
     cfg = settings.metrics
     spark = ctx.spark
@@ -1197,8 +1203,8 @@ def run_metrics(ctx: RunContext, dates: list[date]) -> StageResult:
         ctx, scores, SESSION_SCORES, (*score_cols, "features", "entity_id", "session_start")
     )
     in_dates = F.expr(dates_predicate("run_date", dates))
-    session_scores = _materialize(scores.where(in_dates).select(*score_cols))
-    decision_log = _materialize(decision_log)
+    session_scores = _materialize(keep, scores.where(in_dates).select(*score_cols))
+    decision_log = _materialize(keep, decision_log)
     entity_risk = _or_empty(
         ctx,
         read("gold.entity_risk", ENTITY_RISK, ("run_date", "entity_type", "risk")),
@@ -1243,9 +1249,10 @@ def run_metrics(ctx: RunContext, dates: list[date]) -> StageResult:
         ("run_date", "entity_type", "in_learning", *BASELINE_STATISTICS),
     )
     feature_hist = _materialize(
-        value_histogram(feature_values(scores.where(F.col("run_date") >= F.lit(trailing_start))))
+        keep,
+        value_histogram(feature_values(scores.where(F.col("run_date") >= F.lit(trailing_start)))),
     )
-    baseline_hist = _materialize(value_histogram(baseline_values(baselines)))
+    baseline_hist = _materialize(keep, value_histogram(baseline_values(baselines)))
     feature_reference = reference_from_history(feature_hist, feature_windows, cfg.psi_bins)
     if logged:
         feature_reference = _union([feature_reference, *logged])
@@ -1264,11 +1271,12 @@ def run_metrics(ctx: RunContext, dates: list[date]) -> StageResult:
     )
     risky = None
     if analyst is not None:
-        analyst = _materialize(analyst)
+        analyst = _materialize(keep, analyst)
         risky = _materialize(
+            keep,
             scores.where((F.col("risk") > 0) & (F.col("run_date") >= F.lit(window_start)))
             .select("run_date", "entity_id", F.col("session_start").alias("start"))
-            .where(F.col("entity_id").isNotNull() & F.col("start").isNotNull())
+            .where(F.col("entity_id").isNotNull() & F.col("start").isNotNull()),
         )
     population, owners = _reference_population(ctx)
     inputs = MetricsInputs(
@@ -1277,26 +1285,28 @@ def run_metrics(ctx: RunContext, dates: list[date]) -> StageResult:
         session_scores=session_scores,
         entity_risk=entity_risk,
         feature_histogram=feature_hist,
-        feature_reference=_materialize(feature_reference),
+        feature_reference=_materialize(keep, feature_reference),
         baseline_histogram=baseline_hist,
-        baseline_reference=_materialize(baseline_reference),
+        baseline_reference=_materialize(keep, baseline_reference),
         analyst_decisions=analyst,
         risky_sessions=risky,
         scenarios=_ground_truth(ctx),
         owners=owners,
         population=population,
         entity_daily=_materialize(
-            read("gold.entity_daily", ENTITY_DAILY, ("run_date", "entity_id"))
+            keep, read("gold.entity_daily", ENTITY_DAILY, ("run_date", "entity_id"))
         ),
         source_status=_materialize(
-            read("ops.source_status", SOURCE_STATUS, ("run_date", "source", "status"))
+            keep, read("ops.source_status", SOURCE_STATUS, ("run_date", "source", "status"))
         ),
         dq_results=_materialize(
+            keep,
             read(
                 "ops.dq_results", DQ_RESULTS, ("run_date", "source", "suite", "success", "critical")
-            )
+            ),
         ),
         reconciliation=_materialize(
+            keep,
             read(
                 "ops.reconciliation",
                 RECONCILIATION,
@@ -1309,10 +1319,10 @@ def run_metrics(ctx: RunContext, dates: list[date]) -> StageResult:
                     "duplicates",
                     "balanced",
                 ),
-            )
+            ),
         ),
     )
-    base = _materialize(family_metrics(inputs, dates_df, cfg, settings.scoring))
+    base = _materialize(keep, family_metrics(inputs, dates_df, cfg, settings.scoring))
     metrics = conform_metrics(base.unionByName(alert_metrics(base, dates_df)))
     ctx.lake.replace_dates(metrics, METRICS_TABLE, dates, properties=METRICS_PROPERTIES)
 

@@ -26,7 +26,6 @@ from datetime import date
 from typing import Any
 
 import pandas as pd
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -43,6 +42,7 @@ from jobs.config import Settings
 from jobs.lake import require_columns
 from jobs.pipeline import PipelineError, RunContext, StageResult
 from jobs.schemas import RECONCILIATION, SILVER_EVENTS, SILVER_QUARANTINE
+from jobs.spark import Checkpoints
 from jobs.validate import (
     PARSER_RULE,
     SILVER_SUITE,
@@ -899,8 +899,6 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
     sources = list(settings.ingest.sources)
     directory = suites_dir(settings)
     params = suite_parameters(settings.validation)
-    host_tz = reference_host_timezones(spark, settings).cache()
-    assets = asset_inventory(spark, settings).cache()
     ranges = [
         (r["cidr"], (r["kind"] or "").strip().lower())
         for r in network_ranges(spark, settings).collect()
@@ -911,14 +909,14 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
     dup_counts: dict[tuple[str, date], int] = {}
     mapped_parts: list[DataFrame] = []
     quarantine_parts: list[DataFrame] = []
-    routed_frames: list[DataFrame] = []
-    try:
+    with Checkpoints() as keep:
+        host_tz = keep(reference_host_timezones(spark, settings))
+        assets = keep(asset_inventory(spark, settings))
         for source in sources:
             suite = load_suite(directory, source)
             bronze = read_bronze(lake, source, dates)
             rows = prepare_rows(bronze, source, host_tz, None)
-            routed = route_rows(rows, suite, params).persist(StorageLevel.MEMORY_AND_DISK)
-            routed_frames.append(routed)
+            routed = keep(route_rows(rows, suite, params))
             for (src, d, route), n in _counts(routed, "_route").items():
                 raw_counts[(src, d)] = raw_counts.get((src, d), 0) + n
                 if route == DUPLICATE:
@@ -938,12 +936,10 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
         events = enrich(
             mapped, user_aliases(spark, settings), identity_directory(spark, settings), assets, geo
         )
-        events = require_columns(events, SILVER_EVENTS, "normalize silver.events").persist(
-            StorageLevel.MEMORY_AND_DISK
+        events = keep(require_columns(events, SILVER_EVENTS, "normalize silver.events"))
+        quarantine = keep(
+            require_columns(quarantine, SILVER_QUARANTINE, "normalize silver.quarantine")
         )
-        quarantine = require_columns(
-            quarantine, SILVER_QUARANTINE, "normalize silver.quarantine"
-        ).persist(StorageLevel.MEMORY_AND_DISK)
         event_counts = {(s, d): n for (s, d), n in _counts(events).items()}
         quarantine_counts = {(s, d): n for (s, d), n in _counts(quarantine).items()}
         clock.mark("map_and_enrich")
@@ -984,13 +980,6 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
             .collect()
         }
         result.details["seconds"] = clock.seconds
-        events.unpersist()
-        quarantine.unpersist()
-    finally:
-        for routed in routed_frames:
-            routed.unpersist()
-        host_tz.unpersist()
-        assets.unpersist()
     return result
 
 

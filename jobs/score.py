@@ -12,14 +12,13 @@ with the days before, decayed with a half-life (docs/scoring.md). Only `run_scor
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import reduce
 from typing import Any
 
 import pandas as pd
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
@@ -37,6 +36,7 @@ from jobs.schemas import (
     SILVER_EVENTS,
     SOURCE_STATUS,
 )
+from jobs.spark import Checkpoints
 
 __all__ = [
     "Views",
@@ -69,20 +69,30 @@ class Views:
     cloud: DataFrame
 
 
-def build_views(events: DataFrame, dates: Sequence[date], cfg: ScoringSettings) -> Views:
-    """Sessions and entity-day views of `dates`; `events` may hold earlier days for lookback."""
+def build_views(
+    events: DataFrame,
+    dates: Sequence[date],
+    cfg: ScoringSettings,
+    keep: Callable[[DataFrame], DataFrame] | None = None,
+) -> Views:
+    """Sessions and entity-day views of `dates`; `events` may hold earlier days for lookback.
+
+    `keep` is applied to each view as it is built (the sessions before the views read them),
+    e.g. `jobs.spark.checkpoint` so that each is computed once.
+    """
+    kept = keep or (lambda df: df)
     in_dates = F.expr(dates_predicate("run_date", dates))
-    sessionized = S.sessionize(events, cfg.session_gap_minutes)
+    sessionized = kept(S.sessionize(events, cfg.session_gap_minutes))
     current = sessionized.where(in_dates)
     today = events.where(in_dates)
     return Views(
         sessionized=sessionized,
-        auth=S.auth_sessions(current),
-        auth_sources=S.auth_sources(current),
-        host=S.host_days(today),
-        network=S.network_days(today, cfg.internet_facing_tag),
-        dns=S.dns_days(today),
-        cloud=S.cloud_days(today, cfg.iam_write_actions),
+        auth=kept(S.auth_sessions(current)),
+        auth_sources=kept(S.auth_sources(current)),
+        host=kept(S.host_days(today)),
+        network=kept(S.network_days(today, cfg.internet_facing_tag)),
+        dns=kept(S.dns_days(today)),
+        cloud=kept(S.cloud_days(today, cfg.iam_write_actions)),
     )
 
 
@@ -509,16 +519,6 @@ def entity_metadata(
 # --- the stage entry -------------------------------------------------------------------------
 
 
-def _cached(views: Views) -> Views:
-    """Each view computed once (on first use) and kept on the executors, spilling to disk."""
-    return Views(
-        **{
-            name: getattr(views, name).persist(StorageLevel.MEMORY_AND_DISK)
-            for name in Views.__dataclass_fields__
-        }
-    )
-
-
 def _empty(spark: SparkSession, schema: StructType) -> DataFrame:
     return spark.createDataFrame([], schema)
 
@@ -603,23 +603,19 @@ def run_score(ctx: Any, dates: list[date]) -> Any:
     champion = load_champion(settings)
     model, version = champion if champion is not None else (None, None)
 
-    # Cache the shared intermediates: every signal reads them, and a cached frame is a leaf
-    # for the optimiser, which would otherwise re-plan the sessionisation in each branch.
-    views = _cached(build_views(events, dates, cfg))
-    baselines = baselines.persist(StorageLevel.MEMORY_AND_DISK)
-    signals = signal_rows(views, events, baselines, dates, cfg, office_egress, host_groups).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
-    cached = [*(getattr(views, n) for n in Views.__dataclass_fields__), baselines, signals]
-    try:
+    # Checkpoint the shared intermediates: every signal reads them, and each is then one leaf
+    # for the planner, which would otherwise re-plan the sessionisation in each branch.
+    with Checkpoints() as keep:
+        views = build_views(events, dates, cfg, keep=keep)
+        baselines = keep(baselines)
+        signals = keep(
+            signal_rows(views, events, baselines, dates, cfg, office_egress, host_groups)
+        )
         scored = score_sessions(
             session_frame(views), signals, degraded_sources(status), cfg, model, version
         )
         scored = require_columns(scored, SESSION_SCORES, "score: gold.session_scores")
         write(scored, "gold.session_scores", dates)
-    finally:
-        for frame in cached:
-            frame.unpersist()
 
     written = lake.read_dates("gold.session_scores", dates)
     if protect is not None:  # privacy: entity risk joins owners and history on real ids

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from jobs.config import Settings
 
@@ -103,7 +103,66 @@ def build_spark(settings: Settings) -> SparkSession:
             builder, extra_packages=list(settings.spark.packages)
         ).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    # Two warnings `checkpoint` and `release` cause by design: one when a local checkpoint is
+    # unpersisted (it cannot be recomputed: `release` is called when it is no longer read), and
+    # one when a checkpointed plan's output differs from its optimised plan's only in
+    # nullability (Spark then keeps no column statistics for it; results are the same).
+    jvm: Any = spark._jvm  # type: ignore[attr-defined]
+    for logger in (
+        "org.apache.spark.rdd.MapPartitionsRDD",
+        "org.apache.spark.sql.execution.LogicalRDD",
+    ):
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            logger, jvm.org.apache.logging.log4j.Level.ERROR
+        )
     return spark
+
+
+def checkpoint(df: DataFrame) -> DataFrame:
+    """`df` computed now and kept on the executors (memory, spilling to disk) behind a one-node
+    plan, for a frame that several queries read.
+
+    A persisted frame is swapped for its cached data only after each query over it has been
+    analysed with the frame's whole lineage; with wide lineages (a day's normalisation, the
+    sessions and signals of scoring) that planning costs more than small data does. Unlike a
+    persisted frame, a local checkpoint is not recomputed when an executor holding its blocks
+    is lost: the stage fails, and the orchestrator's retry runs it again. Give the blocks back
+    with `release` when done.
+    """
+    return df.localCheckpoint(eager=True)
+
+
+def release(*frames: DataFrame | None) -> None:
+    """Drop the blocks of frames made by `checkpoint` (other frames: `unpersist`)."""
+    for frame in frames:
+        if frame is None:
+            continue
+        plan = frame._jdf.queryExecution().logical()  # type: ignore[operator]
+        if plan.nodeName() == "LogicalRDD":
+            plan.rdd().unpersist(False)
+        else:
+            frame.unpersist()
+
+
+class Checkpoints:
+    """The frames one stage run checkpoints, released together when it ends (or fails).
+
+    `with Checkpoints() as keep: frame = keep(df)`.
+    """
+
+    def __init__(self) -> None:
+        self.frames: list[DataFrame] = []
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        self.frames.append(checkpoint(df))
+        return self.frames[-1]
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        release(*self.frames)
+        self.frames.clear()
 
 
 def release_session_caches() -> None:

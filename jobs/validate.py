@@ -38,6 +38,7 @@ from jobs.event_time import event_offset_hours, host_timezones, parse_event_time
 from jobs.lake import Lake, require_columns
 from jobs.pipeline import PipelineError, RunContext, StageResult
 from jobs.schemas import DQ_RESULTS, SOURCE_STATUS, bronze_schema
+from jobs.spark import checkpoint, release
 
 __all__ = [
     "BRONZE_SUITES",
@@ -1046,7 +1047,7 @@ def validate_source(
     clock.mark("volume")
     bronze = window.where(F.col("run_date").isin(list(dates))).drop("raw")
     rows = prepare_rows(bronze, source, host_tz, volume_frame(lake.spark, volumes))
-    candidates = rows.where(F.col("_candidate")).drop("_candidate").cache()
+    candidates = checkpoint(rows.where(F.col("_candidate")).drop("_candidate"))
     try:
         counts = daily_counts(candidates, suite.rules, params)
         clock.mark("row_predicates")
@@ -1064,7 +1065,7 @@ def validate_source(
             cross_check(suite, outcomes, totals, n_rows)
             clock.mark("great_expectations")
     finally:
-        candidates.unpersist()
+        release(candidates)
     results = dq_result_rows(suite, source, dates, per_date, params, delivered)
     status = source_status_rows(source, dates, results, volumes)
     summary = {
@@ -1087,7 +1088,7 @@ def run_validate(ctx: RunContext, dates: list[date]) -> StageResult:
     lake = ctx.lake
     sources = list(settings.ingest.sources)
     suites = load_suites(suites_dir(settings), sources)
-    host_tz = reference_host_timezones(ctx.spark, settings).cache()
+    host_tz = checkpoint(reference_host_timezones(ctx.spark, settings))
     gx = runner_for(settings)
     dq_rows: list[dict[str, Any]] = []
     status_rows: list[dict[str, Any]] = []
@@ -1100,7 +1101,7 @@ def run_validate(ctx: RunContext, dates: list[date]) -> StageResult:
             status_rows += status
             result.details[source] = summary
     finally:
-        host_tz.unpersist()
+        release(host_tz)
     clock = PhaseClock()
     write_dq_results(lake, dq_rows, dates, sources)
     status_df = ctx.spark.createDataFrame(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,3 +119,26 @@ def test_example_file_documents_every_setting() -> None:
     ]
     missing += [s for s in defaults if s not in example]
     assert missing == []
+
+
+def _stored_rdds(spark: Any) -> set[int]:
+    return {info.id() for info in spark.sparkContext._jsc.sc().getRDDStorageInfo()}
+
+
+def test_checkpoints_are_one_node_plans_with_the_same_rows_released_on_exit(spark: Any) -> None:
+    from pyspark.sql import functions as F
+    from pyspark.testing import assertDataFrameEqual
+
+    from jobs.spark import Checkpoints
+
+    wide = spark.range(50).withColumn("k", F.col("id") % 7).groupBy("k").count().where("k > 1")
+    before = _stored_rdds(spark)
+    with pytest.raises(RuntimeError, match="stage failed"), Checkpoints() as keep:
+        kept = keep(wide)
+        assert kept._jdf.queryExecution().logical().nodeName() == "LogicalRDD"
+        assert len(_stored_rdds(spark) - before) == 1  # computed now, held once
+        assertDataFrameEqual(kept.join(kept, "k"), wide.join(wide, "k"))
+        raise RuntimeError("stage failed")
+    assert _stored_rdds(spark) == before  # released even when the stage fails
+    with pytest.raises(Exception, match="unpersisted"):
+        kept.count()  # its blocks are gone: nothing reads a released checkpoint by mistake
