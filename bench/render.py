@@ -313,10 +313,16 @@ def pipeline_md(run: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def profile_md(run: dict[str, Any]) -> str:
+def findings_file(results: Path) -> Path:
+    """The hand-written findings of a results folder (`findings.md` in it), else the default."""
+    own = results / "findings.md"
+    return own if own.is_file() else FINDINGS
+
+
+def profile_md(run: dict[str, Any], findings: Path = FINDINGS) -> str:
     out = ["# Profile of the benchmark run", ""]
-    if FINDINGS.is_file():
-        out += [FINDINGS.read_text(encoding="utf-8").strip(), ""]
+    if findings.is_file():
+        out += [findings.read_text(encoding="utf-8").strip(), ""]
     out += [
         "## Measured breakdown (generated)",
         "",
@@ -402,12 +408,13 @@ def write_outputs(run: dict[str, Any], results: Path) -> None:
     )
     if run["derived"]:
         (results / "pipeline.md").write_text(_repo_relative(pipeline_md(run)), encoding="utf-8")
-    (results / "profile.md").write_text(_repo_relative(profile_md(run)), encoding="utf-8")
+    profile = profile_md(run, findings_file(results))
+    (results / "profile.md").write_text(_repo_relative(profile), encoding="utf-8")
 
 
 def main() -> None:
     """Re-render `pipeline.md` / `profile.md` from a `pipeline.json` (e.g. after editing the
-    findings in `bench/profile_findings.md`)."""
+    findings in `findings.md` beside it, or `bench/profile_findings.md`)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

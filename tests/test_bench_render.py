@@ -130,3 +130,10 @@ def test_a_single_scale_run_says_what_it_could_not_measure(tmp_path: Path) -> No
     assert "scale 10 of this run did not finish" in (tmp_path / "pipeline.md").read_text(
         encoding="utf-8"
     )
+    # the findings on top of profile.md: the folder's own findings.md, else the shared file
+    profile = (tmp_path / "profile.md").read_text(encoding="utf-8")
+    assert profile.startswith("# Profile of the benchmark run\n\n## Findings")
+    (tmp_path / "findings.md").write_text("## Findings at 10 M\n\nThe score plan bounds it.\n")
+    write_outputs(run, tmp_path)
+    profile = (tmp_path / "profile.md").read_text(encoding="utf-8")
+    assert profile.startswith("# Profile of the benchmark run\n\n## Findings at 10 M\n\nThe score")
