@@ -739,7 +739,7 @@ class GreatExpectationsRunner:
             analytics_enabled=False,
         )
         self.context = gx.get_context(mode="ephemeral", project_config=config)
-        # The stage caches the frame itself; GX must not persist a second copy.
+        # The stage checkpoints the frame itself; GX must not persist a second copy.
         self.datasource = self.context.data_sources.add_spark(
             name="policylake_spark", persist=False
         )
