@@ -132,16 +132,10 @@ def checkpoint(df: DataFrame) -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
-def release(*frames: DataFrame | None) -> None:
-    """Drop the blocks of frames made by `checkpoint` (other frames: `unpersist`)."""
+def release(*frames: DataFrame) -> None:
+    """Drop the blocks of frames made by `checkpoint` (their plan is the checkpointed RDD)."""
     for frame in frames:
-        if frame is None:
-            continue
-        plan = frame._jdf.queryExecution().logical()  # type: ignore[operator]
-        if plan.nodeName() == "LogicalRDD":
-            plan.rdd().unpersist(False)
-        else:
-            frame.unpersist()
+        frame._jdf.queryExecution().logical().rdd().unpersist(False)  # type: ignore[operator]
 
 
 class Checkpoints:
