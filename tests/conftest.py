@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("POLICYLAKE_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
+
+# Once Airflow has configured logging (the DAG tests), py4j's INFO line from a gateway
+# connection closed at interpreter exit goes to pytest's capture stream, closed by then, and
+# prints a "--- Logging error ---" traceback after the summary. py4j's warnings still show.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 # Test data is tiny and the suite is CPU-bound on 2 cores, much of it spent generating and
