@@ -439,7 +439,9 @@ def _pre_reason() -> Column:
     line = F.col("__line")
     return (
         F.when(F.trim(line) == "", F.lit(EMPTY_LINE))
-        .when(F.instr(line, "\u0000") > 0, F.lit(NUL_BYTES))
+        # `contains` compares bytes; `instr` walks characters, and an invalid UTF-8 lead
+        # byte makes it step over the NUL that follows it.
+        .when(line.contains("\u0000"), F.lit(NUL_BYTES))
         .otherwise(F.lit(None).cast("string"))
     )
 

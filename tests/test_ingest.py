@@ -760,6 +760,35 @@ def test_line_numbers_are_exact_across_input_splits(
     assertDataFrameEqual(got, want)
 
 
+# An invalid UTF-8 lead byte claims the bytes after it: a character-wise search steps over a
+# NUL inside such a sequence (`instr` did, and let the line parse). Bytes are what count.
+NUL_AFTER_BAD_LEAD = [b"\xe2\x80\x00\xa9", b"\xf0\x00", b"\xe2\x00\x80", b"\x00"]
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "line"),
+    [
+        ("sshd", "auth.log", b"Oct  1 08:00:00 h sshd[1]: Accepted password for a%sb"),
+        ("idp", "okta_system_log.jsonl", b'{"uuid": "a%sb", "eventType": "user.session.start"}'),
+    ],
+)
+def test_a_nul_byte_hidden_in_an_invalid_utf8_sequence_is_still_found(
+    spark: SparkSession, tmp_path: Path, source: str, name: str, line: bytes
+) -> None:
+    folder = tmp_path / "raw" / source / D1.isoformat()
+    folder.mkdir(parents=True)
+    clean = line.replace(b"%s", b"\xe2\x80")  # invalid UTF-8, but no NUL: parses
+    data = [line.replace(b"%s", junk) for junk in NUL_AFTER_BAD_LEAD] + [clean]
+    (folder / name).write_bytes(b"".join(x + b"\n" for x in data))
+
+    raw = read_raw_lines(spark, [str(folder)])
+    files = plan_files(source, [r.asDict() for r in file_blocks(raw, source).collect()])
+    lines = number_lines(raw, file_table(spark, source, files, {D1: "batch"}), source)
+    got = PARSERS[source](lines).select("_line", "_parse_status", "_parse_error")
+    nul = [Row(i + 1, "unparseable", "NUL bytes in line") for i in range(len(data) - 1)]
+    assertDataFrameEqual(got, [*nul, Row(len(data), "parsed", None)])
+
+
 # ---------------------------------------------------------------------------------------
 # Idempotency, backfill = day by day, and files removed after a run
 # ---------------------------------------------------------------------------------------
