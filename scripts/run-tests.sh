@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Run the test suite; pytest's exit code 5 (no tests collected) is a failure, not a pass.
+# Run the test suite in two pytest-xdist workers (POLICYLAKE_TEST_WORKERS, 0 = in this
+# process; `-n N` among the arguments wins); pytest's exit code 5 (no tests collected) is a
+# failure, not a pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest -n "${POLICYLAKE_TEST_WORKERS:-2}" "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "run-tests: pytest collected no tests; failing" >&2

@@ -124,3 +124,70 @@ def pipeline_month(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Pipe
     results = {r.stage: r for r in run_stages(ctx, stages, dates)}
     truth = read_ground_truth(out / "ground_truth.jsonl")
     return PipelineMonth(ctx, out, dates, truth, results)
+
+
+# The suite runs in two pytest-xdist workers (`scripts/run-tests.sh`): one process alone keeps
+# the 2 cores ~68% busy, since much of a Spark test is one driver thread planning. Each worker
+# has its own Spark session, so work a fixture shares must stay in one worker: a module's tests
+# go together (module fixtures: the DAG runs, `forget`), and the modules that read the
+# generated month go to one worker, which builds it once. (xdist's `--dist loadgroup` cannot
+# do this under pytest 9: it renames node ids through an attribute pytest 9 no longer reads.)
+MONTH_MODULES = {
+    "tests/test_baselines.py",
+    "tests/test_cluster.py",
+    "tests/test_normalize.py",
+    "tests/test_recommend_month.py",
+    "tests/test_report.py",
+    "tests/test_scoring_integration.py",
+}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+        def _reschedule(self, node: Any) -> None:
+            # xdist queues a worker's next module when two of its tests are left. A worker
+            # holds its last test until it knows the next, so one is enough; with two, a
+            # module whose slow fixture comes with its second-to-last test (the DAG runs)
+            # makes the next module wait behind that fixture while the other worker idles.
+            if self.workqueue and self._pending_of(self.assigned_work[node]) > 1:
+                return
+            super()._reschedule(node)
+
+    config.option.loadscopereorder = False  # keep the heaviest-first order of the items
+    return ModuleScheduling(config, log)
+
+
+# The slowest scopes start first, so neither worker is left with one at the end.
+HEAVY_FIRST = (
+    "tests/test_dags.py",
+    "pipeline_month",
+    "tests/test_privacy.py",
+    "tests/test_reliability.py",
+)
+
+
+def _scope(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return "pipeline_month" if module in MONTH_MODULES else module
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module that reads the generated month must be in MONTH_MODULES (else two workers
+    would each build the month); the HEAVY_FIRST scopes go first."""
+    unlisted = sorted(
+        {
+            item.nodeid.split("::", 1)[0]
+            for item in items
+            if "pipeline_month" in item.fixturenames  # type: ignore[attr-defined]
+        }
+        - MONTH_MODULES
+    )
+    if unlisted:
+        raise pytest.UsageError(f"add {', '.join(unlisted)} to MONTH_MODULES in tests/conftest.py")
+    rank = {scope: n for n, scope in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(_scope(item.nodeid), len(rank)))  # stable
