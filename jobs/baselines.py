@@ -36,7 +36,7 @@ from jobs.schemas import (
     ITEM_HISTORY,
     SILVER_EVENTS,
 )
-from jobs.spark import checkpoint, release
+from jobs.spark import Checkpoints
 
 __all__ = [
     "ACCOUNT_ENTITY_TYPES",
@@ -800,11 +800,11 @@ def run_baselines(
         )
     else:
         needed = _empty(ctx, ENTITY_DAILY)
-    obs = checkpoint(observations(needed))
 
     paths: dict[str, str] = {}
     written: date | None = None
-    try:
+    with Checkpoints() as keep:
+        obs = keep(observations(needed))
         for target in dates:
             previous_day = target - timedelta(days=1)
             if written == previous_day:  # written by this run, with these windows
@@ -825,8 +825,6 @@ def run_baselines(
             profile = require_columns(profile, BASELINES, BASELINES_TABLE)
             lake.replace_dates(profile, BASELINES_TABLE, [target])
             written = target
-    finally:
-        release(obs)
 
     result.rows[BASELINES_TABLE] = lake.read_dates(BASELINES_TABLE, dates).count()
     result.details["paths"] = paths

@@ -30,7 +30,7 @@ from jobs.policy.engine import DECISIONS_DDL, decide_partitions
 from jobs.policy.schema import PolicyLoadError, PolicySet, load_policy_set, resolve_policies_dir
 from jobs.privacy import resolve_pseudonyms
 from jobs.schemas import DECISION_LOG, ENTITY_RISK, POLICY_RECOMMENDATIONS, SIGNAL
-from jobs.spark import checkpoint, release
+from jobs.spark import Checkpoints
 
 ENTITY_RISK_TABLE = "gold.entity_risk"
 SOURCE_STATUS_TABLE = "ops.source_status"
@@ -268,8 +268,9 @@ def run_recommend(
     # policies and guardrails (allowlists, break-glass) see it; outputs keep real ids
     entity_risk = resolve_pseudonyms(lake, entity_risk, ENTITY_RISK_TABLE)
     # END privacy
-    decisions = checkpoint(evaluate(entity_risk, policy_set, degraded_sources_by_date(ctx, dates)))
-    try:
+    degraded = degraded_sources_by_date(ctx, dates)
+    with Checkpoints() as keep:
+        decisions = keep(evaluate(entity_risk, policy_set, degraded))
         # One small aggregate (dates x actions x statuses) answers every check and count.
         summary = (
             decisions.groupBy("run_date", "action", "status")
@@ -305,8 +306,6 @@ def run_recommend(
             merge_recommendations(spark, lake.path(RECOMMENDATIONS_TABLE), recs, dates)
         finally:
             spark.conf.unset(COMMIT_METADATA_CONF)
-    finally:
-        release(decisions)
     # BEGIN audit (jobs/audit.py, docs/audit.md): hash-chain the decision log just written
     chain = record_chain(ctx, dates)
     # END audit

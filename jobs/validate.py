@@ -38,7 +38,7 @@ from jobs.event_time import event_offset_hours, host_timezones, parse_event_time
 from jobs.lake import Lake, require_columns
 from jobs.pipeline import PipelineError, RunContext, StageResult
 from jobs.schemas import DQ_RESULTS, SOURCE_STATUS, bronze_schema
-from jobs.spark import checkpoint, release
+from jobs.spark import Checkpoints
 
 __all__ = [
     "BRONZE_SUITES",
@@ -1047,8 +1047,8 @@ def validate_source(
     clock.mark("volume")
     bronze = window.where(F.col("run_date").isin(list(dates))).drop("raw")
     rows = prepare_rows(bronze, source, host_tz, volume_frame(lake.spark, volumes))
-    candidates = checkpoint(rows.where(F.col("_candidate")).drop("_candidate"))
-    try:
+    with Checkpoints() as keep:
+        candidates = keep(rows.where(F.col("_candidate")).drop("_candidate"))
         counts = daily_counts(candidates, suite.rules, params)
         clock.mark("row_predicates")
         per_date = {key[0]: value for key, value in counts.items()}
@@ -1064,8 +1064,6 @@ def validate_source(
             outcomes = gx.validate(suite, candidates, params, f"{run_name(dates)} {source}")
             cross_check(suite, outcomes, totals, n_rows)
             clock.mark("great_expectations")
-    finally:
-        release(candidates)
     results = dq_result_rows(suite, source, dates, per_date, params, delivered)
     status = source_status_rows(source, dates, results, volumes)
     summary = {
@@ -1088,11 +1086,11 @@ def run_validate(ctx: RunContext, dates: list[date]) -> StageResult:
     lake = ctx.lake
     sources = list(settings.ingest.sources)
     suites = load_suites(suites_dir(settings), sources)
-    host_tz = checkpoint(reference_host_timezones(ctx.spark, settings))
     gx = runner_for(settings)
     dq_rows: list[dict[str, Any]] = []
     status_rows: list[dict[str, Any]] = []
-    try:
+    with Checkpoints() as keep:
+        host_tz = keep(reference_host_timezones(ctx.spark, settings))
         for source in sources:
             results, status, summary = validate_source(
                 lake, suites[source], source, dates, settings, host_tz, gx
@@ -1100,8 +1098,6 @@ def run_validate(ctx: RunContext, dates: list[date]) -> StageResult:
             dq_rows += results
             status_rows += status
             result.details[source] = summary
-    finally:
-        release(host_tz)
     clock = PhaseClock()
     write_dq_results(lake, dq_rows, dates, sources)
     status_df = ctx.spark.createDataFrame(
