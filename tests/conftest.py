@@ -171,8 +171,12 @@ HEAVY_FIRST = (
 )
 
 
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
 def _scope(nodeid: str) -> str:
-    module = nodeid.split("::", 1)[0]
+    module = _module(nodeid)
     return "pipeline_month" if module in MONTH_MODULES else module
 
 
@@ -181,7 +185,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     would each build the month); the HEAVY_FIRST scopes go first."""
     unlisted = sorted(
         {
-            item.nodeid.split("::", 1)[0]
+            _module(item.nodeid)
             for item in items
             if "pipeline_month" in item.fixturenames  # type: ignore[attr-defined]
         }

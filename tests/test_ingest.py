@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyspark.sql import Row, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -733,6 +733,16 @@ def small_splits(spark: SparkSession) -> Iterator[None]:
         spark.conf.set(key, before)
 
 
+def numbered_lines(
+    spark: SparkSession, folder: Path, source: str
+) -> tuple[list[dict[str, Any]], DataFrame]:
+    """The input splits of the files in `folder`, and their lines numbered as ingest does."""
+    raw = read_raw_lines(spark, [str(folder)])
+    blocks = [r.asDict() for r in file_blocks(raw, source).collect()]
+    files = plan_files(source, blocks)
+    return blocks, number_lines(raw, file_table(spark, source, files, {D1: "batch"}), source)
+
+
 def test_line_numbers_are_exact_across_input_splits(
     spark: SparkSession, tmp_path: Path, small_splits: None
 ) -> None:
@@ -744,13 +754,9 @@ def test_line_numbers_are_exact_across_input_splits(
         gz.write(encode(big[:500]))
     (folder / "auth.crlf.log").write_bytes(b"".join(x.encode() + b"\r\n" for x in big[:700]))
 
-    raw = read_raw_lines(spark, [str(folder)])
-    blocks = [r.asDict() for r in file_blocks(raw, "sshd").collect()]
+    blocks, lines = numbered_lines(spark, folder, "sshd")
     big_path = f"file:{folder / 'auth.big.log'}"
     assert sum(1 for b in blocks if b["_file"] == big_path) > 10  # really split
-    files = plan_files("sshd", blocks)
-    ids = {D1: "batch"}
-    lines = number_lines(raw, file_table(spark, "sshd", files, ids), "sshd")
     got = lines.select(F.regexp_extract("_file", "[^/]+$", 0).alias("f"), "_line", "raw")
     want = (
         [Row(f="auth.big.log", _line=i + 1, raw=x) for i, x in enumerate(big)]
@@ -781,9 +787,7 @@ def test_a_nul_byte_hidden_in_an_invalid_utf8_sequence_is_still_found(
     data = [line.replace(b"%s", junk) for junk in NUL_AFTER_BAD_LEAD] + [clean]
     (folder / name).write_bytes(b"".join(x + b"\n" for x in data))
 
-    raw = read_raw_lines(spark, [str(folder)])
-    files = plan_files(source, [r.asDict() for r in file_blocks(raw, source).collect()])
-    lines = number_lines(raw, file_table(spark, source, files, {D1: "batch"}), source)
+    _, lines = numbered_lines(spark, folder, source)
     got = PARSERS[source](lines).select("_line", "_parse_status", "_parse_error")
     nul = [Row(i + 1, "unparseable", "NUL bytes in line") for i in range(len(data) - 1)]
     assertDataFrameEqual(got, [*nul, Row(len(data), "parsed", None)])
