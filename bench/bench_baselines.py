@@ -27,10 +27,11 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.baselines import BASELINES_TABLE, ENTITY_DAILY_TABLE, entity_daily, run_baselines
-from jobs.config import Settings, load_settings
-from jobs.pipeline import RunContext
-from jobs.schemas import ENTITY_DAILY, HOUR_OF_WEEK_BUCKETS, SILVER_EVENTS
+from jobs.core.config import Settings, load_settings
+from jobs.core.context import RunContext
+from jobs.core.tables import BASELINES, ENTITY_DAILY, HOUR_OF_WEEK_BUCKETS, SILVER_EVENTS
+from jobs.stages.baselines.entity_daily import entity_daily
+from jobs.stages.baselines.stage import run_baselines
 
 RESULTS = Path(__file__).resolve().parent / "results" / "baselines.json"
 START = date(2026, 1, 1)
@@ -147,7 +148,7 @@ def synthetic_entity_daily(spark: SparkSession, scale: int, days: int) -> DataFr
         .otherwise(F.create_map().cast("map<string,bigint>"))
         .alias("users"),
     )
-    return out.select(*[F.col(f.name).cast(f.dataType) for f in ENTITY_DAILY.fields])
+    return out.select(*[F.col(f.name).cast(f.dataType) for f in ENTITY_DAILY.schema.fields])
 
 
 def synthetic_silver_day(spark: SparkSession, scale: int, day: date) -> DataFrame:
@@ -194,7 +195,7 @@ def synthetic_silver_day(spark: SparkSession, scale: int, day: date) -> DataFram
     return ev.select(
         *[
             (values[f.name] if f.name in values else F.lit(None)).cast(f.dataType).alias(f.name)
-            for f in SILVER_EVENTS.fields
+            for f in SILVER_EVENTS.schema.fields
         ]
     )
 
@@ -219,8 +220,8 @@ def bench_window(
         lake = ctx.lake
         days = [START + timedelta(days=i) for i in range(history)]
         daily = synthetic_entity_daily(spark, scale, history)
-        lake.replace_dates(daily, ENTITY_DAILY_TABLE, days)
-        rows_per_day = lake.read(ENTITY_DAILY_TABLE).count() / history
+        lake.replace_dates(daily, ENTITY_DAILY.name, days)
+        rows_per_day = lake.read(ENTITY_DAILY.name).count() / history
         first = days[-repeats - 1]  # baselines(first) from days before it, then add days one by one
         started = time.perf_counter()
         primed = run_baselines(ctx, [first], rebuild_entity_daily=False)
@@ -233,7 +234,7 @@ def bench_window(
             result = run_baselines(ctx, [target], rebuild_entity_daily=False)
             runs.append(time.perf_counter() - started)
             assert result.details["paths"] == {target.isoformat(): "incremental"}, result.details
-        state = lake.read_dates(BASELINES_TABLE, [first + timedelta(days=repeats)])
+        state = lake.read_dates(BASELINES.name, [first + timedelta(days=repeats)])
         return {
             "scale": scale,
             "habit_window_days": habit,
@@ -243,7 +244,7 @@ def bench_window(
             "entity_daily_rows_per_day": round(rows_per_day),
             "baseline_rows": state.count(),
             "baseline_bytes_per_day": _dir_bytes(
-                f"{lake.path(BASELINES_TABLE)}/run_date={first + timedelta(days=repeats)}"
+                f"{lake.path(BASELINES.name)}/run_date={first + timedelta(days=repeats)}"
             ),
             "full_recompute_s": round(full_s, 2),
             "add_one_day_s": round(statistics.median(runs), 2),
@@ -263,12 +264,12 @@ def bench_entity_daily(spark: SparkSession, scale: int, partitions: int) -> dict
         runs = []
         for _ in range(2):
             started = time.perf_counter()
-            ctx.lake.replace_dates(entity_daily(events), ENTITY_DAILY_TABLE, [day])
+            ctx.lake.replace_dates(entity_daily(events), ENTITY_DAILY.name, [day])
             runs.append(time.perf_counter() - started)
         return {
             "scale": scale,
             "silver_events": events.count(),
-            "entity_daily_rows": ctx.lake.read(ENTITY_DAILY_TABLE).count(),
+            "entity_daily_rows": ctx.lake.read(ENTITY_DAILY.name).count(),
             "entity_daily_s": round(min(runs), 2),
         }
     finally:
@@ -291,7 +292,7 @@ def main() -> None:
     if args.history <= max(args.windows) + args.repeats:
         parser.error("--history must exceed the largest window plus --repeats")
 
-    from jobs.spark import build_spark
+    from jobs.core.spark import build_spark
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-baselines-"))
     spark = build_spark(_settings(scratch, 30, args.partitions))

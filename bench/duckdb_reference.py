@@ -18,7 +18,7 @@ bit) with two documented exceptions: `bronze_line` of silver rows (DuckDB's CSV 
 exposes no line numbers; the kept copy of a re-delivered line is chosen by file and line
 text, which gives the same row, only its line number could differ), and the quarantine
 `reason` text (the rule and the raw line are compared). Geolocation of the distinct source
-addresses is the pipeline's own resolver function (`jobs.normalize._geo_partitions`), called
+addresses is the pipeline's own resolver function (`jobs.stages.normalize.stage._geo_partitions`), called
 from Python on the distinct addresses, as Spark calls it from `mapInPandas`.
 
 Run by `bench/run_bench.py` in its own process (2 threads, a memory limit like the Spark
@@ -39,8 +39,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from jobs.config import Settings, load_settings
-from jobs.schemas import BASELINE_ITEM_SETS
+from jobs.core.config import Settings, load_settings
+from jobs.core.tables import BASELINE_ITEM_SETS
 
 __all__ = ["Reference", "run_reference"]
 
@@ -221,7 +221,8 @@ class ZeekFile:
 
 def _zeek_files(ref: Reference) -> list[ZeekFile]:
     """Each raw file of the day with its layout: the leading `#` lines give TSV `#fields`."""
-    from jobs.ingest import ZEEK_DEFAULT_FIELDS, _json_file_name
+    from jobs.stages.ingest.files import is_json_file_name
+    from jobs.stages.ingest.parsers.zeek import ZEEK_DEFAULT_FIELDS
 
     folder = ref.raw_root / SOURCE / ref.day.isoformat()
     out = []
@@ -237,7 +238,7 @@ def _zeek_files(ref: Reference) -> list[ZeekFile]:
         resolved = path.resolve()
         if fields is not None:
             fmt = "tsv"
-        elif _json_file_name(str(resolved)):
+        elif is_json_file_name(str(resolved)):
             fmt = "json"
         else:
             fmt = "sniff"
@@ -256,7 +257,7 @@ def _zeek_files(ref: Reference) -> list[ZeekFile]:
 
 def _row_rule_sql(rule: Any, params: dict[str, Any]) -> str:
     """The `unexpected` predicate of one row-level expectation, null-safe (never null)."""
-    from jobs.validate import resolve_kwargs
+    from jobs.quality.suites import resolve_kwargs
 
     k = resolve_kwargs(rule.kwargs, params, rule.name)
     col = f'"{k["column"]}"'
@@ -278,7 +279,7 @@ def _row_rule_sql(rule: Any, params: dict[str, Any]) -> str:
 
 
 def _status_map() -> str:
-    from jobs.normalize import STATUS_VOCABULARY
+    from jobs.stages.normalize.vocabulary import STATUS_VOCABULARY
 
     pairs = ", ".join(f"{_q(k)}: {_q(v)}" for k, v in sorted(STATUS_VOCABULARY.items()))
     return f"MAP {{{pairs}}}"
@@ -306,9 +307,9 @@ def _typed(column: str, kind: str) -> str:
 
 def normalize_zeek_conn(ref: Reference, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Raw zeek_conn lines of the day -> silver rows, quarantine rows, route counts (parquet)."""
-    from jobs.ingest import batch_id, sensor_of
-    from jobs.normalize import _geo_partitions
-    from jobs.validate import load_suite, suite_parameters, suites_dir
+    from jobs.quality.suites import load_suite, suite_parameters, suites_dir
+    from jobs.stages.ingest.files import batch_id, sensor_of
+    from jobs.stages.normalize.enrichment import _geo_partitions
 
     files = _zeek_files(ref)
     if not files:
@@ -428,7 +429,6 @@ def normalize_zeek_conn(ref: Reference, con: duckdb.DuckDBPyConnection) -> dict[
     )
 
     # Geolocation of the distinct source addresses with the pipeline's own resolver.
-    from jobs.reference import NETWORK_RANGES  # noqa: F401  (documents the file read below)
 
     ranges = [
         (str(r[0]), (r[1] or "").strip().lower())
@@ -544,11 +544,11 @@ def normalize_zeek_conn(ref: Reference, con: duckdb.DuckDBPyConnection) -> dict[
 
 def silver_select(values: dict[str, str]) -> str:
     """Every silver.events column, cast to its declared type (null where the source has none)."""
-    from jobs.schemas import SILVER_EVENTS
+    from jobs.core.tables import SILVER_EVENTS
 
     return ",\n".join(
         f'CAST({values.get(f.name, "NULL")} AS {duck_type(f.dataType)}) AS "{f.name}"'
-        for f in SILVER_EVENTS.fields
+        for f in SILVER_EVENTS.schema.fields
     )
 
 
@@ -558,7 +558,7 @@ def silver_select(values: dict[str, str]) -> str:
 
 
 def _zones(con: duckdb.DuckDBPyConnection) -> None:
-    from jobs.baselines import known_zones
+    from jobs.stages.baselines.stage import known_zones
 
     con.register("zones_df", pd.DataFrame({"zone": known_zones()}))
     con.execute("CREATE OR REPLACE TEMP TABLE known_zones AS SELECT zone FROM zones_df")
@@ -687,7 +687,7 @@ def entity_daily(ref: Reference, con: duckdb.DuckDBPyConnection) -> dict[str, An
 
 
 def _set_windows(settings: Settings) -> dict[str, int]:
-    from jobs.baselines import set_windows
+    from jobs.stages.baselines.profiles import set_windows
 
     return set_windows(settings.baselines)
 
@@ -879,7 +879,7 @@ def baselines(ref: Reference, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 
 def _session_id(kind: str, *parts: str) -> str:
-    """jobs.sessions.view_session_id: sha256 of date, kind and key parts, 32 hex characters."""
+    """jobs.stages.score.sessions.view_session_id: sha256 of date, kind and key parts, 32 hex characters."""
     keys = ", ".join(f"coalesce(CAST({p} AS VARCHAR), '-')" for p in parts)
     return f"substr(sha256(concat_ws('|', CAST(run_date AS VARCHAR), {_q(kind)}, {keys})), 1, 32)"
 
@@ -901,7 +901,7 @@ def signals(ref: Reference, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         return f"coalesce(date_diff('day', {prefix}_first_seen, run_date) >= {min_days}, FALSE)"
 
     def with_comparator(frame: str, etype: str, eid: str, columns: Sequence[str], peer: str) -> str:
-        """jobs.signals.with_comparator: own_<c>, peer_<c>, cmp_<c> and in_learning."""
+        """jobs.stages.score.signals.with_comparator: own_<c>, peer_<c>, cmp_<c> and in_learning."""
         cols = list(dict.fromkeys([*columns, "first_seen"]))
         own = ", ".join(f"o.{c} AS own_{c}" for c in cols)
         peers = ", ".join(f"p.{c} AS peer_{c}" for c in cols)
@@ -1122,7 +1122,7 @@ def check_all(
     outputs: dict[str, dict[str, Any]],
     spark_signals: Path | None,
 ) -> list[dict[str, Any]]:
-    from jobs.schemas import BASELINES, ENTITY_DAILY, SILVER_EVENTS
+    from jobs.core.tables import BASELINES, ENTITY_DAILY, SILVER_EVENTS
 
     d = ref.day
     checks = []
@@ -1134,7 +1134,7 @@ def check_all(
             "silver.events (zeek_conn rows; all columns but bronze_line)",
             f"SELECT * FROM {silver} WHERE source = {_q(SOURCE)}",
             f"SELECT * FROM read_parquet({_q(norm['silver'])})",
-            _columns(SILVER_EVENTS, skip=("bronze_line",)),
+            _columns(SILVER_EVENTS.schema, skip=("bronze_line",)),
         )
     )
     quarantine = ref.parquet("silver.quarantine", [d])
@@ -1169,7 +1169,7 @@ def check_all(
             "gold.entity_daily (every column)",
             f"SELECT * FROM {ref.parquet('gold.entity_daily', [d])}",
             f"SELECT * FROM read_parquet({_q(outputs['entity_daily']['entity_daily'])})",
-            _columns(ENTITY_DAILY),
+            _columns(ENTITY_DAILY.schema),
         )
     )
     checks.append(
@@ -1178,7 +1178,7 @@ def check_all(
             "gold.baselines (every column)",
             f"SELECT * FROM {ref.parquet('gold.baselines', [d])}",
             f"SELECT * FROM read_parquet({_q(outputs['baselines']['baselines'])})",
-            _columns(BASELINES),
+            _columns(BASELINES.schema),
         )
     )
     fired = f"SELECT * FROM read_parquet({_q(outputs['signals']['signals'])})"

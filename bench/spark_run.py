@@ -32,8 +32,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jobs.config import IngestSettings, PathSettings, Settings, load_settings
-from jobs.pipeline import STAGES, RunContext, StageResult, run_stages
+from jobs.core.config import IngestSettings, PathSettings, Settings, load_settings
+from jobs.core.context import RunContext, StageResult
+from jobs.pipeline.runner import STAGES, run_stages
 
 MIB = 1024 * 1024
 COMPARE_SOURCE = "zeek_conn"
@@ -41,7 +42,7 @@ COMPARE_SOURCE = "zeek_conn"
 
 def available_stages() -> tuple[list[str], dict[str, str]]:
     """Pipeline stages whose module exists (metrics and report are still being written)."""
-    modules = {"metrics": "jobs.metrics", "report": "jobs.report"}
+    modules = {"metrics": "jobs.stages.metrics.stage", "report": "jobs.stages.report.stage"}
     missing = {}
     names = []
     for name in STAGES:
@@ -58,7 +59,7 @@ def _settings(workdir: Path) -> Settings:
 
 
 def _context(settings: Settings) -> RunContext:
-    from jobs.spark import build_spark
+    from jobs.core.spark import build_spark
 
     return RunContext(spark=build_spark(settings), settings=settings)
 
@@ -114,7 +115,7 @@ def run_history(workdir: Path, dates: Sequence[date], champion: bool) -> dict[st
                 timings[name] = f"failed after {time.perf_counter() - started:.1f}s: {exc!r}"[:400]
         out["stages"][day.isoformat()] = timings
     if champion:
-        from jobs.train import run_train
+        from jobs.model.train import run_train
 
         started = time.perf_counter()
         try:
@@ -225,8 +226,8 @@ def _compare_settings(
 
 
 def spark_normalize_source(ctx: RunContext, day: date) -> dict[str, Any]:
-    from jobs.ingest import run_ingest
-    from jobs.normalize import run_normalize
+    from jobs.stages.ingest.stage import run_ingest
+    from jobs.stages.normalize.stage import run_normalize
 
     t0 = time.perf_counter()
     ingest = run_ingest(ctx, [day])
@@ -241,19 +242,20 @@ def spark_normalize_source(ctx: RunContext, day: date) -> dict[str, Any]:
 
 
 def spark_entity_daily(main: RunContext, cmp: RunContext, day: date) -> dict[str, Any]:
-    from jobs.baselines import ENTITY_DAILY_TABLE, SILVER_TABLE, _reference, entity_daily
-    from jobs.lake import require_columns
-    from jobs.schemas import ENTITY_DAILY, SILVER_EVENTS
+    from jobs.core.lake import require_columns
+    from jobs.core.tables import ENTITY_DAILY, SILVER_EVENTS
+    from jobs.stages.baselines.entity_daily import entity_daily
+    from jobs.stages.baselines.stage import _reference
 
-    events = require_columns(main.lake.read_dates(SILVER_TABLE, [day]), SILVER_EVENTS, "bench")
+    events = require_columns(main.lake.read_dates(SILVER_EVENTS.name, [day]), SILVER_EVENTS.schema, "bench")
     accounts, hosts, _ = _reference(main)
-    daily = require_columns(entity_daily(events, accounts, hosts), ENTITY_DAILY, "bench")
-    cmp.lake.replace_dates(daily, ENTITY_DAILY_TABLE, [day])
-    return {"rows": cmp.lake.read_dates(ENTITY_DAILY_TABLE, [day]).count()}
+    daily = require_columns(entity_daily(events, accounts, hosts), ENTITY_DAILY.schema, "bench")
+    cmp.lake.replace_dates(daily, ENTITY_DAILY.name, [day])
+    return {"rows": cmp.lake.read_dates(ENTITY_DAILY.name, [day]).count()}
 
 
 def spark_baselines(cmp: RunContext, day: date) -> dict[str, Any]:
-    from jobs.baselines import run_baselines
+    from jobs.stages.baselines.stage import run_baselines
 
     result = run_baselines(cmp, [day], rebuild_entity_daily=False)
     return {"rows": dict(result.rows), "paths": result.details.get("paths")}
@@ -266,18 +268,18 @@ def spark_signals(main: RunContext, day: date, out: Path) -> dict[str, Any]:
     from pyspark.sql import DataFrame
     from pyspark.sql import functions as F
 
-    from jobs import signals as sig
-    from jobs.lake import dates_predicate, require_columns
-    from jobs.reference import asset_inventory
-    from jobs.schemas import BASELINES, SILVER_EVENTS
-    from jobs.score import build_views
+    from jobs.core.lake import dates_predicate, require_columns
+    from jobs.core.tables import BASELINES, SILVER_EVENTS
+    from jobs.reference.files import asset_inventory
+    from jobs.stages.score import signals as sig
+    from jobs.stages.score.views import build_views
 
     cfg = main.settings.scoring
     lake = main.lake
     events = require_columns(
-        lake.read_dates("silver.events", [day - timedelta(days=1), day]), SILVER_EVENTS, "bench"
+        lake.read_dates("silver.events", [day - timedelta(days=1), day]), SILVER_EVENTS.schema, "bench"
     )
-    baselines = require_columns(lake.read_dates("gold.baselines", [day]), BASELINES, "bench")
+    baselines = require_columns(lake.read_dates("gold.baselines", [day]), BASELINES.schema, "bench")
     assets = asset_inventory(main.spark, main.settings)
     host_groups = assets.select(
         "asset_id",

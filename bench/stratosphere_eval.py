@@ -74,7 +74,7 @@ def write_site(work: Path, local_hosts: list[str]) -> None:
     """Reference files of the lab site: its local hosts as workstations and internal ranges."""
     ref = work / "reference"
     ref.mkdir(parents=True, exist_ok=True)
-    from jobs.reference import ASSET_INVENTORY, IDENTITY_DIRECTORY, NETWORK_RANGES
+    from jobs.reference.files import ASSET_INVENTORY, IDENTITY_DIRECTORY, NETWORK_RANGES
 
     with (ref / "identity_directory.csv").open("w", newline="") as fh:
         csv.writer(fh).writerow(IDENTITY_DIRECTORY.fieldNames())
@@ -169,10 +169,11 @@ def metrics(rows: list[tuple[str, int, float]], high: int, medium: int) -> dict[
 
 
 def run_capture(spark: Any, name: str, source: Path, work: Path) -> dict[str, Any]:
-    from jobs.config import load_settings
-    from jobs.pipeline import RunContext, run_stages
-    from jobs.score import run_score
-    from jobs.train import run_train
+    from jobs.core.config import load_settings
+    from jobs.core.context import RunContext
+    from jobs.model.train import run_train
+    from jobs.pipeline.runner import run_stages
+    from jobs.stages.score.stage import run_score
 
     run_date, local_hosts = site_of(source)
     folder = work / "raw" / "zeek_conn" / run_date.isoformat()
@@ -181,7 +182,7 @@ def run_capture(spark: Any, name: str, source: Path, work: Path) -> dict[str, An
     write_site(work, local_hosts)
     base = load_settings(None, environ={}).model_dump()
     base["ingest"]["sources"] = ["zeek_conn"]
-    from jobs.config import Settings
+    from jobs.core.config import Settings
 
     settings = Settings.model_validate(base).with_workdir(work)
     ctx = RunContext(spark=spark, settings=settings)
@@ -240,12 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"datasets not found at {args.root}", file=sys.stderr)
         return 2
 
-    from jobs.config import load_settings
-    from jobs.spark import build_spark
+    from jobs.core.config import load_settings
+    from jobs.core.spark import build_spark
 
     base = load_settings(None, environ={}).model_dump()
     base["spark"].update(master="local[2]", shuffle_partitions=4)
-    from jobs.config import Settings
+    from jobs.core.config import Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="policylake-strato-"))
     spark = build_spark(Settings.model_validate(base).with_workdir(tmp))

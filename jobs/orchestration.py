@@ -20,16 +20,17 @@ Dates. Every task works on one UTC day, rendered from the run by a Jinja templat
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from jobs.config import SOURCES, Settings
+from jobs.core.config import SOURCES, load_rooted
+from jobs.core.packages import delta_maven_coordinate
+from jobs.governance.decision_files import analyst_decision_files, analyst_decisions_dir
 
 # The Spark application every task submits (a file path, as spark-submit wants it).
-ENTRY_APPLICATION = str(Path(__file__).with_name("entry.py"))
+ENTRY_APPLICATION = str(Path(__file__).with_name("cli") / "submit.py")
 SPARK_CONN_ID = "spark_default"
 
 # The UTC day a daily or feedback run processes (see the module docstring).
@@ -63,12 +64,6 @@ BLOCKING_SOURCES_ARG = (
     f"else var.value.get('{BLOCKING_SOURCES_VARIABLE}', '') }}}}"
 )
 
-# Relative paths of the settings are rooted here in Airflow tasks (see workdir_settings).
-WORKDIR_ENV = "POLICYLAKE_WORKDIR"
-
-# Where analyst decision files land: <paths.raw_root>/analyst_decisions/<YYYY-MM-DD>/.
-ANALYST_DECISIONS_DIR = "analyst_decisions"
-ANALYST_DECISION_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson")
 
 # Asset URIs (the DAG files build `airflow.sdk.Asset`s from them): what each DAG publishes.
 ASSET_SESSION_SCORES = "policylake://gold/session_scores"
@@ -117,17 +112,6 @@ def default_args(retries: int = 2, timeout: timedelta = timedelta(hours=2)) -> d
     }
 
 
-def delta_maven_coordinate() -> str:
-    """`io.delta:delta-spark_<spark minor>_2.13:<delta-spark>` from the installed distributions.
-
-    Package metadata only: importing pyspark here would cost the DAG processor seconds.
-    """
-    from importlib.metadata import version
-
-    spark_minor = ".".join(version("pyspark").split(".")[:2])
-    return f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}"
-
-
 def packages_template() -> str:
     """Delta, plus the comma-separated Maven coordinates in the optional Airflow Variable
     `policylake_spark_packages` (e.g. hadoop-aws for an s3a:// lake), rendered per task."""
@@ -155,63 +139,33 @@ def submit_kwargs() -> dict[str, Any]:
     }
 
 
+# Jobs besides the daily stages: `policylake train|feedback --date D`.
+JOBS = ("train", "feedback")
+
+
 def stage_args(stage: str, *extra: str, day: str = RUN_DAY) -> list[str]:
-    return ["--stage", stage, "--date", day, *extra]
+    """The `policylake` arguments of one task: `run --stage S --date D`, or a job's own."""
+    if stage in JOBS:
+        return [stage, "--date", day, *extra]
+    return ["run", "--stage", stage, "--date", day, *extra]
 
 
 def ingest_plan(day: str) -> list[list[str]]:
     """The daily DAG's `ingest_sources` task: one `application_args` per source configured
     in `ingest.sources`, read when the run starts, which the `ingest` task is mapped over."""
-    from jobs.config import load_settings
-
-    settings = workdir_settings(load_settings(None))
+    settings = load_rooted()
     plan = [stage_args("ingest", "--source", source, day=day) for source in settings.ingest.sources]
     log.info("ingest %s: %s", day, ", ".join(settings.ingest.sources) or "no source configured")
     return plan
 
 
-def analyst_decisions_dir(raw_root: str, day: str) -> str:
-    return f"{raw_root.rstrip('/')}/{ANALYST_DECISIONS_DIR}/{day}"
-
-
-def analyst_decision_files(raw_root: str, day: str) -> list[Path]:
-    """The analyst decision files of `day`, in name order (hidden and partial files skipped).
-
-    `raw_root` must be a local or mounted folder: the feedback stage reads the files with
-    Python (`jobs.feedback.parse_decisions`), not Spark.
-    """
-    if "://" in raw_root:
-        raise ValueError(
-            f"analyst decisions are read from a local or mounted folder; paths.raw_root is {raw_root!r}"
-        )
-    folder = Path(analyst_decisions_dir(raw_root, day))
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file()
-        and not p.name.startswith((".", "_"))
-        and p.suffix.lower() in ANALYST_DECISION_SUFFIXES
-    )
-
-
 def analyst_decisions_arrived(day: str) -> bool:
     """ShortCircuit callable of the feedback DAG: False (skip ingest, publish no asset event,
     so training is not re-triggered) when no analyst file landed for `day`."""
-    from jobs.config import load_settings
-
-    settings = load_settings(None)
-    root = workdir_settings(settings).paths.raw_root
+    root = load_rooted().paths.raw_root
     files = analyst_decision_files(root, day)
     log.info(
         "analyst decision files for %s in %s: %d", day, analyst_decisions_dir(root, day), len(files)
     )
     return bool(files)
 
-
-def workdir_settings(settings: Settings) -> Settings:
-    """Settings with relative paths rooted at $POLICYLAKE_WORKDIR when it is set (Airflow
-    workers have no meaningful working directory)."""
-    workdir = os.environ.get(WORKDIR_ENV)
-    return settings.with_workdir(Path(workdir)) if workdir else settings

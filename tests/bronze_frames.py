@@ -10,14 +10,14 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.schemas import bronze_schema
+from jobs.core.tables import BRONZE
 
 DAY = date(2026, 10, 1)
 
 
 def bronze_row(source: str, line: int, run_date: date = DAY, **fields: Any) -> dict[str, Any]:
     """One parsed bronze row: lineage filled in, every other column null unless given."""
-    row: dict[str, Any] = {f.name: None for f in bronze_schema(source).fields}
+    row: dict[str, Any] = {f.name: None for f in BRONZE[source].schema.fields}
     row.update(
         run_date=run_date,
         source=source,
@@ -32,7 +32,7 @@ def bronze_row(source: str, line: int, run_date: date = DAY, **fields: Any) -> d
 
 
 def bronze_frame(spark: SparkSession, source: str, rows: Sequence[Mapping[str, Any]]) -> DataFrame:
-    schema = bronze_schema(source)
+    schema = BRONZE[source].schema
     return spark.createDataFrame([tuple(r[n] for n in schema.names) for r in rows], schema)
 
 

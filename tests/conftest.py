@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from jobs.config import Settings, load_settings
+from jobs.core.config import Settings, load_settings
 
 if TYPE_CHECKING:
-    from jobs.pipeline import RunContext, StageResult
+    from jobs.core.context import RunContext, StageResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("POLICYLAKE_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
@@ -64,7 +64,7 @@ def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def spark(spark_settings: Settings) -> Iterator[object]:
-    from jobs.spark import build_spark
+    from jobs.core.spark import build_spark
 
     session = build_spark(spark_settings)
     yield session
@@ -77,7 +77,7 @@ def _release_cached_frames() -> Iterator[None]:
     frames and Delta's table cache (one DeltaLog per table path, each test's lake is new),
     and let Python release the plans its dead DataFrames pin on the JVM side."""
     yield
-    from jobs.spark import release_session_caches
+    from jobs.core.spark import release_session_caches
 
     release_session_caches()
 
@@ -113,8 +113,9 @@ class PipelineMonth:
 def pipeline_month(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> PipelineMonth:
     """Generate 30 days of a 40-person organisation and run ingest .. export over them."""
     from jobs import generate
-    from jobs.pipeline import RunContext, run_stages
-    from jobs.train import read_ground_truth
+    from jobs.core.context import RunContext
+    from jobs.model.labels import read_ground_truth
+    from jobs.pipeline.runner import run_stages
 
     out = tmp_path_factory.mktemp("month")
     generate.generate_telemetry(out, MONTH_START, MONTH_DAYS, MONTH_USERS, 7, workers=1)

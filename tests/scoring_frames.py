@@ -8,7 +8,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.schemas import BASELINES, SILVER_EVENTS
+from jobs.core.tables import BASELINES, SILVER_EVENTS
 
 DAY = date(2026, 10, 20)  # a Tuesday
 _uid = itertools.count(1)
@@ -20,7 +20,7 @@ def at(hh: int, mm: int = 0, ss: int = 0, day: date = DAY) -> datetime:
 
 def event(**kw: Any) -> dict[str, Any]:
     """A silver.events row: every column None unless given; run_date from event_time's day."""
-    row: dict[str, Any] = {f.name: None for f in SILVER_EVENTS.fields}
+    row: dict[str, Any] = {f.name: None for f in SILVER_EVENTS.schema.fields}
     row.update(source="idp", class_name="authentication", activity_name="logon", status="success")
     row.update(kw)
     if row["event_time"] is None:
@@ -49,7 +49,7 @@ def signin(user: str, when: datetime, ip: str = "198.51.100.7", **kw: Any) -> di
 
 
 def events_df(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame:
-    return spark.createDataFrame(rows, SILVER_EVENTS)
+    return spark.createDataFrame(rows, SILVER_EVENTS.schema)
 
 
 def history(*items: str, last_seen: date | None = None, days: int = 5) -> dict[str, dict[str, Any]]:
@@ -68,7 +68,7 @@ def history(*items: str, last_seen: date | None = None, days: int = 5) -> dict[s
 
 def baseline(entity_id: str, entity_type: str = "user", **kw: Any) -> dict[str, Any]:
     """A gold.baselines row for DAY: not learning, compared with its peer group."""
-    row: dict[str, Any] = {f.name: None for f in BASELINES.fields}
+    row: dict[str, Any] = {f.name: None for f in BASELINES.schema.fields}
     peer = kw.pop(
         "peer_group", "sales/account_executive" if entity_type != "host" else "workstation"
     )
@@ -99,7 +99,7 @@ def peer(group: str, **kw: Any) -> dict[str, Any]:
 
 
 def baselines_df(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame:
-    return spark.createDataFrame(rows, BASELINES)
+    return spark.createDataFrame(rows, BASELINES.schema)
 
 
 def work_hours(start: int = 9, end: int = 18, per_hour: int = 10) -> list[int]:

@@ -17,10 +17,11 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 from typer.testing import CliRunner
 
-from jobs.audit import (
+from jobs.core.context import RunContext, StageResult
+from jobs.core.errors import ConfigError
+from jobs.core.tables import AUDIT_HEADS, DECISION_LOG_CHAIN, ENTITY_RISK
+from jobs.governance.audit import (
     AUDIT_KEY_ENV,
-    CHAIN_TABLE,
-    HEADS_TABLE,
     ChainedRow,
     RowChange,
     audit_key,
@@ -32,10 +33,7 @@ from jobs.audit import (
     row_hashes,
     verify_chain,
 )
-from jobs.config import ConfigError
-from jobs.pipeline import RunContext, StageResult
-from jobs.recommend import run_recommend
-from jobs.schemas import AUDIT_HEADS, DECISION_LOG_CHAIN, ENTITY_RISK
+from jobs.stages.recommend.stage import run_recommend
 from tests.conftest import test_settings
 from tests.test_recommend import POLICIES, risk_row, sig
 
@@ -77,17 +75,17 @@ def chained(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ch
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(AUDIT_KEY_ENV, KEY)
         ctx.lake.replace_dates(
-            spark.createDataFrame(DAY_ONE, ENTITY_RISK), "gold.entity_risk", [D1]
+            spark.createDataFrame(DAY_ONE, ENTITY_RISK.schema), "gold.entity_risk", [D1]
         )
         run_recommend(ctx, [D1], policies_dir=POLICIES)
         ctx.lake.replace_dates(
-            spark.createDataFrame(DAY_TWO, ENTITY_RISK), "gold.entity_risk", [D2]
+            spark.createDataFrame(DAY_TWO, ENTITY_RISK.schema), "gold.entity_risk", [D2]
         )
         run_recommend(ctx, [D2], policies_dir=POLICIES)
-        first, first_chain = _rows(ctx, HEADS_TABLE), _rows(ctx, CHAIN_TABLE)
+        first, first_chain = _rows(ctx, AUDIT_HEADS.name), _rows(ctx, DECISION_LOG_CHAIN.name)
         rerun = run_recommend(ctx, [D1], policies_dir=POLICIES)
     return Chained(
-        work, first, first_chain, rerun, _rows(ctx, HEADS_TABLE), _rows(ctx, CHAIN_TABLE)
+        work, first, first_chain, rerun, _rows(ctx, AUDIT_HEADS.name), _rows(ctx, DECISION_LOG_CHAIN.name)
     )
 
 
@@ -103,7 +101,7 @@ def copy_of(chained: Chained, spark: SparkSession, where: Path) -> RunContext:
 
 def position_of(ctx: RunContext, day: date, target_id: str, policy_id: str) -> tuple[int, str]:
     (row,) = (
-        ctx.lake.read(CHAIN_TABLE)
+        ctx.lake.read(DECISION_LOG_CHAIN.name)
         .join(ctx.lake.read(LOG).select("rec_id", "policy_id", "run_date", "target_id"),
               ["rec_id", "policy_id", "run_date"])
         .where((F.col("run_date") == F.lit(day)) & (F.col("target_id") == target_id)
@@ -270,7 +268,7 @@ def test_deleted_previous_day_is_detected(
     from delta.tables import DeltaTable
 
     ctx = copy_of(chained, spark, tmp_path)
-    for table in (HEADS_TABLE, CHAIN_TABLE, LOG):  # the whole day, chain included
+    for table in (AUDIT_HEADS.name, DECISION_LOG_CHAIN.name, LOG):  # the whole day, chain included
         DeltaTable.forPath(spark, ctx.lake.path(table)).delete(F.col("run_date") == F.lit(D1))
     result = verify_chain(ctx, D2)
     assert result.changes == []
@@ -293,9 +291,9 @@ def _forge(ctx: RunContext, key: bytes | None) -> None:
     ]
     chain = build_chain(D1, rows, None, "recommend", key)
     spark = ctx.spark
-    ctx.lake.replace_dates(spark.createDataFrame(chain.rows, DECISION_LOG_CHAIN), CHAIN_TABLE, [D1])
+    ctx.lake.replace_dates(spark.createDataFrame(chain.rows, DECISION_LOG_CHAIN.schema), DECISION_LOG_CHAIN.name, [D1])
     ctx.lake.replace_dates(
-        spark.createDataFrame([chain.head.as_row()], AUDIT_HEADS), HEADS_TABLE, [D1]
+        spark.createDataFrame([chain.head.as_row()], AUDIT_HEADS.schema), AUDIT_HEADS.name, [D1]
     )
 
 
@@ -335,7 +333,7 @@ def test_re_chaining_relinks_later_days_but_never_launders_them(
     summary = record_chain(clean, [D1])
     assert (summary["relinked"], summary["not_relinked"]) == (["2026-10-02"], [])
     assert verify_chain(clean, D1).ok and verify_chain(clean, D2).ok
-    (d2,) = clean.lake.read_dates(HEADS_TABLE, [D2]).collect()
+    (d2,) = clean.lake.read_dates(AUDIT_HEADS.name, [D2]).collect()
     assert d2["reason"] == "relinked after 2026-10-01 was re-chained"
 
     dirty = copy_of(chained, spark, tmp_path / "dirty")
@@ -354,7 +352,7 @@ def test_re_chaining_relinks_later_days_but_never_launders_them(
 def test_cli_verify_exit_codes(
     chained: Chained, spark: SparkSession, tmp_path: Path, keyed: None
 ) -> None:
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     runner = CliRunner()
     ok = runner.invoke(app, ["verify", "--date", "2026-10-01", "--workdir", str(chained.work)])

@@ -13,21 +13,14 @@ from typing import Any
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.baselines import (
-    BASELINES_TABLE,
-    ENTITY_DAILY_TABLE,
-    _stored_state,
-    advance_baselines,
-    entity_daily,
-    full_baselines,
-    observations,
-    run_baselines,
-)
-from jobs.config import BaselineSettings
-from jobs.lake import Lake
-from jobs.pipeline import RunContext
-from jobs.reference import ASSET_INVENTORY, IDENTITY_DIRECTORY
-from jobs.schemas import BASELINE_ITEM_SETS, BASELINES, ENTITY_DAILY, SILVER_EVENTS
+from jobs.core.config import BaselineSettings
+from jobs.core.context import RunContext
+from jobs.core.lake import Lake
+from jobs.core.tables import BASELINE_ITEM_SETS, BASELINES, ENTITY_DAILY, SILVER_EVENTS
+from jobs.reference.files import ASSET_INVENTORY, IDENTITY_DIRECTORY
+from jobs.stages.baselines.entity_daily import entity_daily
+from jobs.stages.baselines.profiles import advance_baselines, full_baselines, observations
+from jobs.stages.baselines.stage import _stored_state, run_baselines
 from tests.conftest import PipelineMonth, test_settings
 
 MON = date(2026, 10, 5)  # a Monday; New York is UTC-4 and London UTC+1 that week
@@ -39,7 +32,7 @@ def day(n: int) -> date:
 
 
 def event(run_date: date, at: datetime, **fields: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {f.name: None for f in SILVER_EVENTS.fields}
+    row: dict[str, Any] = {f.name: None for f in SILVER_EVENTS.schema.fields}
     row.update(
         run_date=run_date,
         event_uid=f"{at.isoformat()}-{sorted(fields.items())}",
@@ -51,7 +44,7 @@ def event(run_date: date, at: datetime, **fields: Any) -> dict[str, Any]:
 
 
 def silver(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame:
-    return spark.createDataFrame(rows, SILVER_EVENTS)
+    return spark.createDataFrame(rows, SILVER_EVENTS.schema)
 
 
 def hours(**buckets: int) -> list[int]:
@@ -87,7 +80,7 @@ def daily(run_date: date, entity_type: str, entity_id: str, **fields: Any) -> di
 
 
 def daily_frame(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame:
-    return spark.createDataFrame(rows, ENTITY_DAILY)
+    return spark.createDataFrame(rows, ENTITY_DAILY.schema)
 
 
 def collected(df: DataFrame) -> list[dict[str, Any]]:
@@ -473,7 +466,7 @@ def test_peer_group_profile_is_built_from_member_days(spark: SparkSession) -> No
 
 
 def _write_world(workdir: Path) -> None:
-    """Reference files with every column, in the order jobs.reference reads them."""
+    """Reference files with every column, in the order jobs.reference.files reads them."""
     ref = workdir / "reference"
     ref.mkdir(parents=True)
     directory = [
@@ -539,7 +532,7 @@ def test_stage_replay_and_range_equal_date_by_date(spark: SparkSession, tmp_path
     # baselines(day 0) is empty (no history), so day 1 on its own recomputes, cheaply
     assert paths == [{day(0).isoformat(): "full"}, {day(1).isoformat(): "full"}]
 
-    tables = {ENTITY_DAILY_TABLE: ENTITY_DAILY, BASELINES_TABLE: BASELINES}
+    tables = {ENTITY_DAILY.name: ENTITY_DAILY.schema, BASELINES.name: BASELINES.schema}
     before = {t: _table(ranged.lake, t) for t in tables}
     for table in tables:
         assert before[table] == _table(one_by_one.lake, table), table
@@ -552,10 +545,10 @@ def test_stage_replay_and_range_equal_date_by_date(spark: SparkSession, tmp_path
             (f.name, f.dataType) for f in schema.fields
         ]
 
-    ed = by_id(ranged.lake.read_dates(ENTITY_DAILY_TABLE, [day(0)]))
+    ed = by_id(ranged.lake.read_dates(ENTITY_DAILY.name, [day(0)]))
     assert (ed[("user", "alice")]["tz"], ed[("user", "bob")]["tz"]) == ("America/New_York", "UTC")
     assert ed[("service_account", "svc")]["peer_group"] == "it/service"
-    last = by_id(ranged.lake.read_dates(BASELINES_TABLE, [day(1)]))
+    last = by_id(ranged.lake.read_dates(BASELINES.name, [day(1)]))
     # day 0 seen from day 1 (a Thursday: 09:00 UTC is 05:00 in New York, bucket 3*24+5);
     # bob, with no sign-in yet, falls back to his peer group
     assert last[("user", "alice")]["devices"] == {"ws-0": seen(day(0), day(0), 1, 1)}
@@ -578,7 +571,7 @@ def test_generated_days_reconcile_with_silver(pipeline_month: PipelineMonth) -> 
     """Every silver event lands in its entities' rows; directory facts reach the profiles."""
     from pyspark.sql import functions as F
 
-    from jobs.reference import identity_directory
+    from jobs.reference.files import identity_directory
 
     ctx, spark = pipeline_month.ctx, pipeline_month.ctx.spark
     dates = pipeline_month.dates[:2]  # the second day's baselines know one day of history
@@ -588,7 +581,7 @@ def test_generated_days_reconcile_with_silver(pipeline_month: PipelineMonth) -> 
     assert {paths[d.isoformat()] for d in rest} == {"incremental"}  # then advanced day by day
 
     silver_rows = ctx.lake.read_dates("silver.events", dates)
-    daily_rows = ctx.lake.read_dates(ENTITY_DAILY_TABLE, dates)
+    daily_rows = ctx.lake.read_dates(ENTITY_DAILY.name, dates)
     accounts = daily_rows.where(F.col("entity_type") != "host")
     hosts = daily_rows.where(F.col("entity_type") == "host")
     # account events = silver rows with an account; host events = rows per distinct host named
@@ -624,7 +617,7 @@ def test_generated_days_reconcile_with_silver(pipeline_month: PipelineMonth) -> 
             "entity_id"
         ]
 
-    last = collected(ctx.lake.read_dates(BASELINES_TABLE, [dates[-1]]))
+    last = collected(ctx.lake.read_dates(BASELINES.name, [dates[-1]]))
     users = [r for r in last if r["entity_type"] == "user" and r["peer_group"] is not None]
     peers = {r["entity_id"] for r in last if r["entity_type"] == "peer_group"}
     assert users and all(r["in_learning"] for r in users)  # one day of history: everyone is new

@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 
-from jobs.config import ConfigError, env_overrides, load_settings
-from jobs.spark import spark_conf
+from jobs.core.config import env_overrides, load_settings
+from jobs.core.errors import ConfigError
+from jobs.core.spark import spark_conf
 
 
 def test_defaults_run_embedded() -> None:
@@ -129,7 +130,7 @@ def test_checkpoints_are_one_node_plans_with_the_same_rows_released_on_exit(spar
     from pyspark.sql import functions as F
     from pyspark.testing import assertDataFrameEqual
 
-    from jobs.spark import Checkpoints
+    from jobs.core.spark import Checkpoints
 
     wide = spark.range(50).withColumn("k", F.col("id") % 7).groupBy("k").count().where("k > 1")
     before = _stored_rdds(spark)

@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from jobs import orchestration
-from jobs.config import SOURCES, Settings
-from jobs.pipeline import STAGES
+from jobs.core.config import SOURCES, Settings
+from jobs.pipeline.runner import STAGES
 from tests.conftest import test_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -375,7 +375,7 @@ def entry_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _entry(*argv: str) -> int:
-    from jobs.entry import main
+    from jobs.cli.submit import main
 
     try:
         return main(list(argv))
@@ -569,7 +569,8 @@ def daily_runs(
     with the idp file corrupted and idp blocking (validate must fail and stop what follows,
     leaving silver and gold alone), then with the file repaired (must succeed)."""
     from jobs import generate
-    from jobs.pipeline import RunContext, run_stages
+    from jobs.core.context import RunContext
+    from jobs.pipeline.runner import run_stages
 
     base = tmp_path_factory.mktemp("dag-e2e")
     gen = base / "gen"
@@ -666,7 +667,7 @@ def test_daily_dag_rerun_succeeds_and_writes_what_run_stages_writes(
 ) -> None:
     from pyspark.testing import assertDataFrameEqual
 
-    from jobs.lake import Lake
+    from jobs.core.lake import Lake
 
     runs = daily_runs
     assert runs.rerun_state == "success"

@@ -7,7 +7,7 @@ from datetime import date
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.event_time import event_offset_hours, host_timezones, parse_event_time
+from jobs.quality.event_time import event_offset_hours, host_timezones, parse_event_time
 
 D = date(2026, 10, 1)
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobs.generate import GenerationSummary, generate_telemetry
-from jobs.geo import default_resolver, haversine_km
+from jobs.reference.geo import default_resolver, haversine_km
 
 START = date(2026, 10, 1)  # a Thursday
 DAYS = 10

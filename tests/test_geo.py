@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from jobs.geo import (
+from jobs.reference.geo import (
     GeoRecord,
     GeoResolver,
     country_ip_pools,

@@ -45,9 +45,10 @@ from hypothesis import strategies as st
 from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import Settings
-from jobs.ingest import ZEEK_DEFAULT_FIELDS
-from jobs.pipeline import RunContext, run_stages
+from jobs.core.config import Settings
+from jobs.core.context import RunContext
+from jobs.pipeline.runner import run_stages
+from jobs.stages.ingest.parsers.zeek import ZEEK_DEFAULT_FIELDS
 from tests.bronze_frames import write_reference
 from tests.conftest import test_settings
 
@@ -930,8 +931,10 @@ def test_crafted_key_values_cannot_collide_two_events_into_one_event_uid(
     separator, or an empty value beside a missing one, are different events: they must stay
     two events with two event_uids (a shared id would fail the silver uniqueness contract,
     stopping the stage, or let one event pass as a re-delivery of the other)."""
-    from jobs.normalize import EVENT, map_source, route_rows
-    from jobs.validate import default_suites_dir, load_suite, prepare_rows, suite_parameters
+    from jobs.quality.rows import prepare_rows
+    from jobs.quality.suites import default_suites_dir, load_suite, suite_parameters
+    from jobs.stages.normalize.mapping import map_source
+    from jobs.stages.normalize.routing import EVENT, route_rows
     from tests.bronze_frames import bronze_frame, bronze_row
 
     def event(line: int, host: str, channel: str | None) -> dict[str, Any]:
@@ -960,7 +963,7 @@ def test_crafted_key_values_cannot_collide_two_events_into_one_event_uid(
 def _lines(spark: SparkSession, raws: list[str], **extra: Any) -> Any:
     rows = [(DAY, "x", "file:/raw/x.log", i + 1, "b", raw) for i, raw in enumerate(raws)]
     df = spark.createDataFrame(
-        rows, "run_date date, source string, _file string, _line long, _batch_id string, raw string"
+        rows, "run_date date, source string, _file string, line_text long, _batch_id string, raw string"
     )
     for name, value in extra.items():
         df = df.withColumn(name, F.lit(value))
@@ -970,7 +973,8 @@ def _lines(spark: SparkSession, raws: list[str], **extra: Any) -> Any:
 def test_text_in_a_field_cannot_shift_the_fields_around_it(spark: SparkSession) -> None:
     """Line terminators Java's `.` stops at, the parser's own separator, and a nested `ts`:
     the field that carries them keeps them, and the other fields stay what the line says."""
-    from jobs.ingest import PARSERS, zeek_layout
+    from jobs.stages.ingest.files import zeek_layout
+    from jobs.stages.ingest.parsers import PARSERS
 
     users = ["bad\ruser", "line\u2028sep", "nel\x85x", "x\x01203.0.113.9", "tab\tuser"]
     sshd = PARSERS["sshd"](

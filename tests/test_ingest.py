@@ -22,21 +22,21 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.config import Settings
-from jobs.ingest import (
-    PARSERS,
+from jobs.core.config import Settings
+from jobs.core.context import RunContext, StageResult
+from jobs.core.tables import BRONZE, INGEST_LOG
+from jobs.stages.ingest.files import (
     batch_id,
     file_blocks,
     file_table,
     number_lines,
     plan_files,
     read_raw_lines,
-    run_ingest,
     sensor_of,
     zeek_layout,
 )
-from jobs.pipeline import RunContext, StageResult
-from jobs.schemas import INGEST_LOG, bronze_schema
+from jobs.stages.ingest.parsers import PARSERS
+from jobs.stages.ingest.stage import run_ingest
 from tests.conftest import test_settings
 
 D1, D2, D3 = date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3)  # hand-written files
@@ -420,9 +420,9 @@ def test_bronze_tables_match_the_contract(ingested: Ingested) -> None:
     for source in ALL_SOURCES:
         schema = ingested.ctx.lake.read(f"bronze.{source}").schema
         assert [(f.name, f.dataType) for f in schema.fields] == [
-            (f.name, f.dataType) for f in bronze_schema(source).fields
+            (f.name, f.dataType) for f in BRONZE[source].schema.fields
         ], source
-    assert ingested.ctx.lake.read("ops.ingest_log").schema.names == INGEST_LOG.names
+    assert ingested.ctx.lake.read("ops.ingest_log").schema.names == INGEST_LOG.schema.names
 
 
 def test_every_line_is_one_row_with_its_exact_line_number(ingested: Ingested) -> None:
@@ -437,8 +437,8 @@ def test_every_line_is_one_row_with_its_exact_line_number(ingested: Ingested) ->
                 ]
                 got = ingested.file_rows(source, day, name, "raw")
                 if source == "cloudtrail":  # a Records line: one row per record (tested below)
-                    got = [r for r in got if r._line != 2]
-                    want = [r for r in want if r._line != 2]
+                    got = [r for r in got if r.line_text != 2]
+                    want = [r for r in want if r.line_text != 2]
                 assertDataFrameEqual(got, want)
 
 

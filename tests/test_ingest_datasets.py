@@ -20,8 +20,8 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.ingest import run_ingest
-from jobs.pipeline import RunContext, StageResult
+from jobs.core.context import RunContext, StageResult
+from jobs.stages.ingest.stage import run_ingest
 from tests.conftest import DATASETS, test_settings
 
 pytestmark = pytest.mark.datasets

@@ -17,12 +17,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs import metrics as M
-from jobs.config import MetricsSettings, ScoringSettings
-from jobs.model import FEATURES
-from jobs.pipeline import RunContext
-from jobs.schemas import METRICS_DAILY
-from jobs.train import feature_reference
+from jobs.core.config import MetricsSettings, ScoringSettings
+from jobs.core.context import RunContext
+from jobs.core.tables import METRICS_DAILY
+from jobs.model.drift_reference import feature_reference
+from jobs.model.estimators import FEATURES
+from jobs.stages.metrics import stage as M
 from tests.conftest import test_settings
 
 # Monday 5 .. Wednesday 7 October 2026
@@ -35,7 +35,7 @@ def ts(day: date, hour: int, minute: int = 0) -> datetime:
 
 def expected(spark: SparkSession, rows: list[tuple[date, str, dict[str, str], float]]) -> DataFrame:
     return spark.createDataFrame(
-        [(d, m, dict(sorted(dims.items())), float(v)) for d, m, dims, v in rows], METRICS_DAILY
+        [(d, m, dict(sorted(dims.items())), float(v)) for d, m, dims, v in rows], METRICS_DAILY.schema
     )
 
 
@@ -753,7 +753,7 @@ def build_tiny_lake(spark: SparkSession, work: Path) -> RunContext:
 
 def snapshot(ctx: RunContext) -> DataFrame:
     rows = ctx.lake.read(M.METRICS_TABLE).collect()  # the metrics of three tiny days
-    return ctx.spark.createDataFrame(rows, METRICS_DAILY)
+    return ctx.spark.createDataFrame(rows, METRICS_DAILY.schema)
 
 
 @pytest.fixture(scope="module")
@@ -820,7 +820,8 @@ def test_rerun_and_date_by_date_give_the_bulk_rows(tiny_lake: dict[str, Any]) ->
 def test_champion_reference_is_logged_by_training_and_used_for_drift(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    from jobs.train import load_feature_reference, run_train
+    from jobs.model.registry import load_feature_reference
+    from jobs.model.train import run_train
 
     ctx = RunContext(spark, test_settings(tmp_path))
     rows = []

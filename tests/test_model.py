@@ -13,9 +13,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import model as M
-from jobs import sessions as S
-from jobs.schemas import SESSION_SCORES
+from jobs.core.tables import SESSION_SCORES
+from jobs.model import estimators as M
+from jobs.stages.score import sessions as S
 from tests.conftest import test_settings
 from tests.scoring_frames import DAY, at, events_df, signin
 
@@ -129,14 +129,14 @@ def _session_scores(spark: SparkSession, x: pd.DataFrame, y: np.ndarray) -> Data
             (values.get(f.name, F.col(f.name) if f.name in df.columns else F.lit(None)))
             .cast(f.dataType)
             .alias(f.name)
-            for f in SESSION_SCORES.fields
+            for f in SESSION_SCORES.schema.fields
         ]
     )
 
 
 @pytest.fixture(scope="module")
 def trained_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from jobs.pipeline import RunContext
+    from jobs.core.context import RunContext
 
     work = tmp_path_factory.mktemp("train")
     settings = test_settings(work)
@@ -169,7 +169,8 @@ def test_train_registers_and_only_a_better_model_takes_the_champion_alias(
     import mlflow
     from mlflow import MlflowClient
 
-    from jobs.train import load_champion, run_train, tracking_uri
+    from jobs.model.registry import load_champion, tracking_uri
+    from jobs.model.train import run_train
 
     ctx, truth, settings = trained_lake["ctx"], trained_lake["truth"], trained_lake["settings"]
     first = run_train(ctx, DAY, DAY, estimator="gradient_boosting", ground_truth=truth)
@@ -213,8 +214,8 @@ def test_train_registers_and_only_a_better_model_takes_the_champion_alias(
 def test_champion_scores_sessions_distributed(
     spark: SparkSession, trained_lake: dict[str, Any]
 ) -> None:
-    from jobs.score import apply_model
-    from jobs.train import load_champion
+    from jobs.model.registry import load_champion
+    from jobs.stages.score.risk import apply_model
 
     ctx, x = trained_lake["ctx"], trained_lake["x"]
     model, version = load_champion(trained_lake["settings"])
@@ -226,7 +227,7 @@ def test_champion_scores_sessions_distributed(
 
 
 def test_no_store_means_no_champion(tmp_path: Path) -> None:
-    from jobs.train import load_champion
+    from jobs.model.registry import load_champion
 
     settings = test_settings(tmp_path)
     assert load_champion(settings) is None
@@ -234,7 +235,7 @@ def test_no_store_means_no_champion(tmp_path: Path) -> None:
 
 
 def test_labels_from_ground_truth_and_decisions() -> None:
-    from jobs.train import labels_from_decisions, labels_from_ground_truth
+    from jobs.model.labels import labels_from_decisions, labels_from_ground_truth
 
     sessions = pd.DataFrame(
         {

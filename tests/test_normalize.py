@@ -12,25 +12,20 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-import jobs.normalize as normalize_module
-from jobs.config import ValidationSettings
-from jobs.lake import Lake
-from jobs.normalize import (
-    DUPLICATE,
-    EVENT,
-    QUARANTINE,
-    STATUS_VOCABULARY,
-    enrich,
-    geo_table,
-    map_source,
-    normalize_status,
-    reconcile,
-    route_rows,
-    run_normalize,
-)
-from jobs.pipeline import PipelineError, RunContext
-from jobs.reference import asset_inventory, identity_directory, user_aliases
-from jobs.validate import default_suites_dir, load_suite, prepare_rows, suite_parameters
+from jobs.core.config import ValidationSettings
+from jobs.core.context import RunContext
+from jobs.core.errors import PipelineError
+from jobs.core.lake import Lake
+from jobs.quality.rows import prepare_rows
+from jobs.quality.suites import default_suites_dir, load_suite, suite_parameters
+from jobs.reference.files import asset_inventory, identity_directory, user_aliases
+from jobs.stages.normalize import stage as normalize_module
+from jobs.stages.normalize.enrichment import enrich, geo_table
+from jobs.stages.normalize.mapping import map_source
+from jobs.stages.normalize.reconciliation import reconcile
+from jobs.stages.normalize.routing import DUPLICATE, EVENT, QUARANTINE, route_rows
+from jobs.stages.normalize.stage import run_normalize
+from jobs.stages.normalize.vocabulary import STATUS_VOCABULARY, normalize_status
 from tests.bronze_frames import DAY, bronze_frame, bronze_row, idp_row, sshd_row, write_reference
 from tests.conftest import PipelineMonth, test_settings
 
@@ -46,7 +41,7 @@ def reference(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):  #
 
 def _normalize_rows(spark: SparkSession, settings, source: str, rows: list[dict]) -> DataFrame:  # type: ignore[no-untyped-def]
     """Route + map + enrich hand-built bronze rows (what the stage does, without the I/O)."""
-    from jobs.event_time import host_timezones
+    from jobs.quality.event_time import host_timezones
 
     assets = asset_inventory(spark, settings)
     suite = load_suite(default_suites_dir(), source)
@@ -843,8 +838,8 @@ def test_real_recordings_normalize_and_report_their_quarantine_rate(
 ) -> None:
     import zipfile
 
-    ingest = pytest.importorskip("jobs.ingest")
-    from jobs.validate import run_validate
+    ingest = pytest.importorskip("jobs.stages.ingest.stage")
+    from jobs.stages.validate.stage import run_validate
 
     otrf = datasets / "otrf-security-datasets" / "datasets" / "atomic"
     picks = {  # source -> (run date, file name, where it comes from)

@@ -382,7 +382,7 @@ def test_only_policies_for_the_entity_type_decide(shipped: PolicySet) -> None:
 
 
 def test_analyst_decision_ids_are_deterministic() -> None:
-    from jobs.feedback import AnalystDecisionIn
+    from jobs.governance.decisions import AnalystDecisionIn
 
     row = {
         "rec_id": "a" * 64,

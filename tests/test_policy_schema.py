@@ -278,9 +278,23 @@ def test_json_schema_file_is_current() -> None:
     assert committed == render_json_schema(), "run `policylake policy schema` to regenerate"
 
 
-def test_vocabulary_matches_the_scoring_stage() -> None:
-    signals = pytest.importorskip("jobs.signals")
-    assert set(signals.SIGNAL_NAMES) == set(KNOWN_SIGNALS)
+def test_every_signal_the_scoring_stage_emits_is_known_to_policies() -> None:
+    """The names passed to `make_signal` in the scoring code are exactly the vocabulary
+    policies check their conditions against (both come from jobs.core.config.SIGNAL_NAMES)."""
+    import ast
+
+    from jobs.stages.score import signals
+
+    tree = ast.parse(Path(signals.__file__).read_text(encoding="utf-8"))
+    emitted = {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "make_signal"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    }
+    assert emitted == set(KNOWN_SIGNALS)
 
 
 def test_shipped_policies_validate_against_the_exported_json_schema() -> None:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from jobs.policy.cli import policy_app
+from jobs.cli.policy import policy_app
 from jobs.policy.lint import lint_directory
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"

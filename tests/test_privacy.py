@@ -20,13 +20,22 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 from typer.testing import CliRunner
 
-from jobs.audit import AUDIT_KEY_ENV, HEADS_TABLE, verify_chain
-from jobs.config import ConfigError, PrivacySettings, Settings, load_settings
-from jobs.erasure import list_tables, mention_pattern
-from jobs.pipeline import RunContext
-from jobs.privacy import (
+from jobs.core.config import PrivacySettings, Settings, load_settings
+from jobs.core.context import RunContext
+from jobs.core.errors import ConfigError
+from jobs.core.tables import (
+    ANALYST_DECISIONS,
+    AUDIT_HEADS,
+    BRONZE,
+    ENTITY_DAILY,
+    PSEUDONYMS,
+    SESSION_SCORES,
+    SILVER_QUARANTINE,
+)
+from jobs.governance.audit import AUDIT_KEY_ENV, verify_chain
+from jobs.governance.erasure import list_tables, mention_pattern
+from jobs.governance.privacy import (
     PROTECTED_TABLES,
-    PSEUDONYMS_TABLE,
     PseudonymKeyError,
     pseudonym_key,
     pseudonym_rows,
@@ -36,16 +45,8 @@ from jobs.privacy import (
     resolve_text,
     token_of,
 )
-from jobs.recommend import run_recommend
-from jobs.schemas import (
-    ANALYST_DECISIONS,
-    ENTITY_DAILY,
-    PSEUDONYMS,
-    SESSION_SCORES,
-    SILVER_QUARANTINE,
-    bronze_schema,
-)
-from jobs.score import run_score
+from jobs.stages.recommend.stage import run_recommend
+from jobs.stages.score.stage import run_score
 from tests.conftest import test_settings
 from tests.scoring_frames import DAY, baseline, baselines_df, events_df, history, peer
 from tests.test_recommend import POLICIES
@@ -146,8 +147,8 @@ def test_pseudonym_key_must_be_set_and_long_enough() -> None:
 
 
 def _scores(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame:
-    full = [{**{f.name: None for f in SESSION_SCORES.fields}, "session_id": "-", **r} for r in rows]
-    return spark.createDataFrame(full, SESSION_SCORES)
+    full = [{**{f.name: None for f in SESSION_SCORES.schema.fields}, "session_id": "-", **r} for r in rows]
+    return spark.createDataFrame(full, SESSION_SCORES.schema)
 
 
 def _signal(detail: str) -> dict[str, Any]:
@@ -241,7 +242,7 @@ def test_pseudonymize_tokenizes_ids_and_text_and_resolves_back(spark: SparkSessi
         mapping,
         spark.createDataFrame(
             [(DAY, "user", u, "ann@x"), (DAY, "device", d, "d9"), (DAY, "host", host, "ws-9")],
-            PSEUDONYMS,
+            PSEUDONYMS.schema,
         ),
     )
     columns = PROTECTED_TABLES[SCORES].id_columns
@@ -300,7 +301,7 @@ def test_bi_tables_hold_no_real_identifier(lakes: Lakes) -> None:
         assert naming(lakes.protected.lake.read(table), lakes.identifiers) == 0, table
     tokens = lakes.protected.lake.read(SCORES).where("entity_type = 'user'").select("entity_id")
     assert {r[0][:2] for r in tokens.collect()} == {"u_"}
-    assert naming(lakes.protected.lake.read(PSEUDONYMS_TABLE), lakes.identifiers) > 0  # restricted
+    assert naming(lakes.protected.lake.read(PSEUDONYMS.name), lakes.identifiers) > 0  # restricted
 
 
 def test_resolving_the_tokens_gives_the_plain_tables(lakes: Lakes) -> None:
@@ -327,11 +328,11 @@ def test_score_stops_before_writing_when_the_key_is_missing(
     ctx.lake.replace_dates(events_df(spark, []), "silver.events", [DAY])
     with pytest.raises(PseudonymKeyError, match="POLICYLAKE_PSEUDONYM_KEY is not set"):
         run_score(ctx, [DAY])
-    assert not ctx.lake.exists(SCORES) and not ctx.lake.exists(PSEUDONYMS_TABLE)
+    assert not ctx.lake.exists(SCORES) and not ctx.lake.exists(PSEUDONYMS.name)
 
 
 def test_cli_pseudonym_resolve_and_of(lakes: Lakes, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     runner = CliRunner()
     work = str(Path(lakes.protected.settings.paths.lake_root).parent)
@@ -370,7 +371,7 @@ def test_credentials_and_keys_never_reach_tables_or_logs(
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     work = Path(lakes.protected.settings.paths.lake_root).parent
     shutil.copytree(work / "lake", tmp_path / "lake")
@@ -393,7 +394,7 @@ def test_credentials_and_keys_never_reach_tables_or_logs(
     logs = "\n".join([result.output, bad.output, captured.out, captured.err, caplog.text])
     ctx = RunContext(spark, test_settings(tmp_path))
     tables = list_tables(ctx.lake)
-    assert {SCORES, RISK, RECS, LOG, PSEUDONYMS_TABLE, HEADS_TABLE} <= set(tables)
+    assert {SCORES, RISK, RECS, LOG, PSEUDONYMS.name, AUDIT_HEADS.name} <= set(tables)
     dumped = "\n".join(r["j"] for t in tables for r in as_json(ctx.lake.read(t)).collect())
     files = "\n".join(_file_text(p) for p in (tmp_path / "lake").rglob("*") if p.is_file())
     for name, value in SECRETS.items():
@@ -423,7 +424,7 @@ def _bronze_and_lineage(spark: SparkSession, ctx: RunContext) -> None:
     user.one, and a quarantined line naming CORP\\user.one."""
     lake = ctx.lake
     events = lake.read("silver.events").orderBy("run_date", "event_uid").collect()
-    schema = bronze_schema("idp")
+    schema = BRONZE["idp"].schema
     bronze = []
     silver = []
     for line, e in enumerate(events, start=1):
@@ -451,18 +452,18 @@ def _bronze_and_lineage(spark: SparkSession, ctx: RunContext) -> None:
     quarantine = [(DAY, "idp", "user_known", "unknown user", bronze[-1]["raw"], RAW_FILE, n + 2, "b1"),
                   (DAY, "idp", "user_known", "unknown user", '{"x": 1}', RAW_FILE, 1000, "b1")]  # fmt: skip
     lake.replace_dates(
-        spark.createDataFrame(quarantine, SILVER_QUARANTINE), "silver.quarantine", [DAY]
+        spark.createDataFrame(quarantine, SILVER_QUARANTINE.schema), "silver.quarantine", [DAY]
     )
 
 
 def _gold_extras(spark: SparkSession, ctx: RunContext) -> None:
     lake = ctx.lake
-    daily = [{**{f.name: None for f in ENTITY_DAILY.fields}, **r} for r in [
+    daily = [{**{f.name: None for f in ENTITY_DAILY.schema.fields}, **r} for r in [
         {"run_date": DAY, "entity_type": "user", "entity_id": "u1@x", "events": 3},
         {"run_date": DAY, "entity_type": "host", "entity_id": "ws-1", "events": 4,
          "users": {"u1@x": 3, "u2@x": 1}},
     ]]  # fmt: skip
-    lake.replace_dates(spark.createDataFrame(daily, ENTITY_DAILY), "gold.entity_daily", [DAY])
+    lake.replace_dates(spark.createDataFrame(daily, ENTITY_DAILY.schema), "gold.entity_daily", [DAY])
     members = [
         {"day": DAY - timedelta(days=1), "member": m, "events": 5, "failures": 0, "bytes_in": 1,
          "bytes_out": 1, "privileged_actions": 0}
@@ -485,7 +486,7 @@ def _gold_extras(spark: SparkSession, ctx: RunContext) -> None:
         )
     ]  # fmt: skip
     lake.replace_dates(
-        spark.createDataFrame(rows, ANALYST_DECISIONS), "ops.analyst_decisions", [DAY]
+        spark.createDataFrame(rows, ANALYST_DECISIONS.schema), "ops.analyst_decisions", [DAY]
     )
 
 
@@ -523,7 +524,7 @@ def _version(ctx: RunContext, table: str) -> int:
 def forgotten(
     lakes: Lakes, spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
 ) -> Forgotten:
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     work = tmp_path_factory.mktemp("forget")
     source = Path(lakes.protected.settings.paths.lake_root).parent
@@ -569,7 +570,7 @@ def test_forget_asks_first_and_then_reports(forgotten: Forgotten) -> None:
 
 
 def test_a_plan_is_applied_only_to_its_own_user() -> None:
-    from jobs.erasure import ErasureError, ErasureResult, Subject, erase_user
+    from jobs.governance.erasure import ErasureError, ErasureResult, Subject, erase_user
 
     plan = ErasureResult(Subject("u1@x", ("u1@x", "user.one@x.example"), (), True))
     with pytest.raises(ErasureError, match="another user"):
@@ -642,7 +643,7 @@ def test_other_users_rows_are_untouched(forgotten: Forgotten, spark: SparkSessio
     assert baselines["u2@x"] == was["u2@x"]
     decisions = {r["decision_id"]: r for r in now["ops.analyst_decisions"]}
     assert set(decisions) == {"d-2"} and decisions["d-2"]["analyst"] == "[erased]"
-    mapped = {r["identifier"] for r in now[PSEUDONYMS_TABLE]}
+    mapped = {r["identifier"] for r in now[PSEUDONYMS.name]}
     assert "u1@x" not in mapped and "u2@x" in mapped
 
 
@@ -661,10 +662,10 @@ def test_erasure_is_recorded_without_the_user_id_and_the_chain_verifies(
         "gold.baselines": 2, "gold.entity_daily": 1, "ops.analyst_decisions": 1
     }  # fmt: skip
     assert erasure["rechained_dates"] == [DAY]
-    assert {LOG, RECS, SCORES, RISK, PSEUDONYMS_TABLE, "bronze.idp"} <= set(erasure["tables"])
+    assert {LOG, RECS, SCORES, RISK, PSEUDONYMS.name, "bronze.idp"} <= set(erasure["tables"])
     assert naming(ctx.lake.read("ops.erasures"), _needles()) == 0
     monkeypatch.setenv(AUDIT_KEY_ENV, AUDIT_KEY)
     result = verify_chain(ctx, DAY)
     assert result.ok, result.summary()
-    (head,) = ctx.lake.read_dates(HEADS_TABLE, [DAY]).collect()
+    (head,) = ctx.lake.read_dates(AUDIT_HEADS.name, [DAY]).collect()
     assert head["reason"].startswith(f"erasure {erasure['erasure_id'][:16]}: 2 decision(s)")

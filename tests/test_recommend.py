@@ -23,12 +23,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.export import run_export
-from jobs.feedback import FeedbackError, parse_decisions, run_feedback
-from jobs.pipeline import PipelineError, RunContext, StageResult
+from jobs.core.context import RunContext, StageResult
+from jobs.core.errors import PipelineError
+from jobs.core.tables import ENTITY_RISK, SOURCE_STATUS
+from jobs.governance.decisions import FeedbackError, parse_decisions
+from jobs.governance.feedback import run_feedback
 from jobs.policy.engine import rec_id
-from jobs.recommend import evaluate, run_recommend
-from jobs.schemas import ENTITY_RISK, SOURCE_STATUS
+from jobs.stages.export.stage import run_export
+from jobs.stages.recommend.decisions import evaluate
+from jobs.stages.recommend.stage import run_recommend
 from tests.conftest import test_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -220,14 +223,14 @@ def scenario(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> S
     lake = ctx.lake
     status = spark.createDataFrame(
         [(D1, "windows", "degraded", ["volume below 0.5 x median"]), (D1, "idp", "ok", [])],
-        SOURCE_STATUS,
+        SOURCE_STATUS.schema,
     )
     lake.replace_dates(status, "ops.source_status", [D1])
-    lake.replace_dates(spark.createDataFrame(DAY_ONE, ENTITY_RISK), "gold.entity_risk", [D1])
+    lake.replace_dates(spark.createDataFrame(DAY_ONE, ENTITY_RISK.schema), "gold.entity_risk", [D1])
     day_one = run_recommend(ctx, [D1], policies_dir=POLICIES)
     versions = {"day_one": version(ctx, RECS)}
 
-    lake.replace_dates(spark.createDataFrame(DAY_TWO, ENTITY_RISK), "gold.entity_risk", [D2])
+    lake.replace_dates(spark.createDataFrame(DAY_TWO, ENTITY_RISK.schema), "gold.entity_risk", [D2])
     day_two = run_recommend(ctx, [D2], policies_dir=POLICIES)
     versions["day_two"] = version(ctx, RECS)
     cdf_after_day_two = changes_since(ctx, versions["day_one"] + 1)
@@ -613,7 +616,7 @@ def test_policy_diff_replays_the_date_as_it_was_written(scenario: Scenario, tmp_
     """Runs last: it rewrites gold.entity_risk for D1 to prove the replay uses the old version."""
     from typer.testing import CliRunner
 
-    from jobs.policy.cli import policy_app
+    from jobs.cli.policy import policy_app
 
     ctx = scenario.ctx
     changed = tmp_path / "policies"
@@ -632,7 +635,7 @@ def test_policy_diff_replays_the_date_as_it_was_written(scenario: Scenario, tmp_
     ctx.lake.replace_dates(
         ctx.spark.createDataFrame(
             [risk_row(D1, "user", "bob@corp.example", 99, [sig("impossible_travel", "idp")])],
-            ENTITY_RISK,
+            ENTITY_RISK.schema,
         ),
         "gold.entity_risk",
         [D1],

@@ -39,27 +39,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs import pipeline
-from jobs.lake import (
-    PAUSE_BEFORE_COMMIT_ENV,
-    PAUSE_SECONDS_ENV,
-    Lake,
-    commit_with_retry,
-    lock_dates,
-)
-from jobs.pipeline import (
-    FAILED,
-    FINISHED,
-    STARTED,
-    PipelineError,
-    RunContext,
-    StageJournal,
-    StageResult,
-    StageRun,
-    check_upstream,
-    run_stages,
-)
+from jobs.core.context import RunContext, StageResult
+from jobs.core.errors import PipelineError
+from jobs.core.lake import Lake, commit_with_retry
+from jobs.core.locks import lock_dates
+from jobs.pipeline import runner as pipeline
+from jobs.pipeline.journal import FAILED, FINISHED, STARTED, StageJournal, StageRun
+from jobs.pipeline.runner import check_upstream, run_stages
 from tests.conftest import REPO_ROOT, small_data_env, test_settings
+from tests.crash_hooks import PAUSE_BEFORE_COMMIT_ENV, PAUSE_SECONDS_ENV
 
 D1, D4 = date(2026, 10, 1), date(2026, 10, 4)  # non-adjacent: neither is the other's history
 SOURCES = ["idp", "sshd"]
@@ -162,7 +150,10 @@ def launch(
         **small_data_env(),
         **env,
     )
-    command = [str(POLICYLAKE), "run", "--workdir", str(workdir), "--date", day.isoformat()]
+    # the command line, with a table's commit held back when the test asks (tests/crash_hooks.py)
+    environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), environ.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "tests.crash_hooks"]
+    command += ["run", "--workdir", str(workdir), "--date", day.isoformat()]
     command += ["--stage", ",".join(stages)]
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -271,7 +262,7 @@ def test_sigkill_mid_write_then_rerun_equals_an_undisturbed_run(
     assert run is not None and run.status == STARTED and run.pid == proc.pid
 
     with (
-        caplog.at_level(logging.WARNING, logger="jobs.lake"),
+        caplog.at_level(logging.WARNING, logger="jobs.core.lake"),
         pytest.raises(PipelineError) as refused,
     ):
         list(run_stages(ctx, ["baselines"], [D1]))
@@ -395,7 +386,7 @@ def test_same_date_twice_at_once_one_stops_clearly_and_the_lake_equals_one_run(
 HOLDER = """
 import sys, time
 from datetime import date
-from jobs.lake import lock_dates
+from jobs.core.locks import lock_dates
 locks = lock_dates(sys.argv[1], [date(2026, 10, 1)], "test holder")
 print("locked", flush=True)
 time.sleep(600)
@@ -418,11 +409,11 @@ def test_date_lock_is_exclusive_names_its_holder_and_survives_a_killed_holder(
         ), held.value
         assert "wait for it to finish and re-run" in str(held.value)
         with lock_dates(root, [D4]) as other_date:  # all or none: D4 was released
-            assert [d for d, _ in other_date.held] == [D4]
+            assert [d for d, _, _ in other_date.held] == [D4]
     finally:
         holder.kill()
         holder.wait()
-    with caplog.at_level(logging.WARNING, logger="jobs.lake"):
+    with caplog.at_level(logging.WARNING, logger="jobs.core.lake"):
         locks = lock_dates(root, [D1])
     assert locks.taken_over and f"pid {holder.pid}" in locks.taken_over[0]
     assert f"taking over the lock of pid {holder.pid}" in caplog.text
@@ -528,20 +519,26 @@ def test_run_stages_journal_refuses_to_read_a_failed_or_unfinished_stage(
     assert str(refused.value) == (
         f"recommend: score for 2026-10-01 failed at {failed.finished} (pid {os.getpid()} on "
         f"{failed.host}): PipelineError: score: the model registry is unreachable; fix the cause "
-        "and re-run score for 2026-10-01"
+        "and re-run it (policylake run --date 2026-10-01 --stage score)"
     )
-    check_upstream(journal, "recommend", [D4])  # D4 is fine
-    check_upstream(journal, "score", [D1])  # re-running the failed stage itself is allowed
+    sources = ctx.settings.ingest.sources
+    check_upstream(journal, "recommend", [D4], sources)  # D4 is fine
+    check_upstream(journal, "score", [D1], sources)  # re-running the failed stage is allowed
 
-    journal.record(StageRun("ingest", D4, STARTED, "2026-10-04T02:00:00+00:00", pid=1, host="h"))
-    with pytest.raises(PipelineError) as unfinished:
-        check_upstream(journal, "validate", [D4])
-    assert str(unfinished.value) == (
-        "validate: ingest for 2026-10-04 started at 2026-10-04T02:00:00+00:00 (pid 1 on h) but "
-        "never finished; re-run it (policylake run --date 2026-10-04 --stage ingest)"
+    # ingest is journalled per source: one source's unfinished ingest stops what follows
+    journal.record(
+        StageRun("ingest@sshd", D4, STARTED, "2026-10-04T02:00:00+00:00", pid=1, host="h")
     )
-    (Path(ctx.settings.paths.lake_root) / "_stage_runs" / "2026-10-04" / "ingest.json").write_text(
+    with pytest.raises(PipelineError) as unfinished:
+        check_upstream(journal, "validate", [D4], sources)
+    assert str(unfinished.value) == (
+        "validate: ingest@sshd for 2026-10-04 started at 2026-10-04T02:00:00+00:00 (pid 1 on h) "
+        "but never finished; re-run it (policylake run --date 2026-10-04 --stage ingest "
+        "--source sshd)"
+    )
+    stage_runs = Path(ctx.settings.paths.lake_root) / "_stage_runs" / "2026-10-04"
+    (stage_runs / "ingest@sshd.json").write_text(
         '{"status": "fini'  # a torn journal write counts as never finished
     )
     with pytest.raises(PipelineError, match="unreadable journal entry"):
-        check_upstream(journal, "validate", [D4])
+        check_upstream(journal, "validate", [D4], sources)

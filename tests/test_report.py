@@ -18,18 +18,19 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs import metrics as M
-from jobs.config import MetricsSettings
-from jobs.pipeline import PipelineError, RunContext
-from jobs.report import (
+from jobs.core.config import MetricsSettings
+from jobs.core.context import RunContext
+from jobs.core.errors import PipelineError
+from jobs.core.tables import METRICS_DAILY
+from jobs.stages.metrics import stage as M
+from jobs.stages.report.render import (
     MetricPoint,
     ReportData,
     TopEntity,
     alert_messages,
     render_report,
-    run_report,
 )
-from jobs.schemas import METRICS_DAILY
+from jobs.stages.report.stage import run_report
 from tests.conftest import test_settings
 
 DAY = date(2026, 10, 6)
@@ -63,10 +64,10 @@ def data(metrics: list[MetricPoint], top: tuple[TopEntity, ...] = ()) -> ReportD
 
 
 def alert_points(spark: SparkSession, base: list[MetricPoint]) -> list[MetricPoint]:
-    """`base` plus the alert rows the metrics stage derives from it (jobs.metrics)."""
+    """`base` plus the alert rows the metrics stage derives from it (jobs.stages.metrics.stage)."""
     frame = spark.createDataFrame(
         [(p.run_date, p.metric, dict(sorted(p.dimensions.items())), float(p.value)) for p in base],
-        METRICS_DAILY,
+        METRICS_DAILY.schema,
     )
     dates = spark.createDataFrame([(DAY,)], "run_date date")
     derived = M.alert_metrics(frame, dates).where("metric = 'alert'").collect()
@@ -178,7 +179,7 @@ def report_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -
         for d in (DAY - timedelta(days=1), DAY)
     ] + [(d, "alerts_total", {}, 0.0) for d in (DAY - timedelta(days=1), DAY)]
     ctx.lake.replace_dates(
-        spark.createDataFrame(metric_rows, METRICS_DAILY),
+        spark.createDataFrame(metric_rows, METRICS_DAILY.schema),
         M.METRICS_TABLE,
         [DAY - timedelta(days=1), DAY],
     )
@@ -230,7 +231,7 @@ def test_report_refuses_a_date_without_metrics(report_lake: RunContext) -> None:
 def test_cli_report_command(report_lake: RunContext, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     workdir = Path(report_lake.settings.paths.lake_root).parent
     runner = CliRunner()

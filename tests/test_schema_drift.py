@@ -29,10 +29,12 @@ from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs import pipeline
-from jobs.ingest import ZEEK_DEFAULT_FIELDS, late_deliveries
-from jobs.lake import Lake
-from jobs.pipeline import RunContext, StageJournal, StageResult, run_stages
+from jobs.core.context import RunContext, StageResult
+from jobs.core.lake import Lake
+from jobs.pipeline import runner as pipeline
+from jobs.pipeline.runner import StageJournal, run_stages
+from jobs.stages.ingest.parsers.zeek import ZEEK_DEFAULT_FIELDS
+from jobs.stages.ingest.stage import late_deliveries
 from tests.bronze_frames import write_reference
 from tests.conftest import test_settings
 

@@ -11,9 +11,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs import score
-from jobs.config import ScoringSettings
-from jobs.schemas import ENTITY_RISK, SESSION_SCORES, SIGNAL, SOURCE_STATUS
+from jobs.core.config import ScoringSettings
+from jobs.core.tables import ENTITY_RISK, SESSION_SCORES, SIGNAL, SOURCE_STATUS
+from jobs.stages.score import risk
+from jobs.stages.score import stage as score
 from tests.conftest import test_settings
 from tests.scoring_frames import (
     DAY,
@@ -44,7 +45,7 @@ def _sessions(spark: SparkSession, ids: list[str]) -> DataFrame:
     present = set(df.columns)
     return df.select(
         *[F.col(f.name) if f.name in present else F.lit(None).cast(f.dataType).alias(f.name)
-          for f in SESSION_SCORES.fields if f.name not in ("signals", "model_score", "model_version", "risk", "reasons", "degraded_sources")]
+          for f in SESSION_SCORES.schema.fields if f.name not in ("signals", "model_score", "model_version", "risk", "reasons", "degraded_sources")]
     )  # fmt: skip
 
 
@@ -54,7 +55,7 @@ def _signal_rows(spark: SparkSession, rows: list[tuple[str, dict[str, Any]]]) ->
 
 
 def _no_status(spark: SparkSession) -> DataFrame:
-    return score.degraded_sources(spark.createDataFrame([], SOURCE_STATUS))
+    return risk.degraded_sources(spark.createDataFrame([], SOURCE_STATUS.schema))
 
 
 def test_session_risk_adds_points_caps_at_100_and_orders_reasons(spark: SparkSession) -> None:
@@ -66,7 +67,7 @@ def test_session_risk_adds_points_caps_at_100_and_orders_reasons(spark: SparkSes
         ("three", _sig("new_country", 50)),
         ("three", _sig("impossible_travel", 90)),
     ]
-    out = score.score_sessions(
+    out = risk.score_sessions(
         _sessions(spark, ["none", "one", "two", "three"]),
         _signal_rows(spark, signals),
         _no_status(spark),
@@ -80,7 +81,7 @@ def test_session_risk_adds_points_caps_at_100_and_orders_reasons(spark: SparkSes
         "three": (100, ["impossible_travel fired", "new_country fired", "new_device fired"]),
     }
     assert (
-        out.schema == SESSION_SCORES or [f.name for f in out.schema] == SESSION_SCORES.fieldNames()
+        out.schema == SESSION_SCORES.schema or [f.name for f in out.schema] == SESSION_SCORES.schema.fieldNames()
     )
 
 
@@ -97,7 +98,7 @@ def test_model_points_are_monotonic_and_bounded(spark: SparkSession) -> None:
         "session_id",
         "left",
     )
-    model_sig = score._model_signal(F.col("model_score"), F.col("model_version"), CFG)
+    model_sig = risk._model_signal(F.col("model_score"), F.col("model_version"), CFG)
     points = (
         joined.select("model_score", F.coalesce(model_sig["contribution"], F.lit(0.0)).alias("p"))
         .orderBy("model_score")
@@ -143,7 +144,7 @@ def test_decay_halves_after_the_half_life_and_accumulates_bounded(spark: SparkSe
     today = _today(
         spark, [(d, "user", "both@x", 50), (d, "user", "always@x", 100), (d, "user", "quiet@x", 0)]
     )
-    out = score.decayed_entity_risk(today, history, [d], CFG)
+    out = risk.decayed_entity_risk(today, history, [d], CFG)
     got = {r.entity_id: (r.risk, r.risk_today) for r in out.collect()}
     assert got == {
         "yesterday@x": (round(80 * 2 ** (-1 / h)), 0),
@@ -156,7 +157,7 @@ def test_decay_halves_after_the_half_life_and_accumulates_bounded(spark: SparkSe
     assert carried == [
         f"risk carried over from {d - timedelta(days=1)}: yesterday@x on {d - timedelta(days=1)}"
     ]
-    assert [f.name for f in out.schema] == ENTITY_RISK.fieldNames()
+    assert [f.name for f in out.schema] == ENTITY_RISK.schema.fieldNames()
 
 
 def test_backfill_of_two_days_equals_running_them_in_turn(spark: SparkSession) -> None:
@@ -165,9 +166,9 @@ def test_backfill_of_two_days_equals_running_them_in_turn(spark: SparkSession) -
         spark, [(d1, "user", "a@x", 60), (d2, "user", "a@x", 30), (d1, "ip", "9.9.9.9", 90)]
     )
     empty = _day_rows(spark, []).limit(0)
-    both = score.decayed_entity_risk(today, empty, [d1, d2], CFG)
-    first = score.decayed_entity_risk(today.where(F.col("run_date") == d1), empty, [d1], CFG)
-    second = score.decayed_entity_risk(
+    both = risk.decayed_entity_risk(today, empty, [d1, d2], CFG)
+    first = risk.decayed_entity_risk(today.where(F.col("run_date") == d1), empty, [d1], CFG)
+    second = risk.decayed_entity_risk(
         today.where(F.col("run_date") == d2),
         first.select("run_date", "entity_type", "entity_id", "risk_today", "reasons"),
         [d2],
@@ -192,7 +193,7 @@ def test_entity_day_risk_counts_each_signal_once_and_credits_workstation_owners(
         "degraded_sources array<string>, peer_group string, user_type string",
     )
     owners = spark.createDataFrame([("ws-1", "a@x")], "asset_id string, user_id string")
-    out = score.entity_day_risk(df, owners, CFG)
+    out = risk.entity_day_risk(df, owners, CFG)
     got = {
         (r.entity_type, r.entity_id): (r.risk_today, r.sessions, [s.name for s in r.signals])
         for r in out.collect()
@@ -247,13 +248,13 @@ def _lake_inputs(spark: SparkSession, ctx: Any) -> None:
             (DAY, "windows", "degraded", ["volume drop"]),
             (DAY, "sshd", "missing", ["no files"]),
         ],
-        SOURCE_STATUS,
+        SOURCE_STATUS.schema,
     )
     ctx.lake.replace_dates(status, "ops.source_status", [DAY])
 
 
 def test_run_score_writes_both_tables_idempotently(spark: SparkSession, tmp_path: Path) -> None:
-    from jobs.pipeline import RunContext
+    from jobs.core.context import RunContext
 
     ctx = RunContext(spark=spark, settings=test_settings(tmp_path))
     _lake_inputs(spark, ctx)
@@ -317,7 +318,8 @@ def test_run_score_writes_both_tables_idempotently(spark: SparkSession, tmp_path
 
 
 def test_run_score_needs_silver(spark: SparkSession, tmp_path: Path) -> None:
-    from jobs.pipeline import PipelineError, RunContext
+    from jobs.core.context import RunContext
+    from jobs.core.errors import PipelineError
 
     with pytest.raises(PipelineError, match=r"silver\.events"):
         score.run_score(RunContext(spark=spark, settings=test_settings(tmp_path)), [DAY])

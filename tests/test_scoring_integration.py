@@ -57,7 +57,7 @@ def test_every_scenario_is_in_the_high_band_with_an_expected_reason(
 def test_fewer_than_one_percent_of_benign_sessions_are_high_risk(
     scored_month: dict[str, Any],
 ) -> None:
-    from jobs.train import labels_from_ground_truth
+    from jobs.model.labels import labels_from_ground_truth
 
     ctx, truth = scored_month["ctx"], scored_month["truth"]
     cfg = ctx.settings.scoring

@@ -8,7 +8,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs import sessions as S
+from jobs.stages.score import sessions as S
 from tests.scoring_frames import DAY, at, event, events_df, signin
 
 

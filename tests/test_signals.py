@@ -9,9 +9,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import sessions as S
-from jobs import signals as sig
-from jobs.config import ScoringSettings
+from jobs.core.config import ScoringSettings
+from jobs.stages.score import sessions as S
+from jobs.stages.score import signals as sig
 from tests.scoring_frames import (
     DAY,
     at,

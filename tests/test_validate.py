@@ -10,24 +10,22 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.config import ValidationSettings
-from jobs.lake import Lake
-from jobs.pipeline import PipelineError, RunContext
-from jobs.validate import (
-    BRONZE_SUITES,
+from jobs.core.config import SOURCES, ValidationSettings
+from jobs.core.context import RunContext
+from jobs.core.errors import PipelineError
+from jobs.core.lake import Lake
+from jobs.quality.errors import SuiteError
+from jobs.quality.gx import GxOutcome, cross_check
+from jobs.quality.suites import (
     SILVER_SUITE,
-    GxOutcome,
     Rule,
-    SuiteError,
-    cross_check,
     default_suites_dir,
     load_suite,
     row_check,
-    run_validate,
-    source_status_rows,
     suite_parameters,
-    volume_rows,
 )
+from jobs.stages.validate.stage import run_validate, source_status_rows
+from jobs.stages.validate.volume import volume_rows
 from tests.bronze_frames import bronze_frame, idp_row, sshd_row, write_reference
 from tests.conftest import test_settings
 
@@ -44,7 +42,7 @@ def _write_suite(directory: Path, name: str, expectations: list[dict[str, object
 def test_repository_suites_load_and_great_expectations_accepts_them() -> None:
     import great_expectations as gx
 
-    for name in (*BRONZE_SUITES, SILVER_SUITE):
+    for name in (*SOURCES, SILVER_SUITE):
         suite = load_suite(default_suites_dir(), name)
         assert suite.rules, name
         doc = json.loads((default_suites_dir() / f"{name}.json").read_text())

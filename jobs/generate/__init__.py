@@ -6,6 +6,6 @@ ground truth, the dirty-row list and a manifest; docs/generator.md explains the 
 
 from __future__ import annotations
 
-from jobs.generate.entry import GenerationSummary, generate_telemetry
+from jobs.generate.telemetry import GenerationSummary, generate_telemetry
 
 __all__ = ["GenerationSummary", "generate_telemetry"]

@@ -19,7 +19,7 @@ import numpy as np
 from jobs.generate.clock import US_PER_HOUR, US_PER_SECOND, day_start_us, utc_offset_s
 from jobs.generate.organisation import SITES, Account, Organisation
 from jobs.generate.seeding import IdFactory
-from jobs.geo import GeoRecord, GeoResolver
+from jobs.reference.geo import GeoRecord, GeoResolver
 
 # (sort key us, sequence, file, line, kind, event key) -- see jobs.generate.stream
 Entry = tuple[int, int, str, str, int, str]

@@ -19,7 +19,7 @@ from jobs.generate.feeds import IDP_FILE
 from jobs.generate.organisation import COMMON_APPS, DEPARTMENT_APPS, Account, Organisation
 from jobs.generate.seeding import BASE62_TABLE, stable_int
 from jobs.generate.stream import BENIGN, SCENARIO, Entry
-from jobs.geo import GeoRecord
+from jobs.reference.geo import GeoRecord
 
 __all__ = ["IdpEmitter", "alias_for", "user_agent"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.generate.seeding import derive_rng
-from jobs.geo import GeoResolver, country_ip_pools, default_resolver, haversine_km
+from jobs.reference.geo import GeoResolver, country_ip_pools, default_resolver, haversine_km
 
 __all__ = [
     "ASSET_COLUMNS",

@@ -30,7 +30,7 @@ from jobs.generate.feeds import conn_shard, windows_shard
 from jobs.generate.organisation import SITES, Account, Asset, Organisation
 from jobs.generate.seeding import derive_rng
 from jobs.generate.zeek import expected_daily_external_bytes
-from jobs.geo import GeoResolver, haversine_km
+from jobs.reference.geo import GeoResolver, haversine_km
 
 __all__ = [
     "EXPECTED_SIGNALS",
@@ -507,7 +507,7 @@ def plan_scenarios(
     resolver: GeoResolver | None = None,
 ) -> list[Scenario]:
     """Every scenario of the run, spread over the days after the learning period."""
-    from jobs.geo import default_resolver
+    from jobs.reference.geo import default_resolver
 
     first = learning_days(days)
     attack_days = list(range(first, days))

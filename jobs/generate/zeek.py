@@ -14,13 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from jobs.generate.activity import DayContext, expand_seeds, rate_vector
-from jobs.generate.clock import (
-    US_PER_HOUR,
-    US_PER_SECOND,
-    iso_utc_us,
-    zeek_epoch,
-    zeek_open_close,
-)
+from jobs.generate.clock import US_PER_HOUR, US_PER_SECOND, iso_utc_us, zeek_epoch, zeek_open_close
 from jobs.generate.feeds import CONN_SENSORS, DNS_FILE, TSV_SENSORS, conn_file
 from jobs.generate.organisation import (
     COMMON_DOMAINS,

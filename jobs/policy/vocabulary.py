@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from jobs.core.config import SIGNAL_NAMES, SOURCES
+
 Action = Literal["allow", "challenge", "limit", "isolate", "block"]
 Domain = Literal["identity", "endpoint", "network", "cloud"]
 EntityType = Literal["user", "service_account", "host", "ip"]
@@ -20,33 +22,18 @@ ENTITY_TYPES: tuple[str, ...] = ("user", "service_account", "host", "ip")
 ASSET_CRITICALITY: tuple[str, ...] = ("low", "medium", "high", "critical")
 USER_TYPES: tuple[str, ...] = ("human", "admin", "service", "break_glass", "unknown")
 
+# Analyst verdicts that label a decision (training labels, detection precision and recall).
+POSITIVE_VERDICTS: tuple[str, ...] = ("true_positive", "malicious", "confirmed", "tp", "compromised")
+NEGATIVE_VERDICTS: tuple[str, ...] = ("false_positive", "benign", "fp", "expected", "authorized")
+
 # Status of a decision whose action is `allow`: logged, never published to enforcement.
 NO_ACTION = "no_action"
 
 # Signal names the scoring stage emits (gold.entity_risk.signals[].name).
-KNOWN_SIGNALS: frozenset[str] = frozenset(
-    {
-        "impossible_travel",
-        "new_country",
-        "new_device",
-        "off_hours",
-        "first_time_host_access",
-        "lateral_fan_out",
-        "password_spray",
-        "brute_force",
-        "privileged_anomaly",
-        "exfiltration_volume",
-        "rare_process_pair",
-        "risky_iam_change",
-        "inbound_scan",
-        "unsolicited_inbound",
-    }
-)
+KNOWN_SIGNALS: frozenset[str] = frozenset(SIGNAL_NAMES)
 
-# Telemetry sources (jobs.config.SOURCES), for source_degraded('...').
-KNOWN_SOURCES: frozenset[str] = frozenset(
-    {"idp", "windows", "zeek_conn", "zeek_dns", "cloudtrail", "sshd"}
-)
+# Telemetry sources (jobs.core.config.SOURCES), for source_degraded('...').
+KNOWN_SOURCES: frozenset[str] = frozenset(SOURCES)
 
 # Names a condition may read, with their type. `signal.<name>.<field>` is also allowed
 # for every known signal (see SIGNAL_FIELDS).

@@ -1,0 +1,1 @@
+"""The `policylake` command line: one typer application, one error mapping (`app.main`)."""

@@ -1,0 +1,106 @@
+"""What every command shares: consoles, options, dates, settings, the run context, the
+progress bar and the table of stage results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jobs.core.config import Settings, load_rooted
+from jobs.core.context import RunContext, StageResult
+from jobs.core.errors import UsageError
+from jobs.core.spark import build_spark
+from jobs.pipeline.runner import run_stages
+
+# Human text and progress go to stderr, results to stdout.
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="policylake.yaml to use (default: ./policylake.yaml if present)."
+    ),
+]
+WorkdirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Root relative paths here (like the demo; default: $POLICYLAKE_WORKDIR, else .)."
+    ),
+]
+
+
+def parse_date(value: str, option: str = "--date") -> date:
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        hint = (
+            " (a run without a logical date? trigger it with one: airflow dags trigger -l YYYY-MM-DD)"
+            if value.strip() in ("", "None")
+            else ""
+        )
+        raise UsageError(f"{option} must be a date like 2026-10-01, got {value!r}{hint}") from None
+
+
+def csv_list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def settings(config: Path | None, workdir: Path | None = None) -> Settings:
+    return load_rooted(config, workdir)
+
+
+def context(settings: Settings) -> RunContext:
+    """The run context: the Spark session (started here, never at import) and settings."""
+    return RunContext(spark=build_spark(settings), settings=settings)
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def run_pipeline(
+    ctx: RunContext,
+    stages: Sequence[str],
+    dates: list[date],
+    title: str,
+    sources: Sequence[str] | None = None,
+) -> list[StageResult]:
+    """Run stages with a progress bar, then print the table of what each did."""
+    results: list[StageResult] = []
+    with progress() as bar:
+        task = bar.add_task(title, total=len(stages))
+        for result in run_stages(ctx, stages, dates, sources):
+            results.append(result)
+            bar.update(task, advance=1, description=f"{title}: {result.stage} done")
+    show_results(title, dates, results)
+    return results
+
+
+def show_results(title: str, dates: Sequence[date], results: Iterable[StageResult]) -> None:
+    table = Table(title=f"{title}: {dates[0]} .. {dates[-1]} ({len(dates)} days)")
+    table.add_column("stage")
+    table.add_column("rows", justify="right")
+    table.add_column("details")
+    table.add_column("seconds", justify="right")
+    for r in results:
+        rows = ", ".join(f"{k}={v:,}" for k, v in r.rows.items())
+        details = ", ".join(
+            f"{k}={v}" for k, v in r.details.items() if not isinstance(v, (dict, list))
+        )
+        table.add_row(r.stage, rows, details, f"{r.seconds:.1f}")
+    out.print(table)

@@ -1,0 +1,466 @@
+"""Configuration: one YAML file (`policylake.yaml`) plus `POLICYLAKE__...` environment overrides.
+
+Every setting has an embedded default so the demo runs with no file at all. Invalid
+settings fail with a one-line error naming the bad key (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from jobs.core.errors import ConfigError
+
+# The checkout the package runs from: bundled suites (`expectations/`) and policies live here.
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+ENV_PREFIX = "POLICYLAKE__"
+# Relative paths are rooted here when set (Airflow workers have no meaningful working directory).
+WORKDIR_ENV = "POLICYLAKE_WORKDIR"
+DEFAULT_CONFIG_FILE = "policylake.yaml"
+# The telemetry sources, in pipeline order: one bronze table and one suite each.
+SOURCES = ("idp", "windows", "zeek_conn", "zeek_dns", "cloudtrail", "sshd")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkSettings(_Section):
+    master: str = "local[*]"
+    app_name: str = "policylake"
+    shuffle_partitions: int = Field(default=8, ge=1)
+    driver_memory: str = "4g"
+    ui_enabled: bool = False
+    # Extra Maven packages (e.g. org.apache.hadoop:hadoop-aws:<hadoop version> for s3a://).
+    packages: tuple[str, ...] = ()
+    # Any further spark.* settings, e.g. object-store credentials providers.
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("driver_memory")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"\d+[kmgt]?", value.strip().lower()):
+            raise ValueError("must look like 512m, 2g or 4g")
+        return value.strip().lower()
+
+    @field_validator("conf")
+    @classmethod
+    def _spark_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not k.startswith(("spark.", "fs.", "hadoop."))]
+        if bad:
+            raise ValueError(f"keys must start with spark., fs. or hadoop.: {', '.join(bad)}")
+        secrets = credential_settings({"spark": {"conf": value}})  # privacy: see refuse_credentials
+        if secrets:
+            raise ValueError(f"{secrets[0]} looks like a credential; set it in the environment")
+        return {k: str(v) for k, v in value.items()}
+
+
+class PathSettings(_Section):
+    # Local folders or object-store URIs (s3a://, abfss://, gs://).
+    lake_root: str = "lake"
+    raw_root: str = "raw"
+    reference_root: str = "reference"
+    mlflow_uri: str = "mlruns"
+    reports_dir: str = "reports"
+    exports_dir: str = "exports"
+    # Great Expectations Data Docs (HTML) and the validation results they render; a local folder.
+    data_docs_dir: str = "data_docs"
+    # A generator's injected scenarios (demo and evaluation only); metrics score the
+    # recommendations against it when the file exists.
+    ground_truth: str = "ground_truth.jsonl"
+
+
+class GeoSettings(_Section):
+    # Paths of a user's own MaxMind GeoLite2/GeoIP2 databases; None uses the packaged ones.
+    city_db: str | None = None
+    asn_db: str | None = None
+
+
+class IngestSettings(_Section):
+    sources: tuple[str, ...] = SOURCES
+    # late deliveries: running date D first re-runs the dates D-1 .. D-N whose raw files
+    # (names and sizes) changed since they were ingested; 0 turns this off
+    reprocess_days: int = Field(default=1, ge=0, le=31)
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [s for s in value if s not in SOURCES]
+        if unknown:
+            raise ValueError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(SOURCES)}")
+        return value
+
+
+class ValidationSettings(_Section):
+    late_tolerance_hours: int = Field(default=48, ge=0)
+    future_tolerance_minutes: int = Field(default=15, ge=0)
+    volume_drop_ratio: float = Field(default=0.5, gt=0, lt=1)
+    volume_history_days: int = Field(default=7, ge=1)
+    # the volume gate needs this many delivered days in the history window (else it is skipped)
+    volume_min_history_days: int = Field(default=3, ge=1)
+    # same_day_type: compare weekdays with weekdays and weekends with weekends (the last
+    # `volume_history_days` such days); all_days: the plain trailing calendar window
+    volume_compare: Literal["same_day_type", "all_days"] = "same_day_type"
+    # folder of the Great Expectations suites; None = the repository's `expectations/`
+    suites_dir: str | None = None
+    # how much GX keeps per expectation: BOOLEAN_ONLY < BASIC < SUMMARY (docs/data_quality.md)
+    result_format: Literal["BOOLEAN_ONLY", "BASIC", "SUMMARY"] = "SUMMARY"
+    # sample unexpected values per expectation in Data Docs; each costs a Spark job per
+    # expectation and puts raw values (addresses, account names) in the HTML
+    unexpected_samples: int = Field(default=0, ge=0, le=200)
+
+
+class BaselineSettings(_Section):
+    habit_window_days: int = Field(default=30, ge=1)
+    country_device_window_days: int = Field(default=90, ge=1)
+    host_window_days: int = Field(default=180, ge=1)
+    learning_period_days: int = Field(default=14, ge=0)
+    learning_min_signins: int = Field(default=20, ge=0)
+
+
+# Risk points a signal adds when it just reaches its threshold (it grows with how far past
+# the threshold the measured value is, up to `signal_max_factor` times). docs/scoring.md
+# explains the calibration: points are chosen so one high-precision signal on its own lands
+# in the high band, and weak, common ones need corroboration.
+DEFAULT_SIGNAL_POINTS: dict[str, float] = {
+    "impossible_travel": 60.0,
+    "new_country": 50.0,
+    "new_device": 30.0,
+    "off_hours": 10.0,
+    "first_time_host_access": 15.0,
+    "lateral_fan_out": 70.0,
+    "password_spray": 85.0,
+    "brute_force": 70.0,
+    "privileged_anomaly": 50.0,
+    "exfiltration_volume": 80.0,
+    "rare_process_pair": 45.0,
+    "risky_iam_change": 70.0,
+    "inbound_scan": 40.0,
+    "unsolicited_inbound": 30.0,
+}
+
+# The explainable signals scoring emits, in the order they are computed.
+SIGNAL_NAMES: tuple[str, ...] = tuple(DEFAULT_SIGNAL_POINTS)
+
+DEFAULT_IAM_WRITE_ACTIONS: tuple[str, ...] = (
+    "CreateAccessKey",
+    "CreateUser",
+    "CreateLoginProfile",
+    "UpdateLoginProfile",
+    "AttachUserPolicy",
+    "AttachRolePolicy",
+    "AttachGroupPolicy",
+    "PutUserPolicy",
+    "PutRolePolicy",
+    "PutGroupPolicy",
+    "AddUserToGroup",
+    "UpdateAssumeRolePolicy",
+    "CreateRole",
+    "CreatePolicyVersion",
+    "SetDefaultPolicyVersion",
+    "DeactivateMFADevice",
+)
+
+
+class ScoringSettings(_Section):
+    """Thresholds of the explainable signals, the risk calibration and the model registry."""
+
+    session_gap_minutes: int = Field(default=30, ge=1)
+    # impossible travel: speed between consecutive successful sign-ins
+    travel_speed_kmh: float = Field(default=900.0, gt=0)
+    travel_min_distance_km: float = Field(default=50.0, ge=0)
+    new_device_window_days: int = Field(default=30, ge=1)
+    # off hours: the hour of week (with the hours either side) holds less than this share of
+    # the account's AND its peers' activity in the habit window
+    off_hours_max_share: float = Field(default=0.002, ge=0, lt=1)
+    # novelty and habit signals stay silent until the comparator has this many days of history
+    min_history_days: int = Field(default=7, ge=0)
+    # lateral movement: first-time hosts a user reaches in one day
+    lateral_new_hosts: int = Field(default=3, ge=1)
+    # password spray: one source failing against many distinct users within the window
+    spray_window_minutes: int = Field(default=60, ge=1)
+    spray_min_users: int = Field(default=10, ge=2)
+    # ... and those failures are most of what the source did (a NAT'd office is not a spray)
+    spray_min_failed_share: float = Field(default=0.5, gt=0, le=1)
+    # brute force: many failures against one user within the window
+    brute_force_window_minutes: int = Field(default=30, ge=1)
+    brute_force_min_failures: int = Field(default=15, ge=2)
+    # exfiltration: bytes out > median + k * MAD of the entity AND of its peers, and > the floor
+    exfil_mad_multiplier: float = Field(default=8.0, gt=0)
+    exfil_min_bytes: int = Field(default=25_000_000, ge=0)
+    # rare process pair: seen on at most this many hosts of the fleet in the baseline window
+    rare_pair_max_hosts: int = Field(default=1, ge=0)
+    iam_write_actions: tuple[str, ...] = DEFAULT_IAM_WRITE_ACTIONS
+    # inbound scan: an outside source probing many ports/hosts, mostly unanswered
+    scan_min_targets: int = Field(default=20, ge=2)
+    scan_min_failed_ratio: float = Field(default=0.8, gt=0, le=1)
+    # unsolicited inbound: connections opened from outside to hosts not tagged internet-facing
+    inbound_min_attempts: int = Field(default=1, ge=1)
+    internet_facing_tag: str = "internet-facing"
+    signal_points: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SIGNAL_POINTS))
+    signal_max_factor: float = Field(default=1.5, ge=1)
+    # model: points added by the champion's anomaly score above `model_floor` (0..1)
+    model_points: float = Field(default=25.0, ge=0, le=100)
+    model_floor: float = Field(default=0.6, ge=0, lt=1)
+    model_name: str = "policylake-session-risk"
+    experiment: str = "policylake-session-risk"
+    # risk bands (lower bounds): high >= band_high, medium >= band_medium, else low
+    band_high: int = Field(default=80, ge=1, le=100)
+    band_medium: int = Field(default=50, ge=1, le=100)
+    # entity risk: yesterday's risk counts half after `decay_half_life_days`
+    decay_half_life_days: float = Field(default=3.0, gt=0)
+    top_reasons: int = Field(default=3, ge=1)
+
+    @field_validator("signal_points")
+    @classmethod
+    def _points(cls, value: dict[str, float]) -> dict[str, float]:
+        merged = {**DEFAULT_SIGNAL_POINTS, **value}
+        unknown = sorted(set(value) - set(DEFAULT_SIGNAL_POINTS))
+        if unknown:
+            raise ValueError(f"unknown signal(s) {', '.join(unknown)}")
+        if any(v < 0 or v > 100 for v in merged.values()):
+            raise ValueError("points must be within 0..100")
+        return merged
+
+
+class PolicySettings(_Section):
+    # Folder of policy YAML, guardrails.yaml and exceptions.yaml; a relative path resolves
+    # against the working directory, then the repository's own policies/.
+    policies_dir: str = "policies"
+
+
+class MetricsSettings(_Section):
+    """Thresholds of gold.metrics_daily (docs/metrics.md)."""
+
+    # population stability index of a model feature / baseline statistic vs the reference
+    psi_warning: float = Field(default=0.1, gt=0)
+    psi_alert: float = Field(default=0.25, gt=0)
+    psi_bins: int = Field(default=10, ge=2, le=100)
+    # verdicts and incidents of this many days before the run date count in precision/recall
+    verdict_window_days: int = Field(default=30, ge=1)
+    # recommendations on an incident's entities up to this many days after it ended are
+    # follow-up, neither true nor false positives (entity risk decays over days)
+    incident_followup_days: int = Field(default=7, ge=0)
+    # drift reference when no champion logged one: the trailing days before the run date
+    drift_reference_days: int = Field(default=14, ge=1, le=366)
+    # same_day_type: weekdays are compared with weekdays and weekend days with weekend days
+    # (office activity falls ~80% at weekends); all_days: with every day of the reference
+    drift_compare: Literal["same_day_type", "all_days"] = "same_day_type"
+
+    @field_validator("psi_alert")
+    @classmethod
+    def _alert_above_warning(cls, value: float, info: Any) -> float:
+        warning = info.data.get("psi_warning")
+        if warning is not None and value < warning:
+            raise ValueError(f"must be >= psi_warning ({warning})")
+        return value
+
+
+class ReportSettings(_Section):
+    """The daily HTML report (`policylake report`)."""
+
+    top_entities: int = Field(default=15, ge=1, le=500)
+    history_days: int = Field(default=30, ge=1, le=366)
+
+
+# --- BEGIN privacy (docs/privacy.md); owner: jobs/privacy.py ------------------------------
+class PrivacySettings(_Section):
+    """Pseudonymized BI tables (docs/privacy.md)."""
+
+    # replace user, device and host ids in gold.session_scores and gold.entity_risk by keyed
+    # HMAC-SHA256 tokens (u_..., h_..., d_...); the restricted ops.pseudonyms maps them back
+    pseudonymize: bool = False
+    # the environment variable holding the key (at least 32 bytes); never put the key in a file
+    key_env: str = Field(default="POLICYLAKE_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# Credentials come from the environment or the standard provider chains, never from the config:
+# a spark.conf key like these (Spark's own redaction pattern) or a URI with user:password@.
+CREDENTIAL_KEY = re.compile(r"secret|password|token|access.key|account\.key", re.IGNORECASE)
+# ... except settings that name a mechanism, not a secret (a provider class, a token binding)
+CREDENTIAL_KEY_EXEMPT = (".provider", ".provider.type", ".binding", ".enabled")
+URI_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
+
+
+def credential_settings(tree: dict[str, Any]) -> list[str]:
+    """Keys of a raw config tree that hold credentials (spark.conf secrets, URIs with a password)."""
+    found = []
+    spark = tree.get("spark")
+    conf = spark.get("conf") if isinstance(spark, dict) else None
+    if isinstance(conf, dict):
+        found += [
+            f"spark.conf.{key}"
+            for key, value in conf.items()
+            if (
+                CREDENTIAL_KEY.search(str(key))
+                and not str(key).lower().endswith(CREDENTIAL_KEY_EXEMPT)
+            )
+            or (isinstance(value, str) and URI_WITH_PASSWORD.match(value.strip()))
+        ]
+    for section, values in tree.items():
+        if isinstance(values, dict):
+            found += [
+                f"{section}.{key}"
+                for key, value in values.items()
+                if isinstance(value, str) and URI_WITH_PASSWORD.match(value.strip())
+            ]
+    return sorted(found)
+
+
+def refuse_credentials(tree: dict[str, Any], origin: str) -> None:
+    """One-line ConfigError when `tree` (a config file or the overrides) carries a credential."""
+    found = credential_settings(tree)
+    if found:
+        raise ConfigError(
+            f"{origin}: '{found[0]}' looks like a credential; credentials are never read from "
+            "the configuration: set them in the environment (AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN, ...) or use a "
+            "provider chain (spark.hadoop.fs.s3a.aws.credentials.provider)"
+        )
+
+
+# --- END privacy ---------------------------------------------------------------------------
+
+
+class Settings(_Section):
+    """The whole configuration; sections mirror `policylake.example.yaml`."""
+
+    environment: Literal["dev", "test", "prod"] = "dev"
+    spark: SparkSettings = SparkSettings()
+    paths: PathSettings = PathSettings()
+    geo: GeoSettings = GeoSettings()
+    ingest: IngestSettings = IngestSettings()
+    validation: ValidationSettings = ValidationSettings()
+    baselines: BaselineSettings = BaselineSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    policy: PolicySettings = PolicySettings()
+    metrics: MetricsSettings = MetricsSettings()
+    report: ReportSettings = ReportSettings()
+    privacy: PrivacySettings = PrivacySettings()
+
+    def with_workdir(self, workdir: Path) -> Settings:
+        """Root every relative path at `workdir` (the demo's layout)."""
+        updates = {}
+        for key, value in self.paths.model_dump().items():
+            if "://" in value or Path(value).is_absolute():
+                updates[key] = value
+            else:
+                updates[key] = str((workdir / value).resolve())
+        return self.model_copy(update={"paths": PathSettings(**updates)})
+
+
+def _set_nested(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"environment override {'.'.join(keys)}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """`POLICYLAKE__SPARK__MASTER=spark://h:7077` -> {"spark": {"master": "spark://h:7077"}}.
+
+    Values are parsed as YAML scalars so numbers and booleans keep their types.
+    """
+    env = os.environ if environ is None else environ
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
+        if not keys:
+            continue
+        if keys[:2] == ["spark", "conf"] and len(keys) > 2:
+            # Spark keys contain dots and case: POLICYLAKE__SPARK__CONF__spark.x.y keeps its case.
+            original = name[len(ENV_PREFIX) :].split("__", 2)[2]
+            _set_nested(tree, ["spark", "conf", original], raw)
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_nested(tree, keys, value)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(root)"
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown key '{key}'"
+    return f"{origin}: invalid value for '{key}': {first['msg']}"
+
+
+def load_settings(
+    path: Path | str | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Load `path` (else $POLICYLAKE_CONFIG, else ./policylake.yaml if present), apply env overrides.
+
+    Uses `yaml.safe_load`, so YAML object tags (`!!python/...`) are rejected.
+    """
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    env = os.environ if environ is None else environ
+    if path is None and env.get("POLICYLAKE_CONFIG"):
+        path = env["POLICYLAKE_CONFIG"]
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        file = Path(path)
+        origin = str(file)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file}")
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ConfigError(
+                f"{file}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+            ) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: top level must be a mapping of sections")
+        refuse_credentials(loaded, str(file))
+        data = loaded
+    overrides = env_overrides(environ)
+    refuse_credentials(overrides, "environment override (POLICYLAKE__...)")
+    if overrides:
+        origin = f"{origin} + environment"
+    try:
+        return Settings.model_validate(_merge(data, overrides))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+
+
+def load_rooted(
+    path: Path | str | None = None,
+    workdir: Path | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """`load_settings`, with relative paths rooted at `workdir`, else at $POLICYLAKE_WORKDIR
+    when it is set, else left relative to the current directory."""
+    env = os.environ if environ is None else environ
+    settings = load_settings(path, environ)
+    root = workdir if workdir is not None else (Path(env[WORKDIR_ENV]) if env.get(WORKDIR_ENV) else None)
+    return settings.with_workdir(root) if root is not None else settings

@@ -1,0 +1,286 @@
+"""The lake: where each catalogued table lives, and the only ways to write one.
+
+Tables (`jobs.core.tables`) are stored at `<lake root>/<layer>/<name>`. A stage replaces
+exactly the dates a run covers (`replace_dates`, one `replaceWhere` commit), so re-running
+a date, or a range, never duplicates rows; MERGE-maintained tables are opened with
+`for_update`. Both refuse a write from a module of the `jobs` package other than the
+table's declared writer (or the data-subject erasure), so every table has one writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable
+from datetime import date
+from typing import Any
+
+from delta import exceptions as delta_exceptions
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+from jobs.core.errors import PipelineError, SchemaMismatchError
+from jobs.core.locks import local_root
+from jobs.core.tables import ERASURE_MODULE, Table, table_named
+
+TableRef = Table | str  # a catalogue entry, or its name (`silver.events`)
+
+log = logging.getLogger(__name__)
+
+# Commit conflicts are retried this many times in all (writes are idempotent replaceWhere).
+COMMIT_ATTEMPTS = 5
+
+
+class TableOwnershipError(PipelineError):
+    """A module wrote a table the catalogue gives to another module."""
+
+
+def dates_predicate(column: str, dates: Iterable[date]) -> str:
+    """A SQL predicate selecting exactly `dates` (ISO literals, never user text)."""
+    values = sorted({d.isoformat() for d in dates})
+    if not values:
+        raise ValueError("no dates to select")
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def require_columns(df: DataFrame, schema: StructType, where: str) -> DataFrame:
+    """Fail with a named error unless `df` has every column of `schema` with its type."""
+    have = {f.name: f.dataType for f in df.schema.fields}
+    missing = [f.name for f in schema.fields if f.name not in have]
+    wrong = [
+        f"{f.name} ({have[f.name].simpleString()} != {f.dataType.simpleString()})"
+        for f in schema.fields
+        if f.name in have and have[f.name] != f.dataType
+    ]
+    if missing or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if wrong:
+            parts.append(f"wrong type {', '.join(wrong)}")
+        raise SchemaMismatchError(f"{where}: {'; '.join(parts)}")
+    return df.select(*[f.name for f in schema.fields])
+
+
+def conform(df: DataFrame, table: Table) -> DataFrame:
+    """`df` with exactly `table`'s columns, in order, or a named error naming the table."""
+    return require_columns(df, table.schema, table.name)
+
+
+def resolve(table: TableRef) -> Table:
+    """The catalogue entry of `table` (names are looked up; unknown names fail by name)."""
+    return table if isinstance(table, Table) else table_named(table)
+
+
+def _check_writer(table: Table) -> None:
+    """Refuse a write to `table` from a `jobs` module that is not its declared writer.
+
+    The caller is two frames up (this function, then the Lake method). Code outside the
+    package (tests building fixtures, benchmarks) may write any table.
+    """
+    module = str(sys._getframe(2).f_globals.get("__name__", ""))
+    if module.startswith("jobs.") and module not in (table.writer, ERASURE_MODULE):
+        raise TableOwnershipError(
+            f"{module} may not write {table.name}: its one writer is {table.writer} "
+            "(jobs/core/tables.py); call the writer's function instead"
+        )
+
+
+class Lake:
+    """The lake at `root` (a local folder or an object-store URI)."""
+
+    def __init__(self, spark: SparkSession, root: str) -> None:
+        self.spark = spark
+        self.root = root
+
+    def path(self, table: TableRef) -> str:
+        table = resolve(table)
+        layer, _, name = table.name.partition(".")
+        return f"{self.root.rstrip('/')}/{layer}/{name}"
+
+    def exists(self, table: TableRef) -> bool:
+        return bool(DeltaTable.isDeltaTable(self.spark, self.path(table)))
+
+    def read(self, table: TableRef, version: int | None = None) -> DataFrame:
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(self.path(table))
+
+    def read_dates(self, table: TableRef, dates: Iterable[date]) -> DataFrame:
+        column = resolve(table).date_column
+        if column is None:
+            raise ValueError(f"{table.name} is not selected by date")
+        return self.read(table).where(dates_predicate(column, dates))
+
+    def version(self, table: TableRef) -> int:
+        """The table's latest committed version (what a consumer polling by version sees)."""
+        history = DeltaTable.forPath(self.spark, self.path(table)).history(1)
+        return int(history.select("version").first()[0])  # type: ignore[index]
+
+    # -- small files beside the tables (the stage journal): local folder or object store --
+
+    def _hadoop(self, relative: str) -> tuple[Any, Any]:
+        jvm: Any = self.spark._jvm  # type: ignore[attr-defined]
+        path = jvm.org.apache.hadoop.fs.Path(f"{self.root.rstrip('/')}/{relative}")
+        return path.getFileSystem(self.spark._jsc.hadoopConfiguration()), path  # type: ignore[attr-defined]
+
+    def write_text(self, relative: str, text: str) -> None:
+        """Write `<root>/<relative>` whole (atomically on a local folder: temp file + rename;
+        an object-store PUT is atomic by itself)."""
+        folder = local_root(self.root)
+        if folder is not None:
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            temp.write_text(text, encoding="utf-8")
+            os.replace(temp, target)
+            return
+        fs, path = self._hadoop(relative)
+        stream = fs.create(path, True)
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+
+    def read_text(self, relative: str) -> str | None:
+        """`<root>/<relative>` as text, or None when it does not exist."""
+        folder = local_root(self.root)
+        if folder is not None:
+            try:
+                return (folder / relative).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return None
+        fs, path = self._hadoop(relative)
+        if not fs.exists(path):
+            return None
+        jvm: Any = self.spark._jvm  # type: ignore[attr-defined]
+        stream = fs.open(path)
+        try:
+            return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        finally:
+            stream.close()
+
+    # -- writes ------------------------------------------------------------------------
+
+    def replace_dates(
+        self, df: DataFrame, table: TableRef, dates: Iterable[date], where: str | None = None
+    ) -> None:
+        """Atomically replace the rows of `dates` in `table` with `df` (one Delta commit).
+
+        Delta checks every written row matches the predicate, so a frame with rows of
+        another date fails instead of silently widening the overwrite. `where` narrows the
+        replaced rows further (`suite = 'ingest' AND source = 'idp'`; platform literals only).
+        A commit that conflicts with another writer (two dates committing to a new table at
+        once) is retried: the write is idempotent, so trying again is safe.
+        """
+        table = resolve(table)
+        _check_writer(table)
+        dates = list(dates)
+        if table.date_column is None:
+            raise ValueError(f"{table.name} is not replaced by date")
+        predicate = dates_predicate(table.date_column, dates)
+        if where:
+            predicate = f"({predicate}) AND ({where})"
+
+        def save() -> None:
+            writer = (
+                df.write.format("delta")
+                .mode("overwrite")
+                .option("replaceWhere", predicate)
+                .partitionBy(*table.partition_by)
+            )
+            if not self.exists(table):
+                for key, value in table.properties.items():
+                    writer = writer.option(key, value)
+            writer.save(self.path(table))
+
+        commit_with_retry(save, f"{table.name} ({', '.join(d.isoformat() for d in sorted(dates))})")
+
+    def overwrite(self, df: DataFrame, table: TableRef) -> None:
+        """Replace the whole table with `df` in one commit (tables not replaced by date)."""
+        table = resolve(table)
+        _check_writer(table)
+        df.write.format("delta").mode("overwrite").partitionBy(*table.partition_by).save(
+            self.path(table)
+        )
+
+    def for_update(self, table: TableRef) -> DeltaTable:
+        """The table for a MERGE by its writer, created empty (schema, partitioning,
+        properties from the catalogue) when it does not exist yet."""
+        table = resolve(table)
+        _check_writer(table)
+        builder = DeltaTable.createIfNotExists(self.spark).location(self.path(table))
+        builder = builder.addColumns(table.schema).partitionedBy(*table.partition_by)
+        for key, value in table.properties.items():
+            builder = builder.property(key, value)
+        builder.execute()
+        return DeltaTable.forPath(self.spark, self.path(table))
+
+
+# ---------------------------------------------------------------------------------------
+# Concurrent commits
+# ---------------------------------------------------------------------------------------
+
+
+_CONFLICTS = (
+    "ConcurrentAppendException",
+    "ConcurrentDeleteDeleteException",
+    "ConcurrentDeleteReadException",
+    "ConcurrentTransactionException",
+    "ConcurrentWriteException",
+    "DeltaConcurrentModificationException",
+    "MetadataChangedException",
+    "ProtocolChangedException",
+)
+
+
+def _conflict_types() -> tuple[type[BaseException], ...]:
+    return tuple(getattr(delta_exceptions, name) for name in _CONFLICTS)
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """A Delta optimistic-concurrency conflict, or a table-creation race ("already exists")."""
+    if isinstance(exc, _conflict_types()):
+        return True
+    text = str(exc)
+    return "already exists" in text.lower() and "delta" in text.lower()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def commit_with_retry(
+    commit: Callable[[], None],
+    what: str,
+    attempts: int = COMMIT_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Run `commit`, retrying Delta commit conflicts with a jittered backoff.
+
+    Only conflicts are retried; any other error is raised at once. After the last attempt
+    the stage stops with a one-line `PipelineError` naming the table and dates.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            commit()
+            return
+        except Exception as exc:
+            if not is_commit_conflict(exc):
+                raise
+            if attempt == attempts:
+                raise PipelineError(
+                    f"{what}: the commit conflicted with concurrent writers {attempts} times "
+                    f"({_first_line(exc)}); re-run the stage"
+                ) from exc
+            delay = min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random())
+            log.warning(
+                "%s: concurrent commit (%s); retrying in %.1fs", what, type(exc).__name__, delay
+            )
+            sleep(delay)

@@ -1,0 +1,104 @@
+"""`ops.dq_results`: the rows of a suite's outcome per date, and the one writer of the table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
+from typing import Any
+
+from jobs.core.lake import Lake, conform
+from jobs.core.tables import DQ_RESULTS
+from jobs.quality.rules import mostly_success
+from jobs.quality.suites import INGEST_MOSTLY, PARSER_RULE, TYPE_CHECK_RULE, Suite, resolve_kwargs
+
+# ---------------------------------------------------------------------------------------
+# Results, status
+# ---------------------------------------------------------------------------------------
+
+
+def dq_result_rows(
+    suite: Suite,
+    source: str,
+    dates: Sequence[date],
+    counts: Mapping[date, Mapping[str, Any]],
+    params: Mapping[str, Any],
+    delivered: Mapping[date, Mapping[str, int]] | None = None,
+) -> list[dict[str, Any]]:
+    """`ops.dq_results` rows: per date, the ingest checks and every rule of the suite."""
+    out: list[dict[str, Any]] = []
+    for d in dates:
+        day = counts.get(d, {})
+        if delivered is not None:
+            got = delivered.get(d, {"rows": 0, "unparseable": 0, "cast_errors": 0})
+            for name, bad in (
+                (PARSER_RULE, got["unparseable"]),
+                (TYPE_CHECK_RULE, got["cast_errors"]),
+            ):
+                out.append(
+                    {
+                        "run_date": d,
+                        "source": source,
+                        "suite": suite.name,
+                        "expectation": name,
+                        "column": None,
+                        "success": mostly_success(got["rows"], bad, INGEST_MOSTLY),
+                        "unexpected_count": bad,
+                        "element_count": got["rows"],
+                        "critical": True,
+                        "details": json.dumps(
+                            {"mostly": INGEST_MOSTLY, "considered": got["rows"]}, sort_keys=True
+                        ),
+                    }
+                )
+        rows = int(day.get("rows", 0))
+        for rule in suite.rules:
+            considered, unexpected = day.get(rule.name, (0, 0))
+            details = {
+                "kwargs": resolve_kwargs(rule.kwargs, params, rule.name),
+                "mostly": rule.mostly,
+                "considered": considered,
+                "unexpected_percent": round(100.0 * unexpected / considered, 4)
+                if considered
+                else 0.0,
+                "row_level": rule.row_level,
+            }
+            out.append(
+                {
+                    "run_date": d,
+                    "source": source,
+                    "suite": suite.name,
+                    "expectation": rule.name,
+                    "column": ",".join(rule.columns) or None,
+                    "success": mostly_success(considered, unexpected, rule.mostly),
+                    "unexpected_count": unexpected,
+                    "element_count": rows,
+                    "critical": rule.critical,
+                    "details": json.dumps(details, sort_keys=True, default=str),
+                }
+            )
+    return out
+
+
+def write_dq_results(
+    lake: Lake,
+    rows: Sequence[Mapping[str, Any]],
+    dates: Sequence[date],
+    suites: Iterable[str],
+    sources: Iterable[str] | None = None,
+) -> None:
+    """Replace the rows of `suites` (and of `sources`, when given) for `dates` in
+    `ops.dq_results`, in one commit; other suites' and sources' rows stay as they are.
+
+    The one writer of the table: ingest (suite `ingest`), validate (the source suites) and
+    normalize (`silver_events`) each replace only their own rows, with `replaceWhere`.
+    """
+    frame = lake.spark.createDataFrame(
+        [tuple(r[n] for n in DQ_RESULTS.column_names) for r in rows], DQ_RESULTS.schema
+    )
+    # suite and source names come from the suite files and SOURCES, never from data
+    where = f"suite IN ({', '.join(repr(s) for s in sorted(set(suites)))})"
+    if sources is not None:
+        where += f" AND source IN ({', '.join(repr(s) for s in sorted(set(sources)))})"
+    lake.replace_dates(conform(frame, DQ_RESULTS), DQ_RESULTS, dates, where=where)

@@ -1,0 +1,140 @@
+"""The frame the suites look at: bronze rows plus UTC event time, host time zone, the day's
+volume, and whether the row parsed and typed (so the suite applies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.core.config import Settings
+from jobs.core.lake import Lake, conform
+from jobs.core.tables import BRONZE, PARSED
+from jobs.quality.event_time import event_offset_hours, host_timezones, parse_event_time
+from jobs.reference.files import asset_inventory
+
+MISSING_TEXT = ("", "-")
+
+
+# ---------------------------------------------------------------------------------------
+# Rows -> the frame the suites look at
+# ---------------------------------------------------------------------------------------
+
+
+def present_text(col: Column) -> Column:
+    trimmed = F.trim(col)
+    return F.when(trimmed.isin(*MISSING_TEXT), F.lit(None).cast("string")).otherwise(trimmed)
+
+
+def host_column(source: str) -> Column | None:
+    if source == "windows":
+        return F.col("hostname")
+    if source == "sshd":
+        return F.col("host")
+    return None
+
+
+def prepare_rows(
+    bronze: DataFrame,
+    source: str,
+    host_tz: DataFrame | None,
+    volume: DataFrame | None = None,
+) -> DataFrame:
+    """Bronze rows plus what the suites need beyond bronze: `event_time` (UTC),
+    `event_time_offset_hours`, `_event_time_text`, `_host_tz`, `_day_rows`, `_day_min_rows`,
+    and `_candidate` (parsed and typed, so the suite applies).
+
+    Windows reads `EventTime` (host local time) only when `@timestamp` is absent; a present
+    but unparseable `@timestamp` stays unparseable (the record is suspect).
+    """
+    df = bronze
+    host = host_column(source)
+    if host is not None and host_tz is not None:
+        tz = host_tz.select(
+            F.col("host_key").alias("_host_key"), F.col("host_tz").alias("_host_tz")
+        )
+        df = df.withColumn("_host_key", F.lower(F.trim(host))).join(
+            F.broadcast(tz), "_host_key", "left"
+        )
+        df = df.drop("_host_key")
+    else:
+        df = df.withColumn("_host_tz", F.lit(None).cast("string"))
+    text = present_text(F.col("event_time_raw"))
+    if source == "windows":
+        text = F.coalesce(text, present_text(F.col("event_time_local")))
+    df = df.withColumn("_event_time_text", text)
+    df = df.withColumn(
+        "event_time",
+        parse_event_time(F.col("_event_time_text"), F.col("run_date"), F.col("_host_tz")),
+    )
+    df = df.withColumn(
+        "event_time_offset_hours", event_offset_hours(F.col("event_time"), F.col("run_date"))
+    )
+    if volume is not None:
+        df = df.join(
+            F.broadcast(volume.select("run_date", "_day_rows", "_day_min_rows")), "run_date", "left"
+        )
+    else:
+        df = df.withColumn("_day_rows", F.lit(None).cast("long")).withColumn(
+            "_day_min_rows", F.lit(None).cast("double")
+        )
+    cast_errors = F.coalesce(F.size(F.col("_cast_errors")), F.lit(0))
+    return df.withColumn("_candidate", (F.col("_parse_status") == PARSED) & (cast_errors <= 0))
+
+
+# ---------------------------------------------------------------------------------------
+# Volume and per-date counts
+# ---------------------------------------------------------------------------------------
+
+
+def delivered_counts(bronze: DataFrame) -> dict[date, dict[str, int]]:
+    """Per run date: bronze rows, unparseable rows and rows with cast errors."""
+    rows = (
+        bronze.groupBy("run_date")
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum((F.col("_parse_status") != PARSED).cast("long")).alias("unparseable"),
+            F.sum(
+                (
+                    (F.col("_parse_status") == PARSED)
+                    & (F.coalesce(F.size("_cast_errors"), F.lit(0)) > 0)
+                ).cast("long")
+            ).alias("cast_errors"),
+        )
+        .collect()
+    )
+    return {
+        r["run_date"]: {
+            "rows": int(r["rows"]),
+            "unparseable": int(r["unparseable"] or 0),
+            "cast_errors": int(r["cast_errors"] or 0),
+        }
+        for r in rows
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------
+
+
+def read_bronze(
+    lake: Lake, source: str, dates: Sequence[date], first: date | None = None
+) -> DataFrame:
+    """`bronze.<source>` for `dates` (or every date from `first` to the last of `dates`),
+    or an empty frame of its schema if the table does not exist."""
+    table = BRONZE[source]
+    if not lake.exists(table):
+        return lake.spark.createDataFrame([], table.schema)
+    if first is None:
+        df = lake.read_dates(table, dates)
+    else:
+        df = lake.read(table).where(F.col("run_date").between(F.lit(first), F.lit(max(dates))))
+    return conform(df, table)
+
+
+def reference_host_timezones(spark: SparkSession, settings: Settings) -> DataFrame:
+    return host_timezones(asset_inventory(spark, settings))

@@ -1,0 +1,168 @@
+"""Behavioral baselines: per-entity daily aggregates and the rolling profiles scoring compares to.
+
+`gold.entity_daily` for day D is computed from one day of `silver.events`.
+`gold.baselines` for day D is the profile D's activity is judged against, built only from
+`entity_daily` of the days before D, incrementally: baselines(D) is baselines(D-1) advanced
+by entity_daily(D-1), minus the day that leaves each window. Item sets keep
+first/last-seen dates, so adding a day never rescans a window. A full recompute from the
+entity_daily history is the fallback when baselines(D-1) is absent; it gives the same rows
+(tests assert it), so replays and backfills are exact whichever path a date takes.
+
+Pure transforms: `entity_daily`, `observations`, `advance_baselines`, `full_baselines`.
+I/O only in `run_baselines`. Column meanings and costs: docs/baselines.md.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import date, timedelta
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from jobs.core.config import BaselineSettings
+from jobs.core.context import RunContext, StageResult
+from jobs.core.errors import PipelineError, ReferenceDataError
+from jobs.core.lake import conform
+from jobs.core.spark import Checkpoints
+from jobs.core.tables import BASELINES, ENTITY_DAILY, SILVER_EVENTS, Table
+from jobs.reference.files import asset_inventory, identity_directory
+from jobs.stages.baselines.entity_daily import entity_daily
+from jobs.stages.baselines.profiles import (
+    WINDOW_OF_GROUP,
+    advance_baselines,
+    days_needed,
+    full_baselines,
+    observations,
+)
+
+
+class BaselinesInputError(PipelineError):
+    """The baselines stage cannot find or trust its input."""
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O entry
+# ---------------------------------------------------------------------------------------------
+
+
+def known_zones() -> list[str]:
+    """IANA region ids (`area/city`) Spark accepts, plus UTC."""
+    regions = {
+        z
+        for z in zoneinfo.available_timezones()
+        if "/" in z and not z.startswith(("posix/", "right/"))
+    }
+    return sorted(regions | {"UTC"})
+
+
+def _zone_or_null(col: str) -> Column:
+    """The time zone if it is a known region id; a typo must not fail the whole stage."""
+    return F.when(F.col(col).isin(*known_zones()), F.col(col))
+
+
+def _reference(ctx: RunContext) -> tuple[DataFrame | None, DataFrame | None, list[str]]:
+    """Directory accounts and inventory hosts with valid time zones; notes on what is missing."""
+    notes: list[str] = []
+    accounts = hosts = None
+    try:
+        accounts = identity_directory(ctx.spark, ctx.settings).select(
+            "user_id", "account_type", "peer_group", _zone_or_null("timezone").alias("timezone")
+        )
+    except ReferenceDataError as exc:
+        notes.append(f"identity directory unavailable, account hours in UTC: {exc}")
+    try:
+        hosts = asset_inventory(ctx.spark, ctx.settings).select(
+            "asset_id", _zone_or_null("timezone").alias("timezone")
+        )
+    except ReferenceDataError as exc:
+        notes.append(f"asset inventory unavailable, host hours in UTC: {exc}")
+    return accounts, hosts, notes
+
+
+def _stored_state(ctx: RunContext, day: date, settings: BaselineSettings) -> DataFrame | None:
+    """baselines(day) from the lake, if present and built with the configured windows."""
+    lake = ctx.lake
+    if not lake.exists(BASELINES):
+        return None
+    stored = conform(lake.read_dates(BASELINES, [day]), BASELINES)
+    first = stored.select(*WINDOW_OF_GROUP.values()).limit(1).collect()
+    if not first:
+        return None
+    if tuple(first[0]) != tuple(int(getattr(settings, f)) for f in WINDOW_OF_GROUP.values()):
+        return None
+    return stored
+
+
+def _empty(ctx: RunContext, table: Table) -> DataFrame:
+    return ctx.spark.createDataFrame([], table.schema)
+
+
+def _entity_daily_history(ctx: RunContext, before: date) -> DataFrame:
+    lake = ctx.lake
+    if not lake.exists(ENTITY_DAILY):
+        return _empty(ctx, ENTITY_DAILY)
+    daily = lake.read(ENTITY_DAILY).where(F.col("run_date") < F.lit(before))
+    return conform(daily, ENTITY_DAILY)
+
+
+def run_baselines(
+    ctx: RunContext, dates: list[date], *, rebuild_entity_daily: bool = True
+) -> StageResult:
+    """Write gold.entity_daily for `dates` (one job), then gold.baselines date by date.
+
+    Each date advances the previous date's baselines read from the lake (written moments
+    before inside a range); a date whose previous baselines are missing, or were built with
+    other windows, is recomputed in full from the entity_daily history.
+    """
+    if not dates:
+        raise BaselinesInputError("baselines: no dates to run")
+    dates = sorted(set(dates))
+    settings = ctx.settings.baselines
+    lake = ctx.lake
+    result = StageResult(stage="baselines", dates=dates)
+
+    if rebuild_entity_daily:
+        if not lake.exists(SILVER_EVENTS):
+            raise BaselinesInputError(
+                f"{SILVER_EVENTS} not found in {lake.root}; run normalize first"
+            )
+        events = conform(lake.read_dates(SILVER_EVENTS, dates), SILVER_EVENTS)
+        accounts, hosts, notes = _reference(ctx)
+        daily = conform(entity_daily(events, accounts, hosts), ENTITY_DAILY)
+        lake.replace_dates(daily, ENTITY_DAILY, dates)
+        result.rows[ENTITY_DAILY.name] = lake.read_dates(ENTITY_DAILY, dates).count()
+        if notes:
+            result.details["reference"] = notes
+
+    if lake.exists(ENTITY_DAILY):
+        needed = conform(lake.read_dates(ENTITY_DAILY, days_needed(dates, settings)), ENTITY_DAILY)
+    else:
+        needed = _empty(ctx, ENTITY_DAILY)
+
+    paths: dict[str, str] = {}
+    written: date | None = None
+    with Checkpoints() as keep:
+        obs = keep(observations(needed))
+        for target in dates:
+            previous_day = target - timedelta(days=1)
+            if written == previous_day:  # written by this run, with these windows
+                previous: DataFrame | None = conform(lake.read_dates(BASELINES, [previous_day]), BASELINES)
+            else:
+                previous = _stored_state(ctx, previous_day, settings)
+            if previous is None:
+                history = observations(_entity_daily_history(ctx, target))
+                profile = full_baselines(history, target, settings)
+                paths[target.isoformat()] = "full"
+            else:
+                profile = advance_baselines(previous, obs, target, settings)
+                paths[target.isoformat()] = "incremental"
+            # One commit per date, and the next date reads it back: a range builds exactly as
+            # date-by-date runs do, a failure keeps the dates already done, the plan never grows.
+            profile = conform(profile, BASELINES)
+            lake.replace_dates(profile, BASELINES, [target])
+            written = target
+
+    result.rows[BASELINES.name] = lake.read_dates(BASELINES, dates).count()
+    result.details["paths"] = paths
+    return result

@@ -1,0 +1,186 @@
+"""Normalize: bronze -> `silver.events` (one OCSF-aligned schema), `silver.quarantine`,
+and `ops.reconciliation`.
+
+Every bronze row of a (source, date) ends in exactly one place:
+
+1. `silver.quarantine` with rule `parser` (unparseable line), `type_check` (a field had the
+   wrong type), or the first row-level expectation of the source's suite it fails
+   (e.g. `windows.expect_column_values_to_not_be_null(event_time)`), with a reason;
+2. the duplicate count: a later delivery of an event already seen that date (same source
+   and vendor key: the columns of the suite's `meta.dedup` expectation; the first by
+   file and line is kept);
+3. `silver.events`, mapped per source, then enriched (directory, asset inventory,
+   geolocation of the distinct source addresses, network ranges).
+
+`ops.reconciliation` checks bronze rows = events + quarantined + duplicates per source and
+date; if that fails the stage raises instead of writing silver. The written events are
+also checked against the `silver_events` suite (a critical failure stops the stage).
+docs/normalization.md maps every column per source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    StructType,
+)
+
+from jobs.core.context import PhaseClock, RunContext, StageResult
+from jobs.core.errors import PipelineError
+from jobs.core.lake import conform
+from jobs.core.spark import Checkpoints
+from jobs.core.tables import DQ_RESULTS, RECONCILIATION, SILVER_EVENTS, SILVER_QUARANTINE
+from jobs.quality.gx import cross_check, run_name, runner_for
+from jobs.quality.results import dq_result_rows, write_dq_results
+from jobs.quality.rows import prepare_rows, read_bronze, reference_host_timezones
+from jobs.quality.suites import (
+    SILVER_SUITE,
+    daily_counts,
+    load_suite,
+    suite_parameters,
+    suites_dir,
+)
+from jobs.reference.files import asset_inventory, identity_directory, network_ranges, user_aliases
+from jobs.stages.normalize.enrichment import enrich, geo_table
+from jobs.stages.normalize.mapping import MAPPED, map_source
+from jobs.stages.normalize.reconciliation import counts_by_source_date, reconcile
+from jobs.stages.normalize.routing import DUPLICATE, EVENT, quarantine_frame, route_rows
+
+# ---------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------
+
+
+def _empty(schema: StructType, spark: SparkSession) -> DataFrame:
+    return spark.createDataFrame([], schema)
+
+
+def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
+    """The `normalize` stage over `dates` (all configured sources in one pass)."""
+    dates = sorted(set(dates))
+    result = StageResult(stage="normalize", dates=dates)
+    if not dates:
+        return result
+    spark, settings, lake = ctx.spark, ctx.settings, ctx.lake
+    sources = list(settings.ingest.sources)
+    directory = suites_dir(settings)
+    params = suite_parameters(settings.validation)
+    ranges = [
+        (r["cidr"], (r["kind"] or "").strip().lower())
+        for r in network_ranges(spark, settings).collect()
+    ]
+
+    clock = PhaseClock()
+    raw_counts: dict[tuple[str, date], int] = {}
+    dup_counts: dict[tuple[str, date], int] = {}
+    mapped_parts: list[DataFrame] = []
+    quarantine_parts: list[DataFrame] = []
+    with Checkpoints() as keep:
+        host_tz = keep(reference_host_timezones(spark, settings))
+        assets = keep(asset_inventory(spark, settings))
+        for source in sources:
+            suite = load_suite(directory, source)
+            bronze = read_bronze(lake, source, dates)
+            rows = prepare_rows(bronze, source, host_tz, None)
+            routed = keep(route_rows(rows, suite, params))
+            for (src, d, route), n in counts_by_source_date(routed, "_route").items():
+                raw_counts[(src, d)] = raw_counts.get((src, d), 0) + n
+                if route == DUPLICATE:
+                    dup_counts[(src, d)] = n
+            quarantine_parts.append(quarantine_frame(routed))
+            mapped_parts.append(
+                map_source(routed.where(F.col("_route") == EVENT), source, suite.dedup_key)
+            )
+        mapped = mapped_parts[0] if mapped_parts else _empty(MAPPED, spark)
+        for part in mapped_parts[1:]:
+            mapped = mapped.unionByName(part)
+        quarantine = quarantine_parts[0] if quarantine_parts else _empty(SILVER_QUARANTINE.schema, spark)
+        for part in quarantine_parts[1:]:
+            quarantine = quarantine.unionByName(part)
+        clock.mark("read_and_route")
+        geo = geo_table(mapped, settings, ranges)
+        events = enrich(
+            mapped, user_aliases(spark, settings), identity_directory(spark, settings), assets, geo
+        )
+        events = keep(conform(events, SILVER_EVENTS))
+        quarantine = keep(
+            conform(quarantine, SILVER_QUARANTINE)
+        )
+        event_counts = {(s, d): n for (s, d), n in counts_by_source_date(events).items()}
+        quarantine_counts = {(s, d): n for (s, d), n in counts_by_source_date(quarantine).items()}
+        clock.mark("map_and_enrich")
+        recon = reconcile(raw_counts, event_counts, quarantine_counts, dup_counts, sources, dates)
+        recon_df = spark.createDataFrame(
+            [tuple(r[n] for n in RECONCILIATION.column_names) for r in recon], RECONCILIATION.schema
+        )
+        lake.replace_dates(
+            conform(recon_df, RECONCILIATION),
+            RECONCILIATION,
+            dates,
+        )
+        broken = [r for r in recon if not r["balanced"]]
+        if broken:
+            first = broken[0]
+            raise PipelineError(
+                f"normalize: reconciliation failed for {len(broken)} source/date(s), e.g. "
+                f"{first['source']} {first['run_date']}: {first['raw_rows']} bronze rows != "
+                f"{first['events']} events + {first['quarantined']} quarantined + {first['duplicates']} duplicates"
+            )
+        clock.mark("reconcile")
+        silver_rows = check_silver_contract(ctx, events, dates, params)
+        clock.mark("silver_contract")
+        lake.replace_dates(events, SILVER_EVENTS, dates)
+        lake.replace_dates(quarantine, SILVER_QUARANTINE, dates)
+        clock.mark("write")
+        result.rows = {
+            SILVER_EVENTS.name: sum(event_counts.values()),
+            SILVER_QUARANTINE.name: sum(quarantine_counts.values()),
+            "duplicates": sum(dup_counts.values()),
+            RECONCILIATION.name: len(recon),
+            DQ_RESULTS.name: silver_rows,
+        }
+        result.details["quarantine_by_rule"] = {
+            f"{r['source']}:{r['rule']}": int(r["n"])
+            for r in quarantine.groupBy("source", "rule")
+            .agg(F.count(F.lit(1)).alias("n"))
+            .collect()
+        }
+        result.details["seconds"] = clock.seconds
+    return result
+
+
+def check_silver_contract(
+    ctx: RunContext, events: DataFrame, dates: list[date], params: Mapping[str, Any]
+) -> int:
+    """The `silver_events` suite on what is about to be written, per source and date.
+
+    Its results join `ops.dq_results` (suite `silver_events`); a critical failure raises:
+    it means the normalization is wrong, not the data.
+    """
+    settings = ctx.settings
+    suite = load_suite(suites_dir(settings), SILVER_SUITE)
+    counts = daily_counts(events, suite.rules, params, by=("source", "run_date"))
+    totals: dict[str, tuple[int, int]] = {}
+    for value in counts.values():
+        for rule in suite.rules:
+            c, u = value[rule.name]
+            tc, tu = totals.get(rule.name, (0, 0))
+            totals[rule.name] = (tc + c, tu + u)
+    gx = runner_for(settings)
+    outcomes = gx.validate(suite, events, params, f"{run_name(dates)} silver")
+    cross_check(suite, outcomes, totals, sum(int(v["rows"]) for v in counts.values()))
+    rows: list[dict[str, Any]] = []
+    for source in sorted({k[0] for k in counts}):
+        per_date = {k[1]: v for k, v in counts.items() if k[0] == source}
+        rows += dq_result_rows(suite, source, [d for d in dates if d in per_date], per_date, params)
+    write_dq_results(ctx.lake, rows, dates, [SILVER_SUITE])
+    gx.build_docs()
+    failed = sorted({r["expectation"] for r in rows if r["critical"] and not r["success"]})
+    if failed:
+        raise PipelineError(f"normalize: silver.events breaks its contract: {', '.join(failed)}")
+    return len(rows)

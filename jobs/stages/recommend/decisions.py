@@ -1,0 +1,134 @@
+"""Decisions: every applicable policy evaluated for every entity on the executors, then the
+decision-log rows and the recommendation rows they make.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DataType, StringType, StructField, StructType
+
+from jobs.core.errors import PipelineError
+from jobs.core.lake import require_columns
+from jobs.core.tables import DECISION_LOG, POLICY_RECOMMENDATIONS, SIGNAL
+from jobs.governance.decisions import (
+    apply_analyst_decisions,
+)
+from jobs.policy.engine import DECISIONS_DDL, decide_partitions
+from jobs.policy.schema import PolicyLoadError, PolicySet, load_policy_set
+
+
+def load_policies_or_fail(directory: Path) -> PolicySet:
+    try:
+        return load_policy_set(directory)
+    except PolicyLoadError as exc:
+        raise PipelineError(f"recommend: policy set not loaded, nothing written: {exc}") from None
+
+
+# --- transforms (pure) ----------------------------------------------------------------
+
+
+def engine_input(entity_risk: DataFrame) -> DataFrame:
+    """gold.entity_risk as the engine reads it: arrays as JSON text, run_date as ISO text."""
+    return entity_risk.select(
+        F.date_format("run_date", "yyyy-MM-dd").alias("run_date"),
+        "entity_type",
+        "entity_id",
+        "risk",
+        "risk_today",
+        F.to_json(F.coalesce("reasons", F.array().cast("array<string>"))).alias("reasons_json"),
+        F.to_json(F.coalesce("signals", F.array().cast(ArrayType(SIGNAL)))).alias("signals_json"),
+        "sessions",
+        F.to_json(F.coalesce("degraded_sources", F.array().cast("array<string>"))).alias(
+            "degraded_sources_json"
+        ),
+        "peer_group",
+        "user_type",
+        "is_privileged",
+        "asset_criticality",
+    )
+
+
+def _nullable(data_type: DataType) -> DataType:
+    if isinstance(data_type, StructType):
+        return StructType(
+            [StructField(f.name, _nullable(f.dataType), True) for f in data_type.fields]
+        )
+    if isinstance(data_type, ArrayType):
+        return ArrayType(_nullable(data_type.elementType), True)
+    return data_type
+
+
+def conform_loose(df: DataFrame, schema: StructType, where: str) -> DataFrame:
+    """`require_columns` up to nullability: Delta reads nested fields back as nullable, and
+    from_json makes them nullable, so `signals[].name NOT NULL` cannot be compared exactly."""
+    loose = StructType([StructField(f.name, _nullable(f.dataType), True) for f in schema.fields])
+    have = StructType([StructField(f.name, _nullable(f.dataType), True) for f in df.schema.fields])
+    return require_columns(
+        df.select([F.col(f.name).cast(f.dataType) for f in have.fields]), loose, where
+    )
+
+
+def evaluate(
+    entity_risk: DataFrame, policy_set: PolicySet, degraded_by_date: Mapping[str, Sequence[str]]
+) -> DataFrame:
+    """One row per (entity, applicable policy), typed; evaluated on the executors."""
+    run = decide_partitions(
+        policy_set.compiled, policy_set.guardrails, policy_set.exceptions, degraded_by_date
+    )
+    return (
+        engine_input(entity_risk)
+        .mapInPandas(run, DECISIONS_DDL)
+        .withColumn("run_date", F.to_date("run_date"))
+        .withColumn("signals", F.from_json("signals_json", ArrayType(SIGNAL)))
+        .withColumn(
+            "exceptions_checked", F.from_json("exceptions_checked_json", ArrayType(StringType()))
+        )
+        .withColumn(
+            "expired_exceptions", F.from_json("expired_exceptions_json", ArrayType(StringType()))
+        )
+        .drop("signals_json", "exceptions_checked_json", "expired_exceptions_json")
+    )
+
+
+def decision_log_frame(decisions: DataFrame) -> DataFrame:
+    return conform_loose(decisions, DECISION_LOG.schema, "recommend: gold.decision_log output")
+
+
+def recommendations_frame(decisions: DataFrame, latest: DataFrame | None = None) -> DataFrame:
+    """Non-allow decisions, one row per rec_id, with validity times and analyst status.
+
+    Several policies can reach the same action for the same target on a day (identity
+    and cloud both `block` a user): rec_id is the same, so they become one row, owned by
+    the enforcing (non-shadow) policy of the first domain, with every domain in `domains`.
+    """
+    acted = decisions.where(F.col("action") != "allow")
+    primary = Window.partitionBy("rec_id").orderBy(
+        (F.col("policy_mode") == "shadow").asc(),
+        F.col("domain_rank").asc(),
+        F.col("policy_id").asc(),
+    )
+    valid_from = F.to_timestamp(F.date_add("run_date", 1))
+    recs = (
+        acted.withColumn(
+            "domains",
+            F.array_sort(F.collect_set("domain").over(Window.partitionBy("rec_id"))),
+        )
+        .withColumn("_n", F.row_number().over(primary))
+        .where("_n = 1")
+        .withColumn("valid_from", valid_from)
+        .withColumn(
+            "valid_until",
+            F.timestamp_seconds(
+                F.unix_timestamp(valid_from) + F.col("valid_for_hours").cast("long") * 3600
+            ),
+        )
+    )
+    return conform_loose(
+        apply_analyst_decisions(recs, latest),
+        POLICY_RECOMMENDATIONS.schema,
+        "recommend: gold.policy_recommendations output",
+    )

@@ -1,0 +1,131 @@
+"""Recommend stage: gold.entity_risk -> policies + guardrails -> recommendations and decision log.
+
+Extract: gold.entity_risk for the dates (at a recorded Delta version), the day's
+degraded/missing sources (ops.source_status) and analyst decisions. Transform:
+`mapInPandas` evaluates every applicable policy for every entity on the executors
+(policies are small picklable objects; no entity row is collected to the driver).
+Load: gold.decision_log (one row per entity and policy, allow included) replaces the
+dates; gold.policy_recommendations (non-allow only, Change Data Feed on) is MERGEd on
+rec_id and rewrites only rows that changed, so re-running a date emits no changes to
+CDF consumers. The whole policy set is loaded and checked before any read: one
+broken file stops the stage with a one-line error and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+from pyspark.sql import functions as F
+
+from jobs.core.context import RunContext, StageResult
+from jobs.core.errors import PipelineError
+from jobs.core.lake import dates_predicate
+from jobs.core.spark import Checkpoints
+from jobs.core.tables import ANALYST_DECISIONS, DECISION_LOG, ENTITY_RISK, POLICY_RECOMMENDATIONS
+from jobs.governance.audit import audit_key, record_chain
+from jobs.governance.decisions import latest_decisions
+from jobs.governance.privacy import resolve_pseudonyms
+from jobs.policy.schema import resolve_policies_dir
+from jobs.stages.recommend.decisions import (
+    conform_loose,
+    decision_log_frame,
+    evaluate,
+    load_policies_or_fail,
+    recommendations_frame,
+)
+from jobs.stages.recommend.inputs import degraded_sources_by_date
+from jobs.stages.recommend.recommendations import merge_recommendations
+
+COMMIT_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+# --- I/O ------------------------------------------------------------------------------
+
+
+def run_recommend(
+    ctx: RunContext, dates: list[date], *, policies_dir: Path | str | None = None
+) -> StageResult:
+    """Stage entry: evaluate policies over gold.entity_risk for `dates`, write both outputs."""
+    directory = resolve_policies_dir(ctx.settings, policies_dir)
+    policy_set = load_policies_or_fail(directory)
+    audit_key()  # a bad POLICYLAKE_AUDIT_KEY stops the stage before any write (docs/audit.md)
+    lake, spark = ctx.lake, ctx.spark
+    if not lake.exists(ENTITY_RISK):
+        raise PipelineError(
+            f"recommend: {ENTITY_RISK} does not exist; run the score stage first"
+        )
+    risk_version = lake.version(ENTITY_RISK)
+    entity_risk = conform_loose(
+        lake.read(ENTITY_RISK, version=risk_version).where(dates_predicate("run_date", dates)),
+        ENTITY_RISK.schema,
+        f"recommend: {ENTITY_RISK.name} input",
+    )
+    # pseudonymized entity risk gets its real ids back before policies and guardrails
+    # (allowlists, break-glass) see it; outputs keep real ids (docs/privacy.md)
+    entity_risk = resolve_pseudonyms(lake, entity_risk, ENTITY_RISK)
+    degraded = degraded_sources_by_date(ctx, dates)
+    with Checkpoints() as keep:
+        decisions = keep(evaluate(entity_risk, policy_set, degraded))
+        # One small aggregate (dates x actions x statuses) answers every check and count.
+        summary = (
+            decisions.groupBy("run_date", "action", "status")
+            .agg(
+                F.count(F.lit(1)).alias("n"),
+                F.array_distinct(F.flatten(F.collect_list("expired_exceptions"))).alias("expired"),
+            )
+            .collect()
+        )
+        absent = sorted(d.isoformat() for d in set(dates) - {r["run_date"] for r in summary})
+        if absent:
+            raise PipelineError(
+                f"recommend: {ENTITY_RISK} has no entity a policy applies to on "
+                f"{', '.join(absent)}; run the score stage first"
+            )
+        latest = None
+        if lake.exists(ANALYST_DECISIONS):
+            latest = latest_decisions(lake.read_dates(ANALYST_DECISIONS, dates))
+        recs = recommendations_frame(decisions, latest)
+        statuses = {r["status"]: r["count"] for r in recs.groupBy("status").count().collect()}
+        metadata = {
+            "stage": "recommend",
+            "dates": sorted(d.isoformat() for d in dates),
+            "entity_risk_version": risk_version,
+            "policies": {p.compiled.id: p.compiled.version for p in policy_set.policies},
+        }
+        # Both commits carry `metadata` (Delta userMetadata) so `policy diff` can replay the
+        # entity_risk version they read. The log goes first: every recommendation a
+        # consumer sees already has its explanation.
+        spark.conf.set(COMMIT_METADATA_CONF, json.dumps(metadata, sort_keys=True))
+        try:
+            lake.replace_dates(decision_log_frame(decisions), DECISION_LOG, dates)
+            merge_recommendations(lake, recs, dates)
+        finally:
+            spark.conf.unset(COMMIT_METADATA_CONF)
+    # hash-chain the decision log just written (docs/audit.md)
+    chain = record_chain(ctx, dates)
+
+    actions: dict[str, int] = {}
+    for r in summary:
+        actions[r["action"]] = actions.get(r["action"], 0) + r["n"]
+    expired = sorted({e for r in summary for e in r["expired"]})
+    expired_register = sorted(e.id for e in policy_set.exceptions if not e.active_on(max(dates)))
+    return StageResult(
+        stage="recommend",
+        dates=list(dates),
+        rows={
+            POLICY_RECOMMENDATIONS.name: sum(statuses.values()),
+            DECISION_LOG.name: sum(actions.values()),
+        },
+        details={
+            "policies": policy_set.summary(),
+            "entity_risk_version": risk_version,
+            "actions": actions,
+            "statuses": statuses,
+            "pending_approval": statuses.get("pending_approval", 0),
+            "expired_exceptions": ",".join(expired_register) or "none",
+            "expired_exceptions_matched": expired,
+            "audit_chain": chain,  # audit: dates chained, relinked, heads
+        },
+    )
