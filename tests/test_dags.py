@@ -2,7 +2,7 @@
 
 Airflow reads its configuration when first imported, so every test that imports it goes
 through the `airflow_home` fixture (a temporary AIRFLOW_HOME and SQLite database for the
-session). The end-to-end tests are real `spark-submit` launches of `jobs/entry.py`.
+session). The end-to-end tests are real `spark-submit` launches of `jobs/cli/submit.py`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import yaml
 
 from jobs import orchestration
 from jobs.core.config import SOURCES, Settings
+from jobs.core.errors import ConfigError
+from jobs.governance.decision_files import analyst_decision_files
 from jobs.pipeline.runner import STAGES
 from tests.conftest import test_settings
 
@@ -195,7 +197,7 @@ def test_daily_ingest_is_mapped_over_the_configured_sources(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("POLICYLAKE_CONFIG", raising=False)
     monkeypatch.delenv("POLICYLAKE__INGEST__SOURCES", raising=False)
-    day = ["--stage", "ingest", "--date", "2026-10-05", "--source"]
+    day = ["run", "--stage", "ingest", "--date", "2026-10-05", "--source"]
     assert orchestration.ingest_plan("2026-10-05") == [[*day, s] for s in SOURCES]
     monkeypatch.setenv("POLICYLAKE__INGEST__SOURCES", "[sshd, idp]")
     assert orchestration.ingest_plan("2026-10-05") == [[*day, "sshd"], [*day, "idp"]]
@@ -214,14 +216,17 @@ def test_every_spark_task_submits_the_entry_point_for_its_day(dagbag: Any) -> No
         assert tasks, dag_id
         for task in tasks:
             assert _arg(task, "conn_id") == "spark_default"
-            assert Path(_arg(task, "application")) == REPO / "jobs" / "entry.py"
+            assert Path(_arg(task, "application")) == REPO / "jobs" / "cli" / "submit.py"
             assert Path(_arg(task, "application")).is_file()
             assert delta in _arg(task, "packages")
             assert _arg(task, "conf")["spark.sql.session.timeZone"] == "UTC"
             for args in _args_of(task):
                 stage = {"ingest_analyst_decisions": "feedback"}.get(task.task_id, task.task_id)
-                assert args[:2] == ["--stage", stage]
-                assert args[2:4] == ["--date", expected_day[dag_id]], task.task_id
+                if stage in ("train", "feedback"):  # jobs of their own: `policylake <job>`
+                    assert args[:3] == [stage, "--date", expected_day[dag_id]], task.task_id
+                else:  # a pipeline stage: `policylake run --stage S --date D`
+                    assert args[:3] == ["run", "--stage", stage]
+                    assert args[3:5] == ["--date", expected_day[dag_id]], task.task_id
 
 
 def test_tasks_have_retries_timeouts_and_the_failure_callback(dagbag: Any) -> None:
@@ -362,95 +367,7 @@ def test_failure_callback_logs_one_matchable_line(caplog: pytest.LogCaptureFixtu
     ]
 
 
-# --- the entry point (no JVM) ----------------------------------------------------------
-
-
-@pytest.fixture()
-def entry_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("POLICYLAKE"):
-            monkeypatch.delenv(name)
-    return tmp_path
-
-
-def _entry(*argv: str) -> int:
-    from jobs.cli.submit import main
-
-    try:
-        return main(list(argv))
-    except SystemExit as exc:  # argparse errors
-        return int(exc.code or 0)
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--stage", "ingest", "--date", "None"], "a run without a logical date?"),
-        (["--stage", "ingest", "--date", "2026-13-01"], "must be a date like 2026-10-01"),
-        (["--stage", "ingest,bogus", "--date", "2026-10-01"], "unknown stage(s) bogus"),
-        (["--stage", "ingest", "--date", "2026-10-01", "--source", "syslog"], "unknown source"),
-        (
-            ["--stage", "validate", "--date", "2026-10-01", "--source", "idp"],
-            "--source applies to --stage ingest only",
-        ),
-        (
-            ["--stage", "score", "--date", "2026-10-01", "--blocking-sources", "idp"],
-            "applies to the validate stage",
-        ),
-        (
-            ["--stage", "validate", "--date", "2026-10-01", "--blocking-sources", "nope"],
-            "not configured source(s) nope",
-        ),
-        (["--stage", "train,score", "--date", "2026-10-01"], "run on their own"),
-        (["--stage", "train", "--date", "2026-10-01", "--days", "0"], "--days must be"),
-        (
-            ["--stage", "validate", "--date", "2026-10-05", "--to", "2026-10-01"],
-            "before the start date",
-        ),
-    ],
-)
-def test_entry_bad_input_exits_2_with_one_line(
-    entry_workdir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
-) -> None:
-    assert _entry(*argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ")
-    assert len(err.splitlines()) == 1
-    assert message in err
-
-
-def test_entry_skips_sources_the_settings_do_not_ingest(
-    entry_workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("POLICYLAKE__INGEST__SOURCES", "[idp]")
-    assert _entry("--stage", "ingest", "--date", "2026-10-01", "--source", "sshd") == 0
-    out = capsys.readouterr().out
-    assert "not configured in ingest.sources, skipped: sshd" in out
-    assert "nothing to do" in out
-
-
-def test_entry_feedback_without_files_is_a_clean_no_op(
-    entry_workdir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert _entry("--stage", "feedback", "--date", "2026-10-02", "--workdir", ".") == 0
-    folder = entry_workdir.resolve() / "raw" / "analyst_decisions" / "2026-10-02"
-    assert capsys.readouterr().out.strip() == (
-        f"feedback: no analyst decision files in {folder}; nothing to do"
-    )
-
-
-def test_entry_feedback_with_a_bad_file_fails_before_ingesting(
-    entry_workdir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    folder = entry_workdir / "raw" / "analyst_decisions" / "2026-10-02"
-    folder.mkdir(parents=True)
-    (folder / "decisions.csv").write_text(
-        "rec_id,decision,analyst,decided_at\nnot-a-rec,approve,ana,2026-10-02T08:00:00Z\n"
-    )
-    assert _entry("--stage", "feedback", "--date", "2026-10-02", "--workdir", ".") == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "line 2: rec_id" in err
+# --- the analyst drop folder (no JVM) ---------------------------------------------------
 
 
 def test_analyst_decision_files_of_a_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -459,13 +376,10 @@ def test_analyst_decision_files_of_a_day(tmp_path: Path, monkeypatch: pytest.Mon
     for name in ("b.jsonl", "a.csv", ".a.csv.swp", "_partial.csv", "notes.txt"):
         (folder / name).write_text("x")
     raw = str(tmp_path / "raw")
-    assert [p.name for p in orchestration.analyst_decision_files(raw, "2026-10-02")] == [
-        "a.csv",
-        "b.jsonl",
-    ]
-    assert orchestration.analyst_decision_files(raw, "2026-10-03") == []
-    with pytest.raises(ValueError, match="local or mounted folder"):
-        orchestration.analyst_decision_files("s3a://lake/raw", "2026-10-02")
+    assert [p.name for p in analyst_decision_files(raw, "2026-10-02")] == ["a.csv", "b.jsonl"]
+    assert analyst_decision_files(raw, "2026-10-03") == []
+    with pytest.raises(ConfigError, match="local or mounted folder"):
+        analyst_decision_files("s3a://lake/raw", "2026-10-02")
     monkeypatch.delenv("POLICYLAKE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path / "raw")  # relative paths must not resolve against the cwd
     monkeypatch.setenv("POLICYLAKE_WORKDIR", str(tmp_path))
@@ -480,9 +394,6 @@ DAY1, DAY = date(2026, 10, 1), date(2026, 10, 2)
 # Two sources keep a run to ~10 spark-submits (each 15-25 s of JVM and session start on an
 # idle 2-core machine) and still exercise the mapped ingest writing one ops.ingest_log.
 E2E_SOURCES = ["idp", "sshd"]
-# Spark stages that exist in this checkout; the others are marked success in dag.test().
-MISSING_STAGES = [s for s in ("metrics", "report") if find_spec(f"jobs.{s}") is None]
-EXISTING_STAGES = [s for s in STAGES if s not in MISSING_STAGES]
 
 
 @dataclass
@@ -549,11 +460,7 @@ def _task_states(dag_id: str, run_id: str) -> dict[str, str]:
 def _dag_test(
     dag: Any, day: date, conf: dict[str, Any] | None = None
 ) -> tuple[str, dict[str, str]]:
-    run = dag.test(
-        logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC),
-        run_conf=conf,
-        mark_success_pattern="|".join(MISSING_STAGES) or None,
-    )
+    run = dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC), run_conf=conf)
     return _state(run.state), _task_states(dag.dag_id, run.run_id)
 
 
@@ -584,10 +491,10 @@ def daily_runs(
     reference = test_settings(base / "reference", paths=shared, ingest=ingest)
     dag_settings = test_settings(base / "dag", paths=shared, ingest=ingest)
     ref_ctx = RunContext(spark, reference)
-    list(run_stages(ref_ctx, EXISTING_STAGES, [DAY1]))
+    list(run_stages(ref_ctx, list(STAGES), [DAY1]))
     shutil.copytree(reference.paths.lake_root, dag_settings.paths.lake_root)
     before = _versions(dag_settings.paths.lake_root)
-    list(run_stages(ref_ctx, EXISTING_STAGES, [DAY]))
+    list(run_stages(ref_ctx, list(STAGES), [DAY]))
     day_rows = {
         t: ref_ctx.lake.read_dates(t, [DAY]).count() for t in _tables(reference.paths.lake_root)
     }
@@ -677,8 +584,7 @@ def test_daily_dag_rerun_succeeds_and_writes_what_run_stages_writes(
     tables = _tables(ours.lake_root)
     assert tables == _tables(theirs.lake_root)
     assert {"silver.events", "gold.session_scores", "gold.policy_recommendations"} <= set(tables)
-    if "metrics" in EXISTING_STAGES:
-        assert "gold.metrics_daily" in tables
+    assert "gold.metrics_daily" in tables
     # the DAG's tasks committed every table that has rows for the day (a write that changes
     # nothing, e.g. a MERGE of no rows, may not commit), and hold what run_stages wrote
     assert {"gold.policy_recommendations", "gold.baselines"} <= {

@@ -8,16 +8,14 @@ the same application (`jobs/cli/submit.py`), so both behave the same.
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
 
-import click
 import typer
 from rich.markup import escape
 
 from jobs.cli import governance, pipeline
 from jobs.cli.common import console
 from jobs.cli.policy import policy_app
-from jobs.core.errors import EXIT_USAGE, PolicylakeError
+from jobs.core.errors import EXIT_OK, EXIT_USAGE, PolicylakeError
 
 app = typer.Typer(
     name="policylake",
@@ -41,26 +39,33 @@ app.command("forget")(governance.forget)
 app.add_typer(governance.pseudonym_app, name="pseudonym")
 
 
-def fail(message: str, code: int) -> NoReturn:
-    """One line on stderr, then exit with `code`."""
+def report(message: str, code: int) -> int:
+    """One line on stderr; `code` back for the exit."""
     first = message.strip().splitlines()[0] if message.strip() else "failed"
     console.print(f"[bold red]error:[/] {escape(first)}", highlight=False, soft_wrap=True)
-    sys.exit(code)
+    return code
+
+
+def run_cli(application: typer.Typer, argv: list[str] | None = None) -> int:
+    """Run `application`; every known error becomes one line on stderr and its exit code."""
+    try:
+        application(args=argv, standalone_mode=False)
+    except PolicylakeError as exc:
+        return report(str(exc), exc.exit_code)
+    except typer.Abort:
+        return report("aborted", 130)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.TyperException as exc:  # bad usage: an unknown option, a missing value
+        message = str(getattr(exc, "format_message", lambda: str(exc))())
+        code = int(getattr(exc, "exit_code", EXIT_USAGE))
+        return report(message, code) if message.strip() else code  # (no args: help shown)
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the application; known errors become one line and their exit code."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except PolicylakeError as exc:
-        fail(str(exc), exc.exit_code)
-    except click.exceptions.Abort:
-        fail("aborted", 130)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # bad usage: unknown option, missing value
-        fail(exc.format_message(), EXIT_USAGE)
-    sys.exit(0)
+    """The console script: `policylake ...`."""
+    sys.exit(run_cli(app, argv))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ from jobs.core.spark import build_spark
 from jobs.pipeline.runner import run_stages
 
 # Human text and progress go to stderr, results to stdout.
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,

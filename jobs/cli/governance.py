@@ -70,7 +70,9 @@ def feedback(
         if not files:
             out.print(
                 f"feedback: no analyst decision files in "
-                f"{analyst_decisions_dir(cfg.paths.raw_root, day)}; nothing to do"
+                f"{analyst_decisions_dir(cfg.paths.raw_root, day)}; nothing to do",
+                highlight=False,
+                soft_wrap=True,
             )
             return
     for path in files:  # every file must be valid before any is ingested

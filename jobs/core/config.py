@@ -44,8 +44,6 @@ class SparkSettings(_Section):
     @field_validator("driver_memory")
     @classmethod
     def _memory_size(cls, value: str) -> str:
-        import re
-
         if not re.fullmatch(r"\d+[kmgt]?", value.strip().lower()):
             raise ValueError("must look like 512m, 2g or 4g")
         return value.strip().lower()

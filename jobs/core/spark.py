@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
 from typing import Any
 
+from delta import configure_spark_with_delta_pip
 from pyspark.sql import DataFrame, SparkSession
 
 from jobs.core.config import Settings
@@ -75,8 +77,6 @@ def build_spark(settings: Settings) -> SparkSession:
     Python workers must run this environment's interpreter, or pandas UDFs fail with
     "No module named 'pandas'" when `python3` on PATH is another Python.
     """
-    from delta import configure_spark_with_delta_pip
-
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     submitted = SUBMITTED_ENV in os.environ
     if not submitted:
@@ -152,8 +152,6 @@ class Checkpoints:
 def release_session_caches() -> None:
     """Drop the active session's cached frames and Delta's table cache, and collect Python
     garbage so dead DataFrames release their JVM plans (long sessions: tests, backfills)."""
-    import gc
-
     spark = SparkSession.getActiveSession()
     if spark is None:
         return

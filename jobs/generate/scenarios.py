@@ -27,10 +27,11 @@ from jobs.generate.clock import (
     utc_offset_s,
 )
 from jobs.generate.feeds import conn_shard, windows_shard
+from jobs.generate.idp import IdpEmitter
 from jobs.generate.organisation import SITES, Account, Asset, Organisation
 from jobs.generate.seeding import derive_rng
 from jobs.generate.zeek import expected_daily_external_bytes
-from jobs.reference.geo import GeoResolver, haversine_km
+from jobs.reference.geo import GeoResolver, default_resolver, haversine_km
 
 __all__ = [
     "EXPECTED_SIGNALS",
@@ -198,8 +199,6 @@ class _Planner:
         )
 
     def known_device(self, account: Account) -> dict[str, object]:
-        from jobs.generate.idp import IdpEmitter
-
         device = IdpEmitter("okta", self.org).known_device(account, mobile=False)
         assert device is not None
         return device
@@ -507,8 +506,6 @@ def plan_scenarios(
     resolver: GeoResolver | None = None,
 ) -> list[Scenario]:
     """Every scenario of the run, spread over the days after the learning period."""
-    from jobs.reference.geo import default_resolver
-
     first = learning_days(days)
     attack_days = list(range(first, days))
     if not attack_days:

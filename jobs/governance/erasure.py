@@ -46,7 +46,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, MapType, StringType, StructType
 
-from jobs.core.errors import PipelineError
+from jobs.core.errors import PipelineError, ReferenceDataError
 from jobs.core.lake import Lake
 from jobs.core.tables import (
     AUDIT_HEADS,
@@ -61,6 +61,7 @@ from jobs.core.tables import (
 )
 from jobs.governance.audit import AUDIT_KEY_ENV, audit_key, record_chain, verify_dates
 from jobs.governance.privacy import token_of
+from jobs.reference.files import user_aliases
 from jobs.stages.recommend.recommendations import withdraw_and_redact
 
 __all__ = [
@@ -252,9 +253,6 @@ def _subject_ref(settings: Any, user_id: str) -> tuple[str, str]:
 
 def resolve_subject(ctx: Any, user: str) -> Subject:
     """The canonical id, every spelling and every pseudonym token of `user`."""
-    from jobs.core.errors import ReferenceDataError
-    from jobs.reference.files import user_aliases
-
     wanted = user.strip().lower()
     if not wanted:
         raise ErasureError("forget: --user is empty")

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date
 from typing import Any
 
+import pandas as pd
+
 from jobs.policy.expressions import Compare, Literal, Name, lookup, walk
 from jobs.policy.guardrails import GuardrailOutcome, apply_guardrails
 from jobs.policy.schema import CompiledPolicy, CompiledTier, ExceptionGrant, Guardrails
@@ -287,8 +289,6 @@ def decide_partitions(
     degraded = {k: tuple(v) for k, v in degraded_by_date.items()}
 
     def run(frames: Iterator[Any]) -> Iterator[Any]:
-        import pandas as pd
-
         for frame in frames:
             rows: list[dict[str, Any]] = []
             for record in frame.to_dict("records"):

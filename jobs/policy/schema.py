@@ -19,6 +19,7 @@ from typing import Any, Literal, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from jobs.core.errors import ConfigError
 from jobs.policy.expressions import (
     Expression,
     ExpressionError,
@@ -47,8 +48,9 @@ _ID = r"^[a-z0-9][a-z0-9-]{1,62}$"
 _SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
-class PolicyLoadError(ValueError):
-    """A policy set that cannot be used; `rule` says which check failed (for lint)."""
+class PolicyLoadError(ConfigError):
+    """A policy set that cannot be used (configuration: exit code 2); `rule` says which
+    check failed (for lint)."""
 
     def __init__(self, message: str, rule: str = "schema", file: str | None = None) -> None:
         super().__init__(message)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, LongType, StringType, TimestampType
 
 __all__ = [
     "AUTH_CLASS",
@@ -388,8 +389,6 @@ def cloud_days(events: DataFrame, iam_write_actions: tuple[str, ...]) -> DataFra
 
 def common_view(view: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
     """Any view in the shared column layout (`VIEW_COLUMNS`, then `keep`), missing columns null."""
-    from pyspark.sql.types import ArrayType, LongType, StringType, TimestampType
-
     types = {
         "session_start": TimestampType(),
         "session_end": TimestampType(),

@@ -1,0 +1,209 @@
+"""The one command line: usage errors, exit codes and one-line errors for every named error
+type, the spark-submit application, and the no-op paths (no JVM in this module)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+import jobs
+from jobs.cli.app import run_cli
+from jobs.core.errors import EXIT_FAILED, EXIT_USAGE, PolicylakeError
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("POLICYLAKE"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from jobs.cli.app import app
+
+    code = run_cli(app, list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--stage", "ingest", "--date", "None"], "a run without a logical date?"),
+        (["run", "--stage", "ingest", "--date", "2026-13-01"], "must be a date like 2026-10-01"),
+        (["run", "--stage", "ingest,bogus", "--date", "2026-10-01"], "unknown stage(s) bogus"),
+        (
+            ["run", "--stage", "ingest", "--date", "2026-10-01", "--source", "syslog"],
+            "unknown source",
+        ),
+        (
+            ["run", "--stage", "validate", "--date", "2026-10-01", "--source", "idp"],
+            "--source applies to --stage ingest alone",
+        ),
+        (
+            ["run", "--stage", "score", "--date", "2026-10-01", "--blocking-sources", "idp"],
+            "applies to the validate stage",
+        ),
+        (
+            ["run", "--stage", "validate", "--date", "2026-10-01", "--blocking-sources", "nope"],
+            "not configured source(s) nope",
+        ),
+        (["run", "--stage", "train", "--date", "2026-10-01"], "unknown stage(s) train"),
+        (["train", "--date", "2026-10-01", "--days", "0"], "--days"),
+        (
+            ["run", "--stage", "validate", "--date", "2026-10-05", "--to", "2026-10-01"],
+            "before the start date",
+        ),
+        (["run"], "--date is required"),
+        (["run", "--date", "2026-10-01", "--bogus"], "No such option: --bogus"),
+        (["feedback"], "give --file (one or more) or --date"),
+        (["pseudonym", "of", "alice", "--kind", "printer"], "--kind must be one of"),
+        (["bogus-command"], "No such command"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(
+    workdir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = _run(capsys, *argv)
+    assert code == EXIT_USAGE
+    assert message in _one_error_line(err)
+
+
+def test_bad_configuration_exits_2_naming_the_key(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "policylake.yaml").write_text("spark:\n  mastr: local[1]\n")
+    code, _, err = _run(capsys, "run", "--date", "2026-10-01")
+    assert code == EXIT_USAGE
+    assert "unknown key 'spark.mastr'" in _one_error_line(err)
+
+
+def test_sources_the_settings_do_not_ingest_are_skipped(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POLICYLAKE__INGEST__SOURCES", "[idp]")
+    code, _, err = _run(
+        capsys, "run", "--stage", "ingest", "--date", "2026-10-01", "--source", "sshd"
+    )
+    assert code == 0
+    assert "not configured in ingest.sources, skipped: sshd" in err
+    assert "nothing to do" in err
+
+
+def test_feedback_day_without_files_is_a_clean_no_op(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "feedback", "--date", "2026-10-02", "--workdir", ".")
+    assert code == 0
+    folder = workdir.resolve() / "raw" / "analyst_decisions" / "2026-10-02"
+    assert out.strip() == f"feedback: no analyst decision files in {folder}; nothing to do"
+
+
+def test_feedback_with_a_bad_file_fails_before_anything_starts(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = workdir / "raw" / "analyst_decisions" / "2026-10-02"
+    folder.mkdir(parents=True)
+    (folder / "decisions.csv").write_text(
+        "rec_id,decision,analyst,decided_at\nnot-a-rec,approve,ana,2026-10-02T08:00:00Z\n"
+    )
+    code, _, err = _run(capsys, "feedback", "--date", "2026-10-02", "--workdir", ".")
+    assert code == EXIT_FAILED
+    assert "line 2: rec_id" in _one_error_line(err)
+
+
+def _named_errors() -> list[type[PolicylakeError]]:
+    """Every error class the package defines (all its modules imported first)."""
+    for module in pkgutil.walk_packages(jobs.__path__, "jobs."):
+        importlib.import_module(module.name)
+    found: list[type[PolicylakeError]] = []
+    todo: list[type[PolicylakeError]] = [PolicylakeError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return sorted(
+        (c for c in found if c.__module__.startswith("jobs.")),
+        key=lambda c: f"{c.__module__}.{c.__name__}",
+    )
+
+
+NAMED_ERRORS = _named_errors()
+
+
+def test_the_named_errors_are_the_ones_this_test_knows() -> None:
+    """A new error type must be given an exit code on purpose (and so appear here)."""
+    names = {f"{c.__module__}.{c.__name__}": c.exit_code for c in NAMED_ERRORS}
+    assert names == {
+        "jobs.core.errors.ConfigError": 2,
+        "jobs.core.errors.PipelineError": 1,
+        "jobs.core.errors.PolicylakeError": 1,
+        "jobs.core.errors.ReferenceDataError": 1,
+        "jobs.core.errors.SchemaMismatchError": 1,
+        "jobs.core.errors.TableNameError": 1,
+        "jobs.core.errors.UsageError": 2,
+        "jobs.core.lake.TableOwnershipError": 1,
+        "jobs.governance.decisions.FeedbackError": 1,
+        "jobs.governance.erasure.ErasureError": 1,
+        "jobs.governance.privacy.PseudonymKeyError": 2,
+        "jobs.model.train.TrainError": 1,
+        "jobs.policy.schema.PolicyLoadError": 2,
+        "jobs.quality.errors.SuiteError": 2,
+        "jobs.stages.baselines.stage.BaselinesInputError": 1,
+    }
+
+
+@pytest.mark.parametrize("error", NAMED_ERRORS, ids=lambda c: c.__name__)
+def test_every_named_error_is_one_line_and_its_exit_code(
+    error: type[PolicylakeError], capsys: pytest.CaptureFixture[str]
+) -> None:
+    probe = typer.Typer(add_completion=False)
+
+    @probe.command()
+    def fail() -> None:
+        raise error(f"{error.__name__} happened\nsecond line a user must not see")
+
+    @probe.command()
+    def other() -> None:  # two commands, so `fail` is a subcommand as in the real app
+        raise AssertionError("not called")
+
+    code = run_cli(probe, ["fail"])
+    err = capsys.readouterr().err
+    assert code == error.exit_code
+    assert _one_error_line(err) == f"error: {error.__name__} happened"
+
+
+def test_the_spark_submit_application_is_the_same_command_line(workdir: Path) -> None:
+    """`jobs/cli/submit.py` run as a script (what spark-submit does): same errors, same codes,
+    and none of the package's modules shadowed by the script's folder."""
+    script = REPO_ROOT / "jobs" / "cli" / "submit.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLICYLAKE")}
+    done = subprocess.run(
+        [sys.executable, str(script), "run", "--stage", "ingest,bogus", "--date", "2026-10-01"],
+        cwd=workdir, env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert "unknown stage(s) bogus" in _one_error_line(done.stderr)
+    helped = subprocess.run(
+        [sys.executable, str(script), "run", "--help"],
+        cwd=workdir, env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert helped.returncode == 0 and "--blocking-sources" in helped.stdout
