@@ -22,6 +22,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check jobs dags tests bench
 	$(BIN)/ruff format --check jobs dags tests bench
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

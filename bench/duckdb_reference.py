@@ -18,7 +18,7 @@ bit) with two documented exceptions: `bronze_line` of silver rows (DuckDB's CSV 
 exposes no line numbers; the kept copy of a re-delivered line is chosen by file and line
 text, which gives the same row, only its line number could differ), and the quarantine
 `reason` text (the rule and the raw line are compared). Geolocation of the distinct source
-addresses is the pipeline's own resolver function (`jobs.stages.normalize.stage._geo_partitions`), called
+addresses is the pipeline's own resolver function (`jobs.stages.normalize.enrichment.geo_partitions`), called
 from Python on the distinct addresses, as Spark calls it from `mapInPandas`.
 
 Run by `bench/run_bench.py` in its own process (2 threads, a memory limit like the Spark
@@ -309,7 +309,7 @@ def normalize_zeek_conn(ref: Reference, con: duckdb.DuckDBPyConnection) -> dict[
     """Raw zeek_conn lines of the day -> silver rows, quarantine rows, route counts (parquet)."""
     from jobs.quality.suites import load_suite, suite_parameters, suites_dir
     from jobs.stages.ingest.files import batch_id, sensor_of
-    from jobs.stages.normalize.enrichment import _geo_partitions
+    from jobs.stages.normalize.enrichment import geo_partitions
 
     files = _zeek_files(ref)
     if not files:
@@ -439,7 +439,7 @@ def normalize_zeek_conn(ref: Reference, con: duckdb.DuckDBPyConnection) -> dict[
     ips = con.execute(
         "SELECT DISTINCT orig_h AS _geo_ip FROM zc_routed WHERE route = 'event' AND orig_h IS NOT NULL"
     ).df()
-    lookup = _geo_partitions(ref.settings.geo.city_db, ref.settings.geo.asn_db, ranges)
+    lookup = geo_partitions(ref.settings.geo.city_db, ref.settings.geo.asn_db, ranges)
     chunks = [ips.iloc[i : i + 10_000] for i in range(0, len(ips), 10_000)] or [ips]
     geo = pd.concat(list(lookup(iter(chunks))), ignore_index=True)
     con.register("zc_geo_df", geo)

@@ -247,7 +247,9 @@ def spark_entity_daily(main: RunContext, cmp: RunContext, day: date) -> dict[str
     from jobs.stages.baselines.entity_daily import entity_daily
     from jobs.stages.baselines.stage import _reference
 
-    events = require_columns(main.lake.read_dates(SILVER_EVENTS.name, [day]), SILVER_EVENTS.schema, "bench")
+    events = require_columns(
+        main.lake.read_dates(SILVER_EVENTS.name, [day]), SILVER_EVENTS.schema, "bench"
+    )
     accounts, hosts, _ = _reference(main)
     daily = require_columns(entity_daily(events, accounts, hosts), ENTITY_DAILY.schema, "bench")
     cmp.lake.replace_dates(daily, ENTITY_DAILY.name, [day])
@@ -271,13 +273,15 @@ def spark_signals(main: RunContext, day: date, out: Path) -> dict[str, Any]:
     from jobs.core.lake import dates_predicate, require_columns
     from jobs.core.tables import BASELINES, SILVER_EVENTS
     from jobs.reference.files import asset_inventory
-    from jobs.stages.score import signals as sig
+    from jobs.stages.score import signals
     from jobs.stages.score.views import build_views
 
     cfg = main.settings.scoring
     lake = main.lake
     events = require_columns(
-        lake.read_dates("silver.events", [day - timedelta(days=1), day]), SILVER_EVENTS.schema, "bench"
+        lake.read_dates("silver.events", [day - timedelta(days=1), day]),
+        SILVER_EVENTS.schema,
+        "bench",
     )
     baselines = require_columns(lake.read_dates("gold.baselines", [day]), BASELINES.schema, "bench")
     assets = asset_inventory(main.spark, main.settings)
@@ -288,14 +292,14 @@ def spark_signals(main: RunContext, day: date, out: Path) -> dict[str, Any]:
     views = build_views(events, [day], cfg)
     in_dates = F.expr(dates_predicate("run_date", [day]))
     current = views.sessionized.where(in_dates)
-    with_peers = baselines.unionByName(sig.host_peer_baselines(baselines, host_groups))
+    with_peers = baselines.unionByName(signals.host_peer_baselines(baselines, host_groups))
     network = views.network.join(
         host_groups.select(F.col("asset_id").alias("entity_id"), "peer_group"), "entity_id", "left"
     )
     parts = [
-        sig.new_country(current, with_peers, cfg),
-        sig.first_time_host_access(current, with_peers, cfg),
-        sig.exfiltration_volume(network, with_peers, cfg),
+        signals.new_country(current, with_peers, cfg),
+        signals.first_time_host_access(current, with_peers, cfg),
+        signals.exfiltration_volume(network, with_peers, cfg),
     ]
     rows: DataFrame = reduce(DataFrame.unionByName, parts).select(
         "run_date",

@@ -1,7 +1,7 @@
 """Daily policylake run: one run per logical date, the UTC day it processes.
 
-Wiring only (the logic is in `jobs/`). Every task submits `jobs/entry.py` for one stage
-and the run's day to the Spark connection `spark_default` (a local master by default;
+Wiring only (the logic is in `jobs/`). Every task submits `jobs/cli/submit.py` (the
+`policylake` command line) for one stage and the run's day to the Spark connection `spark_default` (a local master by default;
 point the connection at a cluster for production, nothing else changes):
 
     wait_for_late_files -> ingest_sources -> ingest[one per source, mapped] -> validate
@@ -34,7 +34,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.providers.standard.sensors.date_time import DateTimeSensor
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
-from jobs import orchestration as orch
+from jobs import orchestration
 
 # Incremental stages: day D builds on day D-1's output.
 DEPENDS_ON_PAST = ("baselines", "score")
@@ -47,7 +47,7 @@ with DAG(
     catchup=True,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=16),
-    default_args=orch.default_args(),
+    default_args=orchestration.default_args(),
     params={
         "blocking_sources": Param(
             "",
@@ -61,7 +61,7 @@ with DAG(
 ) as dag:
     wait = DateTimeSensor(
         task_id="wait_for_late_files",
-        target_time=orch.GRACE_TARGET_TIME,
+        target_time=orchestration.GRACE_TARGET_TIME,
         mode="reschedule",
         poke_interval=300,
         timeout=timedelta(hours=8).total_seconds(),
@@ -69,27 +69,27 @@ with DAG(
     )
     sources = PythonOperator(
         task_id="ingest_sources",
-        python_callable=orch.ingest_plan,
-        op_kwargs={"day": orch.RUN_DAY},
+        python_callable=orchestration.ingest_plan,
+        op_kwargs={"day": orchestration.RUN_DAY},
         execution_timeout=timedelta(minutes=10),
     )
     ingest = SparkSubmitOperator.partial(
         task_id="ingest",
         name="policylake-ingest",
         execution_timeout=timedelta(hours=1),
-        **orch.submit_kwargs(),
+        **orchestration.submit_kwargs(),
     ).expand(application_args=sources.output)
     wait >> sources
     upstream = ingest
-    for stage in orch.DAILY_STAGES:
-        extra = (orch.BLOCKING_SOURCES_ARG,) if stage == "validate" else ()
+    for stage in orchestration.DAILY_STAGES:
+        extra = (orchestration.BLOCKING_SOURCES_ARG,) if stage == "validate" else ()
         task = SparkSubmitOperator(
             task_id=stage,
             name=f"policylake-{stage}",
-            application_args=orch.stage_args(stage, *extra),
-            outlets=[Asset(uri) for uri in orch.DAILY_OUTLETS.get(stage, ())],
+            application_args=orchestration.stage_args(stage, *extra),
+            outlets=[Asset(uri) for uri in orchestration.DAILY_OUTLETS.get(stage, ())],
             depends_on_past=stage in DEPENDS_ON_PAST,
-            **orch.submit_kwargs(),
+            **orchestration.submit_kwargs(),
         )
         upstream >> task
         upstream = task

@@ -17,7 +17,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
 
-from jobs import orchestration as orch
+from jobs import orchestration
 
 with DAG(
     dag_id="policylake_feedback",
@@ -27,21 +27,24 @@ with DAG(
     catchup=True,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=4),
-    default_args=orch.default_args(timeout=timedelta(hours=1)),
+    default_args=orchestration.default_args(timeout=timedelta(hours=1)),
     tags=["policylake", "feedback"],
     doc_md=__doc__,
 ) as dag:
     arrived = ShortCircuitOperator(
         task_id="analyst_files_arrived",
-        python_callable=orch.analyst_decisions_arrived,
-        op_kwargs={"day": orch.RUN_DAY},
+        python_callable=orchestration.analyst_decisions_arrived,
+        op_kwargs={"day": orchestration.RUN_DAY},
         execution_timeout=timedelta(minutes=10),
     )
     ingest = SparkSubmitOperator(
         task_id="ingest_analyst_decisions",
         name="policylake-feedback",
-        application_args=orch.stage_args("feedback"),
-        outlets=[Asset(orch.ASSET_ANALYST_DECISIONS), Asset(orch.ASSET_RECOMMENDATIONS)],
-        **orch.submit_kwargs(),
+        application_args=orchestration.stage_args("feedback"),
+        outlets=[
+            Asset(orchestration.ASSET_ANALYST_DECISIONS),
+            Asset(orchestration.ASSET_RECOMMENDATIONS),
+        ],
+        **orchestration.submit_kwargs(),
     )
     arrived >> ingest

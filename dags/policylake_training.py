@@ -3,7 +3,7 @@
 Wiring only. Runs every Sunday at 06:00 UTC (on the 28 days through Saturday), and also
 when the feedback DAG ingested new analyst decisions (the `ops.analyst_decisions`
 asset; such a run trains on the 28 days before the asset event). The alias `champion`
-moves only when the new model is at least as good on held-out labels (`jobs/train.py`).
+moves only when the new model is at least as good on held-out labels (`jobs/model/train.py`).
 """
 
 from __future__ import annotations
@@ -13,29 +13,29 @@ from datetime import UTC, datetime, timedelta
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable
 
-from jobs import orchestration as orch
+from jobs import orchestration
 
 with DAG(
     dag_id="policylake_training",
     description="Train the session risk model and promote it if it is at least as good",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 6 * * 0", timezone="UTC"),
-        assets=Asset(orch.ASSET_ANALYST_DECISIONS),
+        assets=Asset(orchestration.ASSET_ANALYST_DECISIONS),
     ),
     start_date=datetime(2026, 10, 1, tzinfo=UTC),
     catchup=False,  # a missed week is not worth training for; the next run uses all days
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=6),
-    default_args=orch.default_args(retries=1, timeout=timedelta(hours=4)),
+    default_args=orchestration.default_args(retries=1, timeout=timedelta(hours=4)),
     tags=["policylake", "training"],
     doc_md=__doc__,
 ) as dag:
     SparkSubmitOperator(
         task_id="train",
         name="policylake-train",
-        application_args=orch.stage_args(
-            "train", "--days", str(orch.TRAIN_DAYS), day=orch.TRAIN_LAST_DAY
+        application_args=orchestration.stage_args(
+            "train", "--days", str(orchestration.TRAIN_DAYS), day=orchestration.TRAIN_LAST_DAY
         ),
-        outlets=[Asset(orch.ASSET_MODEL)],
-        **orch.submit_kwargs(),
+        outlets=[Asset(orchestration.ASSET_MODEL)],
+        **orchestration.submit_kwargs(),
     )

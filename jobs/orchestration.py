@@ -122,7 +122,7 @@ def packages_template() -> str:
 def submit_kwargs() -> dict[str, Any]:
     """Arguments of every SparkSubmitOperator. Master, deploy mode and queue come from the
     connection `spark_default`; settings from `policylake.yaml` / `POLICYLAKE_*` in the
-    worker's environment, which spark-submit passes on to `jobs/entry.py`."""
+    worker's environment, which spark-submit passes on to `jobs/cli/submit.py`."""
     return {
         "application": ENTRY_APPLICATION,
         "conn_id": SPARK_CONN_ID,
@@ -168,4 +168,3 @@ def analyst_decisions_arrived(day: str) -> bool:
         "analyst decision files for %s in %s: %d", day, analyst_decisions_dir(root, day), len(files)
     )
     return bool(files)
-

@@ -26,7 +26,11 @@ PAUSE_SECONDS_ENV = "POLICYLAKE_TEST_PAUSE_SECONDS"
 
 def held_back(df: DataFrame, table: str, seconds: float) -> DataFrame:
     """`df` written by two tasks, the second of which waits `seconds` first."""
-    print(f"{PAUSE_BEFORE_COMMIT_ENV}: writing {table}; its commit waits {seconds:g}s", file=sys.stderr, flush=True)
+    print(
+        f"{PAUSE_BEFORE_COMMIT_ENV}: writing {table}; its commit waits {seconds:g}s",
+        file=sys.stderr,
+        flush=True,
+    )
 
     def hold_back(index: int, rows: Iterable[Any]) -> Iterable[Any]:
         if index == 1:
@@ -38,11 +42,15 @@ def held_back(df: DataFrame, table: str, seconds: float) -> DataFrame:
 
 
 def install() -> None:
-    wanted = {t.strip() for t in os.environ.get(PAUSE_BEFORE_COMMIT_ENV, "").split(",") if t.strip()}
+    wanted = {
+        t.strip() for t in os.environ.get(PAUSE_BEFORE_COMMIT_ENV, "").split(",") if t.strip()
+    }
     seconds = float(os.environ.get(PAUSE_SECONDS_ENV, "300"))
     original = Lake.replace_dates
 
-    def replace_dates(self: Lake, df: DataFrame, table: Any, dates: Any, where: str | None = None) -> None:
+    def replace_dates(
+        self: Lake, df: DataFrame, table: Any, dates: Any, where: str | None = None
+    ) -> None:
         name = resolve(table).name
         if name in wanted:
             # several write tasks, so one can finish its file while another waits

@@ -114,7 +114,7 @@ def test_the_lake_refuses_a_write_from_a_module_that_is_not_the_tables_writer() 
     lake = Lake(None, "/nonexistent")  # type: ignore[arg-type]  # refused before any I/O
     call = "lake.replace_dates(None, table, [day])"
     scope = {"lake": lake, "table": SILVER_EVENTS, "day": date(2026, 10, 1)}
-    with pytest.raises(TableOwnershipError, match="its one writer is jobs.stages.normalize"):
+    with pytest.raises(TableOwnershipError, match=r"its one writer is jobs\.stages\.normalize"):
         exec(call, {**scope, "__name__": "jobs.stages.metrics.stage"})
     with pytest.raises(TableOwnershipError):
         exec("lake.for_update(table)", {**scope, "__name__": "jobs.governance.feedback"})

@@ -85,7 +85,12 @@ def chained(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ch
         first, first_chain = _rows(ctx, AUDIT_HEADS.name), _rows(ctx, DECISION_LOG_CHAIN.name)
         rerun = run_recommend(ctx, [D1], policies_dir=POLICIES)
     return Chained(
-        work, first, first_chain, rerun, _rows(ctx, AUDIT_HEADS.name), _rows(ctx, DECISION_LOG_CHAIN.name)
+        work,
+        first,
+        first_chain,
+        rerun,
+        _rows(ctx, AUDIT_HEADS.name),
+        _rows(ctx, DECISION_LOG_CHAIN.name),
     )
 
 
@@ -291,7 +296,9 @@ def _forge(ctx: RunContext, key: bytes | None) -> None:
     ]
     chain = build_chain(D1, rows, None, "recommend", key)
     spark = ctx.spark
-    ctx.lake.replace_dates(spark.createDataFrame(chain.rows, DECISION_LOG_CHAIN.schema), DECISION_LOG_CHAIN.name, [D1])
+    ctx.lake.replace_dates(
+        spark.createDataFrame(chain.rows, DECISION_LOG_CHAIN.schema), DECISION_LOG_CHAIN.name, [D1]
+    )
     ctx.lake.replace_dates(
         spark.createDataFrame([chain.head.as_row()], AUDIT_HEADS.schema), AUDIT_HEADS.name, [D1]
     )

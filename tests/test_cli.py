@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,19 @@ def test_the_spark_submit_application_is_the_same_command_line(workdir: Path) ->
         cwd=workdir, env=env, capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert helped.returncode == 0 and "--blocking-sources" in helped.stdout
+
+
+def test_a_failed_check_exits_1(
+    workdir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Checks that run and fail (a stale schema file, lint errors) exit 1, not 0 or 2."""
+    code, _, err = _run(capsys, "policy", "schema", "--check", "--policies", str(tmp_path))
+    assert code == EXIT_FAILED
+    assert "is out of date" in _one_error_line(err)
+    shutil.copytree(REPO_ROOT / "policies", tmp_path / "policies")
+    (tmp_path / "policies" / "broken.yaml").write_text("id: broken\nversion: 1\n")
+    code, out, _ = _run(capsys, "policy", "lint", "--policies", str(tmp_path / "policies"))
+    assert code == EXIT_FAILED
+    assert "error" in out
+    code, _, _ = _run(capsys, "policy", "lint", "--policies", str(REPO_ROOT / "policies"))
+    assert code == 0

@@ -963,7 +963,8 @@ def test_crafted_key_values_cannot_collide_two_events_into_one_event_uid(
 def _lines(spark: SparkSession, raws: list[str], **extra: Any) -> Any:
     rows = [(DAY, "x", "file:/raw/x.log", i + 1, "b", raw) for i, raw in enumerate(raws)]
     df = spark.createDataFrame(
-        rows, "run_date date, source string, _file string, line_text long, _batch_id string, raw string"
+        rows,
+        "run_date date, source string, _file string, _line long, _batch_id string, raw string",
     )
     for name, value in extra.items():
         df = df.withColumn(name, F.lit(value))

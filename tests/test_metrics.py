@@ -22,7 +22,8 @@ from jobs.core.context import RunContext
 from jobs.core.tables import METRICS_DAILY
 from jobs.model.drift_reference import feature_reference
 from jobs.model.estimators import FEATURES
-from jobs.stages.metrics import stage as M
+from jobs.stages.metrics import drift, families
+from jobs.stages.metrics import stage as metrics_stage
 from tests.conftest import test_settings
 
 # Monday 5 .. Wednesday 7 October 2026
@@ -35,7 +36,8 @@ def ts(day: date, hour: int, minute: int = 0) -> datetime:
 
 def expected(spark: SparkSession, rows: list[tuple[date, str, dict[str, str], float]]) -> DataFrame:
     return spark.createDataFrame(
-        [(d, m, dict(sorted(dims.items())), float(v)) for d, m, dims, v in rows], METRICS_DAILY.schema
+        [(d, m, dict(sorted(dims.items())), float(v)) for d, m, dims, v in rows],
+        METRICS_DAILY.schema,
     )
 
 
@@ -46,7 +48,7 @@ def days(spark: SparkSession, *values: date) -> DataFrame:
 def check(actual: DataFrame, want: DataFrame) -> None:
     """Whole-frame equality; both sides with their dimension keys in one order (a Python
     dict does not keep its order on the way into a Spark map)."""
-    assertDataFrameEqual(M.conform_metrics(actual), M.conform_metrics(want))
+    assertDataFrameEqual(families.conform_metrics(actual), families.conform_metrics(want))
 
 
 # --- recommendations and analyst decisions ----------------------------------------------
@@ -63,7 +65,7 @@ def test_recommendations_per_action_domain_status_and_zero_totals(spark: SparkSe
         "run_date date, action string, domain string, status string",
     )
     check(
-        M.recommendation_metrics(recs, days(spark, D1, D2)),
+        families.recommendation_metrics(recs, days(spark, D1, D2)),
         expected(
             spark,
             [
@@ -131,7 +133,7 @@ def test_decisions_made_each_day_rates_and_latency_from_valid_from(spark: SparkS
         ]
 
     check(
-        M.analyst_decision_metrics(decisions, days(spark, D1, D2, D3)),
+        families.analyst_decision_metrics(decisions, days(spark, D1, D2, D3)),
         expected(
             spark,
             [
@@ -181,7 +183,7 @@ def test_precision_recall_fpr_against_analyst_verdicts(spark: SparkSession) -> N
         ],
         DECISIONS_DDL,
     )
-    units = M.verdict_units(decisions, M.entity_days(log))
+    units = families.verdict_units(decisions, families.entity_days(log))
     assertDataFrameEqual(
         units,
         spark.createDataFrame(
@@ -201,7 +203,7 @@ def test_precision_recall_fpr_against_analyst_verdicts(spark: SparkSession) -> N
         ]
 
     check(
-        M.confusion_metrics(units, days(spark, D2), 30, "analyst_verdicts"),
+        families.confusion_metrics(units, days(spark, D2), 30, "analyst_verdicts"),
         expected(
             spark,
             [
@@ -214,7 +216,7 @@ def test_precision_recall_fpr_against_analyst_verdicts(spark: SparkSession) -> N
     )
     # a one-day window holds only dave: recall has no denominator and is left out
     check(
-        M.confusion_metrics(units, days(spark, D2), 1, "analyst_verdicts"),
+        families.confusion_metrics(units, days(spark, D2), 1, "analyst_verdicts"),
         expected(
             spark,
             [
@@ -234,7 +236,7 @@ def incident_lake(spark: SparkSession) -> tuple[DataFrame, DataFrame]:
             ("exfil|ws-1", "ws-1", ts(D1, 10), ts(D1, 11)),
             ("brute|bob", "bob", ts(D2, 23), ts(D3, 1)),
         ],
-        M.SCENARIOS,
+        families.SCENARIOS,
     )
     owners = spark.createDataFrame([("ws-1", "alice")], "asset_id string, user_id string")
     log = spark.createDataFrame(
@@ -251,15 +253,15 @@ def incident_lake(spark: SparkSession) -> tuple[DataFrame, DataFrame]:
         ],
         LOG_DDL,
     )
-    incidents = M.ground_truth_incidents(scenarios, owners)
-    return incidents, M.entity_days(log)
+    incidents = families.ground_truth_incidents(scenarios, owners)
+    return incidents, families.entity_days(log)
 
 
 def test_ground_truth_labels_owner_and_follow_up_days(
     spark: SparkSession, incident_lake: tuple[DataFrame, DataFrame]
 ) -> None:
     incidents, entity_days = incident_lake
-    units = M.ground_truth_units(incidents, entity_days, followup_days=7)
+    units = families.ground_truth_units(incidents, entity_days, followup_days=7)
     assertDataFrameEqual(
         units,
         spark.createDataFrame(
@@ -277,7 +279,7 @@ def test_ground_truth_labels_owner_and_follow_up_days(
     )
     dims = {"labels": "ground_truth", "window_days": "30"}
     check(
-        M.confusion_metrics(units, days(spark, D3), 30, "ground_truth"),
+        families.confusion_metrics(units, days(spark, D3), 30, "ground_truth"),
         expected(
             spark,
             [
@@ -292,7 +294,7 @@ def test_ground_truth_labels_owner_and_follow_up_days(
         ),
     )
     # without the follow-up rule, ws-1's action on D2 is a false positive
-    no_followup = M.ground_truth_units(incidents, entity_days, followup_days=0)
+    no_followup = families.ground_truth_units(incidents, entity_days, followup_days=0)
     assert no_followup.where("run_date = DATE'2026-10-06' AND target_id = 'ws-1'").count() == 1
 
 
@@ -304,7 +306,7 @@ def test_time_to_detect_as_known_on_each_date(
     # ws-1 started D1 10:00, first acted on by D1's recommendations (valid from D2 00:00): 14 h;
     # bob started D2 23:00, first acted on on D3 (valid from D4 00:00): 25 h, unknown on D2
     check(
-        M.time_to_detect(incidents, entity_days, days(spark, D2, D3), 30, "ground_truth"),
+        families.time_to_detect(incidents, entity_days, days(spark, D2, D3), 30, "ground_truth"),
         expected(
             spark,
             [
@@ -339,7 +341,7 @@ def test_policy_coverage_of_critical_assets_and_privileged_users(spark: SparkSes
         ]  # fmt: skip
 
     check(
-        M.coverage_metrics(seen, population, days(spark, D1, D2)),
+        families.coverage_metrics(seen, population, days(spark, D1, D2)),
         expected(
             spark,
             [
@@ -374,7 +376,7 @@ def test_source_status_gaps_pass_rates_gates_and_volumes(spark: SparkSession) ->
         "duplicates long, balanced boolean",
     )
     check(
-        M.source_metrics(status, dq, recon),
+        families.source_metrics(status, dq, recon),
         expected(
             spark,
             [
@@ -411,7 +413,7 @@ def test_risk_bands_histogram_and_model_version_in_use(spark: SparkSession) -> N
         "run_date date, entity_type string, risk int",
     )
     check(
-        M.risk_metrics(sessions, entities, ScoringSettings()),
+        families.risk_metrics(sessions, entities, ScoringSettings()),
         expected(
             spark,
             [
@@ -438,11 +440,11 @@ def test_risk_bands_histogram_and_model_version_in_use(spark: SparkSession) -> N
 
 
 def reference_frame(spark: SparkSession, rows: list[tuple[Any, ...]]) -> DataFrame:
-    return spark.createDataFrame(rows, M.REFERENCE)
+    return spark.createDataFrame(rows, drift.REFERENCE)
 
 
 def histogram(spark: SparkSession, rows: list[tuple[date, str, float, int]]) -> DataFrame:
-    return spark.createDataFrame(rows, M.HISTOGRAM)
+    return spark.createDataFrame(rows, drift.HISTOGRAM)
 
 
 def test_psi_known_answers_levels_and_empty_bins(spark: SparkSession) -> None:
@@ -469,7 +471,7 @@ def test_psi_known_answers_levels_and_empty_bins(spark: SparkSession) -> None:
             (D1, "d", 5.0, 1),  # -> [0.5, 0.5] against an empty reference bin
         ],
     )
-    eps = M.PSI_EPSILON
+    eps = drift.PSI_EPSILON
 
     def psi(actual: list[float], wanted: list[float]) -> float:
         return sum(
@@ -480,7 +482,7 @@ def test_psi_known_answers_levels_and_empty_bins(spark: SparkSession) -> None:
     assert psi([0.25, 0.75], [0.5, 0.5]) == pytest.approx(0.274653, abs=1e-6)
     cfg = MetricsSettings(psi_warning=0.1, psi_alert=0.25)
     check(
-        M.psi_rows(current, reference, cfg, "feature_psi", "feature"),
+        drift.psi_rows(current, reference, cfg, "feature_psi", "feature"),
         expected(
             spark,
             [
@@ -514,9 +516,9 @@ def test_trailing_reference_pools_the_window_like_the_training_reference(
             (D1 - timedelta(days=3), "f", 99.0, 5),  # outside the 2-day window
         ],
     )
-    all_days = spark.createDataFrame(M.trailing_windows([D1], 2, False), M.WINDOWS)
+    all_days = spark.createDataFrame(drift.trailing_windows([D1], 2, False), drift.WINDOWS)
     assertDataFrameEqual(
-        M.reference_from_history(hist, all_days, 4),
+        drift.reference_from_history(hist, all_days, 4),
         reference_frame(
             spark, [(D1, "f", "trailing_2d", [0.0, 1.0, 3.0], [0.4, 0.2, 0.2, 0.2], 10)]
         ),
@@ -525,16 +527,16 @@ def test_trailing_reference_pools_the_window_like_the_training_reference(
     logged = feature_reference(pd.DataFrame({"f": VALUES}), 4, D1, D1)["features"]["f"]
     assert logged == {"edges": [0.0, 1.0, 3.0], "shares": [0.4, 0.2, 0.2, 0.2]}
     # same day type: a Monday has no weekday in a window of the weekend before it
-    same_type = spark.createDataFrame(M.trailing_windows([D1], 2, True), M.WINDOWS)
-    assert M.trailing_windows([D1], 2, True)[0][3:] == ("trailing_2d_weekday", "weekday")
-    assert M.reference_from_history(hist, same_type, 4).count() == 0
+    same_type = spark.createDataFrame(drift.trailing_windows([D1], 2, True), drift.WINDOWS)
+    assert drift.trailing_windows([D1], 2, True)[0][3:] == ("trailing_2d_weekday", "weekday")
+    assert drift.reference_from_history(hist, same_type, 4).count() == 0
 
 
 def test_drift_rows_name_their_reference_or_none(spark: SparkSession) -> None:
     reference = reference_frame(spark, [(D1, "f", "trailing_2d", [1.0], [0.5, 0.5], 10)])
     current = histogram(spark, [(D1, "f", 0.0, 1), (D1, "f", 2.0, 1), (D2, "f", 0.0, 4)])
     check(
-        M.drift_metrics(current, reference, days(spark, D1, D2), MetricsSettings(), "baseline_statistic"),
+        drift.drift_metrics(current, reference, days(spark, D1, D2), MetricsSettings(), "baseline_statistic"),
         expected(
             spark,
             [
@@ -556,7 +558,7 @@ def test_logged_reference_uses_the_day_type_when_training_logged_it(spark: Spark
         "shares": [0.5, 0.5],
     }
     saturday = D1 + timedelta(days=5)
-    frame = M.logged_reference(spark, [D1, saturday], "4", logged, same_day_type=True)
+    frame = drift.logged_reference(spark, [D1, saturday], "4", logged, same_day_type=True)
     assertDataFrameEqual(
         frame,
         reference_frame(
@@ -569,7 +571,7 @@ def test_logged_reference_uses_the_day_type_when_training_logged_it(spark: Spark
             ],
         ),
     )
-    every_day = M.logged_reference(spark, [D1], "4", logged, same_day_type=False)
+    every_day = drift.logged_reference(spark, [D1], "4", logged, same_day_type=False)
     assert {r["reference"] for r in every_day.collect()} == {"model_v4"}
 
 
@@ -592,7 +594,7 @@ def test_alerts_are_derived_from_drift_gaps_and_failed_gates(spark: SparkSession
         ],
     )  # fmt: skip
     check(
-        M.alert_metrics(base, days(spark, D1, D2)),
+        families.alert_metrics(base, days(spark, D1, D2)),
         expected(
             spark,
             [
@@ -709,7 +711,7 @@ def build_tiny_lake(spark: SparkSession, work: Path) -> RunContext:
                 for k in range(3)
             ],
             "run_date date, entity_type string, entity_id string, in_learning boolean, "
-            + ", ".join(f"{s} double" for s in M.BASELINE_STATISTICS),
+            + ", ".join(f"{s} double" for s in drift.BASELINE_STATISTICS),
         ),
         "gold.baselines",
         [D1 - timedelta(days=1), *LAKE_DATES],
@@ -752,14 +754,14 @@ def build_tiny_lake(spark: SparkSession, work: Path) -> RunContext:
 
 
 def snapshot(ctx: RunContext) -> DataFrame:
-    rows = ctx.lake.read(M.METRICS_TABLE).collect()  # the metrics of three tiny days
+    rows = ctx.lake.read(METRICS_DAILY.name).collect()  # the metrics of three tiny days
     return ctx.spark.createDataFrame(rows, METRICS_DAILY.schema)
 
 
 @pytest.fixture(scope="module")
 def tiny_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ctx = build_tiny_lake(spark, tmp_path_factory.mktemp("metrics"))
-    bulk = M.run_metrics(ctx, LAKE_DATES)
+    bulk = metrics_stage.run_metrics(ctx, LAKE_DATES)
     return {"ctx": ctx, "bulk": bulk, "rows": snapshot(ctx)}
 
 
@@ -810,10 +812,10 @@ def test_stage_writes_every_family_for_every_date(tiny_lake: dict[str, Any]) -> 
 
 def test_rerun_and_date_by_date_give_the_bulk_rows(tiny_lake: dict[str, Any]) -> None:
     ctx, bulk_rows = tiny_lake["ctx"], tiny_lake["rows"]
-    M.run_metrics(ctx, [D2])  # a re-run of one date: same rows, no duplicates
+    metrics_stage.run_metrics(ctx, [D2])  # a re-run of one date: same rows, no duplicates
     check(snapshot(ctx), bulk_rows)
     for day in (D3, D1):  # every date on its own, out of order
-        M.run_metrics(ctx, [day])
+        metrics_stage.run_metrics(ctx, [day])
     check(snapshot(ctx), bulk_rows)
 
 
@@ -849,8 +851,8 @@ def test_champion_reference_is_logged_by_training_and_used_for_drift(
     assert reference["day_types"]["weekday"]["rows"] == 30
     assert reference["day_types"]["weekend"]["rows"] == 10
 
-    result = M.run_metrics(ctx, [D1])
-    drift = ctx.lake.read(M.METRICS_TABLE).where(
+    result = metrics_stage.run_metrics(ctx, [D1])
+    drift = ctx.lake.read(METRICS_DAILY.name).where(
         F.col("metric").isin("drift_reference", "feature_psi")
     )
     used = {(r["metric"], r["dimensions"].get("reference")) for r in drift.collect()}

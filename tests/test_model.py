@@ -14,8 +14,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.core.tables import SESSION_SCORES
-from jobs.model import estimators as M
-from jobs.stages.score import sessions as S
+from jobs.model import estimators
+from jobs.stages.score import sessions as session_views
 from tests.conftest import test_settings
 from tests.scoring_frames import DAY, at, events_df, signin
 
@@ -26,11 +26,11 @@ def test_feature_map_of_an_auth_session(spark: SparkSession) -> None:
         signin("a@x", at(9, 1), app_name="slack"),
         signin("a@x", at(9, 3), app_name="zoom", is_privileged=True),
     ]
-    auth = S.auth_sessions(S.sessionize(events_df(spark, rows), 30))
-    features = auth.select(M.feature_columns(auth, "auth").alias("f")).first()[0]
-    assert sorted(features) == sorted(M.FEATURES)  # a map: its key order is not a contract
-    frame = M.feature_frame([features])
-    expected = dict.fromkeys(M.FEATURES, 0.0)
+    auth = session_views.auth_sessions(session_views.sessionize(events_df(spark, rows), 30))
+    features = auth.select(estimators.feature_columns(auth, "auth").alias("f")).first()[0]
+    assert sorted(features) == sorted(estimators.FEATURES)  # a map: its key order is not a contract
+    frame = estimators.feature_frame([features])
+    expected = dict.fromkeys(estimators.FEATURES, 0.0)
     expected.update(
         kind_auth=1.0,
         log_events=np.log1p(3),
@@ -48,13 +48,13 @@ def test_factory_returns_unfitted_estimators() -> None:
     from sklearn.base import clone
     from sklearn.utils.validation import check_is_fitted
 
-    for name in M.ESTIMATORS:
-        est = M.make_estimator(name, random_state=1)
+    for name in estimators.ESTIMATORS:
+        est = estimators.make_estimator(name, random_state=1)
         clone(est)  # a proper sklearn estimator
         with pytest.raises(Exception):  # noqa: B017 - NotFittedError or AttributeError
             check_is_fitted(est)
     with pytest.raises(ValueError, match="unknown estimator"):
-        M.make_estimator("random_forest")
+        estimators.make_estimator("random_forest")
 
 
 def _synthetic(n: int = 400, outliers: int = 20, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -70,22 +70,22 @@ def _synthetic(n: int = 400, outliers: int = 20, seed: int = 0) -> tuple[pd.Data
         rows.append({kind: 1.0, "log_events": rng.normal(4.5, 0.3), "failure_ratio": rng.uniform(0.7, 1.0),
                      "log_bytes_out": rng.normal(19.0, 0.5) if kind == "kind_network" else 0.0,
                      "external_source": 1.0})  # fmt: skip
-    frame = M.feature_frame(rows)
+    frame = estimators.feature_frame(rows)
     labels = np.array([0] * n + [1] * outliers)
     return frame, labels
 
 
 def test_kindwise_forest_scores_outliers_higher_within_each_kind() -> None:
     x, y = _synthetic()
-    model = M.train(M.make_estimator("isolation_forest", min_rows=50), x[y == 0])
+    model = estimators.train(estimators.make_estimator("isolation_forest", min_rows=50), x[y == 0])
     assert set(model.forests_) == {
-        M.KIND_FEATURES.index("kind_auth"),
-        M.KIND_FEATURES.index("kind_network"),
+        estimators.KIND_FEATURES.index("kind_auth"),
+        estimators.KIND_FEATURES.index("kind_network"),
     }
-    scores = M.risk_scores(model, x)
+    scores = estimators.risk_scores(model, x)
     assert ((scores >= 0) & (scores <= 1)).all()
     assert scores[y == 1].min() > np.percentile(scores[y == 0], 99)
-    metrics = M.evaluate(model, x, y)
+    metrics = estimators.evaluate(model, x, y)
     assert metrics["average_precision"] > 0.95 and metrics["roc_auc"] > 0.95
     assert set(metrics) == {"rows", "positives", "average_precision", "roc_auc",
                             "precision_at_threshold", "recall_at_threshold"}  # fmt: skip
@@ -93,14 +93,14 @@ def test_kindwise_forest_scores_outliers_higher_within_each_kind() -> None:
 
 def test_supervised_train_and_evaluate_are_pure() -> None:
     x, y = _synthetic(seed=1)
-    est = M.make_estimator("gradient_boosting")
-    model = M.train(est, x, y)
+    est = estimators.make_estimator("gradient_boosting")
+    model = estimators.train(est, x, y)
     assert model is est  # sklearn fits in place and returns the estimator
-    again = M.train(M.make_estimator("gradient_boosting"), x, y)
-    np.testing.assert_allclose(M.risk_scores(model, x), M.risk_scores(again, x))
-    assert M.evaluate(model, x, y)["average_precision"] == pytest.approx(1.0)
+    again = estimators.train(estimators.make_estimator("gradient_boosting"), x, y)
+    np.testing.assert_allclose(estimators.risk_scores(model, x), estimators.risk_scores(again, x))
+    assert estimators.evaluate(model, x, y)["average_precision"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="needs labels"):
-        M.train(M.make_estimator("logistic_regression"), x)
+        estimators.train(estimators.make_estimator("logistic_regression"), x)
 
 
 # --- MLflow: train, register, promote -------------------------------------------------------
@@ -203,9 +203,9 @@ def test_train_registers_and_only_a_better_model_takes_the_champion_alias(
             mlflow.artifacts.download_artifacts(run_id=first.run_id, artifact_path="features.json")
         ).read_text()
     )
-    assert features == {"features": list(M.FEATURES)}
+    assert features == {"features": list(estimators.FEATURES)}
     info = mlflow.models.get_model_info(f"models:/{settings.scoring.model_name}/1")
-    assert [c.name for c in info.signature.inputs.inputs] == list(M.FEATURES)
+    assert [c.name for c in info.signature.inputs.inputs] == list(estimators.FEATURES)
 
     model, version = load_champion(settings)
     assert version == "1" and hasattr(model, "predict_proba")
@@ -222,7 +222,7 @@ def test_champion_scores_sessions_distributed(
     sessions = ctx.lake.read("gold.session_scores").select("session_id", "features")
     scored = apply_model(sessions, model, version).orderBy("session_id")
     got = np.array([r[0] for r in scored.select("model_score").collect()])
-    np.testing.assert_allclose(got, M.risk_scores(model, x), rtol=1e-9)
+    np.testing.assert_allclose(got, estimators.risk_scores(model, x), rtol=1e-9)
     assert {r[0] for r in scored.select("model_version").distinct().collect()} == {"1"}
 
 

@@ -147,7 +147,10 @@ def test_pseudonym_key_must_be_set_and_long_enough() -> None:
 
 
 def _scores(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame:
-    full = [{**{f.name: None for f in SESSION_SCORES.schema.fields}, "session_id": "-", **r} for r in rows]
+    full = [
+        {**{f.name: None for f in SESSION_SCORES.schema.fields}, "session_id": "-", **r}
+        for r in rows
+    ]
     return spark.createDataFrame(full, SESSION_SCORES.schema)
 
 
@@ -463,7 +466,9 @@ def _gold_extras(spark: SparkSession, ctx: RunContext) -> None:
         {"run_date": DAY, "entity_type": "host", "entity_id": "ws-1", "events": 4,
          "users": {"u1@x": 3, "u2@x": 1}},
     ]]  # fmt: skip
-    lake.replace_dates(spark.createDataFrame(daily, ENTITY_DAILY.schema), "gold.entity_daily", [DAY])
+    lake.replace_dates(
+        spark.createDataFrame(daily, ENTITY_DAILY.schema), "gold.entity_daily", [DAY]
+    )
     members = [
         {"day": DAY - timedelta(days=1), "member": m, "events": 5, "failures": 0, "bytes_in": 1,
          "bytes_out": 1, "privileged_actions": 0}

@@ -29,7 +29,7 @@ from jobs.core.tables import ENTITY_RISK, SOURCE_STATUS
 from jobs.governance.decisions import FeedbackError, parse_decisions
 from jobs.governance.feedback import run_feedback
 from jobs.policy.engine import rec_id
-from jobs.stages.export.stage import run_export
+from jobs.stages.export.stage import export_day
 from jobs.stages.recommend.decisions import evaluate
 from jobs.stages.recommend.stage import run_recommend
 from tests.conftest import test_settings
@@ -256,7 +256,7 @@ def scenario(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> S
 
     metrics = DeltaTable.forPath(spark, lake.path(RECS)).history(1).first()["operationMetrics"]  # type: ignore[index]
     cdf_after_rerun = changes_since(ctx, versions["feedback"] + 1)
-    export = run_export(ctx, D1, work / "exports")
+    export = export_day(ctx, D1, work / "exports")
     return Scenario(
         ctx,
         day_one,
@@ -478,7 +478,7 @@ def test_export_manifest_checksum_matches(scenario: Scenario) -> None:
     first = json.loads(data.decode().splitlines()[0])
     assert list(first)[:3] == ["rec_id", "run_date", "domain"]
     assert first["valid_from"] == "2026-10-02T00:00:00Z"
-    again = run_export(scenario.ctx, D1, result.data_file.parent.parent)
+    again = export_day(scenario.ctx, D1, result.data_file.parent.parent)
     assert again.sha256 == result.sha256
 
 

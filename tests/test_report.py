@@ -22,7 +22,8 @@ from jobs.core.config import MetricsSettings
 from jobs.core.context import RunContext
 from jobs.core.errors import PipelineError
 from jobs.core.tables import METRICS_DAILY
-from jobs.stages.metrics import stage as M
+from jobs.stages.metrics import families
+from jobs.stages.metrics import stage as metrics_stage
 from jobs.stages.report.render import (
     MetricPoint,
     ReportData,
@@ -70,7 +71,7 @@ def alert_points(spark: SparkSession, base: list[MetricPoint]) -> list[MetricPoi
         METRICS_DAILY.schema,
     )
     dates = spark.createDataFrame([(DAY,)], "run_date date")
-    derived = M.alert_metrics(frame, dates).where("metric = 'alert'").collect()
+    derived = families.alert_metrics(frame, dates).where("metric = 'alert'").collect()
     return base + [
         point(r["metric"], r["value"], r["run_date"], **r["dimensions"]) for r in derived
     ]
@@ -180,7 +181,7 @@ def report_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -
     ] + [(d, "alerts_total", {}, 0.0) for d in (DAY - timedelta(days=1), DAY)]
     ctx.lake.replace_dates(
         spark.createDataFrame(metric_rows, METRICS_DAILY.schema),
-        M.METRICS_TABLE,
+        METRICS_DAILY.name,
         [DAY - timedelta(days=1), DAY],
     )
     ctx.lake.replace_dates(
@@ -256,7 +257,7 @@ def month_reports(pipeline_month: Any) -> dict[str, Any]:
     """Metrics and reports for every date of the shared month (they write only their own
     table and files, so the other modules' expectations do not depend on the order)."""
     ctx, dates = pipeline_month.ctx, pipeline_month.dates
-    metrics = M.run_metrics(ctx, dates)
+    metrics = metrics_stage.run_metrics(ctx, dates)
     reports = run_report(ctx, dates)
     return {"metrics": metrics, "reports": reports, "month": pipeline_month}
 

@@ -81,7 +81,8 @@ def test_session_risk_adds_points_caps_at_100_and_orders_reasons(spark: SparkSes
         "three": (100, ["impossible_travel fired", "new_country fired", "new_device fired"]),
     }
     assert (
-        out.schema == SESSION_SCORES.schema or [f.name for f in out.schema] == SESSION_SCORES.schema.fieldNames()
+        out.schema == SESSION_SCORES.schema
+        or [f.name for f in out.schema] == SESSION_SCORES.schema.fieldNames()
     )
 
 

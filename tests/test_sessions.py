@@ -8,7 +8,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.stages.score import sessions as S
+from jobs.stages.score import sessions as session_views
 from tests.scoring_frames import DAY, at, event, events_df, signin
 
 
@@ -27,7 +27,9 @@ def _signins() -> list[dict[str, object]]:
 
 
 def test_sessions_split_on_gap_and_keys(spark: SparkSession) -> None:
-    sessions = S.auth_sessions(S.sessionize(events_df(spark, _signins()), gap_minutes=30))
+    sessions = session_views.auth_sessions(
+        session_views.sessionize(events_df(spark, _signins()), gap_minutes=30)
+    )
     expected = spark.createDataFrame(
         [
             ("a@x", "d1", "198.51.100.7", at(9, 0), at(9, 49), 3, 1),
@@ -54,17 +56,22 @@ def test_sessions_split_on_gap_and_keys(spark: SparkSession) -> None:
 
 def test_gap_is_configurable(spark: SparkSession) -> None:
     ev = events_df(spark, _signins())
-    counts = {gap: S.auth_sessions(S.sessionize(ev, gap)).count() for gap in (15, 30, 60)}
+    counts = {
+        gap: session_views.auth_sessions(session_views.sessionize(ev, gap)).count()
+        for gap in (15, 30, 60)
+    }
     # 15 min splits 9:00|9:20|9:49; 60 min joins 9:49 and 10:30
     assert counts == {15: 8, 30: 6, 60: 5}
 
 
 def test_session_ids_are_deterministic_and_unique(spark: SparkSession) -> None:
     ev = events_df(spark, _signins())
-    first = S.auth_sessions(S.sessionize(ev, 30)).select("session_id", "session_start")
-    again = S.auth_sessions(S.sessionize(ev.orderBy(F.rand(seed=3)), 30)).select(
+    first = session_views.auth_sessions(session_views.sessionize(ev, 30)).select(
         "session_id", "session_start"
     )
+    again = session_views.auth_sessions(
+        session_views.sessionize(ev.orderBy(F.rand(seed=3)), 30)
+    ).select("session_id", "session_start")
     assertDataFrameEqual(first, again)
     ids = [r[0] for r in first.collect()]
     assert len(set(ids)) == len(ids) == 6 and all(len(i) == 32 for i in ids)
@@ -166,11 +173,11 @@ def test_entity_day_views(spark: SparkSession) -> None:
         ),
     ]
     ev = events_df(spark, rows)
-    host = S.host_days(ev).select(
+    host = session_views.host_days(ev).select(
         "entity_id", "event_count", "failure_count", "process_count", "logon_count", "process_pairs"
     )
     assertDataFrameEqual(host, spark.createDataFrame([("ws-1", 3, 1, 2, 1, 2)], host.schema))
-    net = S.network_days(ev).select(
+    net = session_views.network_days(ev).select(
         "entity_type",
         "entity_id",
         "event_count",
@@ -185,9 +192,11 @@ def test_entity_day_views(spark: SparkSession) -> None:
             [("host", "ws-1", 2, 0, 100, 150, 2), ("ip", "45.0.0.1", 1, 1, 0, 0, 1)], net.schema
         ),
     )
-    dns = S.dns_days(ev).select("entity_id", "event_count", "failure_count", "distinct_queries")
+    dns = session_views.dns_days(ev).select(
+        "entity_id", "event_count", "failure_count", "distinct_queries"
+    )
     assertDataFrameEqual(dns, spark.createDataFrame([("ws-1", 2, 1, 2)], dns.schema))
-    cloud = S.cloud_days(ev, ("CreateAccessKey",)).select(
+    cloud = session_views.cloud_days(ev, ("CreateAccessKey",)).select(
         "entity_type", "entity_id", "event_count", "failure_count", "iam_writes", "regions"
     )
     assertDataFrameEqual(
@@ -196,7 +205,11 @@ def test_entity_day_views(spark: SparkSession) -> None:
     # every view has a distinct, kind-scoped id
     ids = [
         r[0]
-        for v in (S.host_days(ev), S.network_days(ev), S.dns_days(ev))
+        for v in (
+            session_views.host_days(ev),
+            session_views.network_days(ev),
+            session_views.dns_days(ev),
+        )
         for r in v.select("session_id").collect()
     ]
     assert len(set(ids)) == len(ids) == 4

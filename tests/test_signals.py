@@ -10,8 +10,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.core.config import ScoringSettings
-from jobs.stages.score import sessions as S
-from jobs.stages.score import signals as sig
+from jobs.stages.score import sessions as session_views
+from jobs.stages.score import signals
 from tests.scoring_frames import (
     DAY,
     at,
@@ -39,8 +39,8 @@ def _auth(
     spark: SparkSession, rows: list[dict[str, Any]]
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
     ev = events_df(spark, rows)
-    sz = S.sessionize(ev, CFG.session_gap_minutes)
-    return ev, sz, S.auth_sessions(sz)
+    sz = session_views.sessionize(ev, CFG.session_gap_minutes)
+    return ev, sz, session_views.auth_sessions(sz)
 
 
 # --- impossible travel -------------------------------------------------------------------
@@ -70,12 +70,12 @@ def test_impossible_travel_fires_above_speed_and_ignores_short_hops_and_vpn(
         signin("failed@x", at(9, 40), ip="1.0.0.10", **SAO_PAULO),
     ]
     _, sz, auth = _auth(spark, rows)
-    out = sig.impossible_travel(sz, CFG, office_egress=["198.51.100.0/28"])
+    out = signals.impossible_travel(sz, CFG, office_egress=["198.51.100.0/28"])
     assert fired(out, auth) == {("fast@x", "impossible_travel"), ("office@x", "impossible_travel")}
     assert details(out)[0].startswith("sign-in from Sao Paulo, Brazil 7,6")
     assert "40 minutes earlier" in details(out)[0]
     # without the office ranges every known egress address is ignored
-    assert fired(sig.impossible_travel(sz, CFG), auth) == {("fast@x", "impossible_travel")}
+    assert fired(signals.impossible_travel(sz, CFG), auth) == {("fast@x", "impossible_travel")}
 
 
 def test_impossible_travel_threshold_and_lookback_day(spark: SparkSession) -> None:
@@ -88,7 +88,7 @@ def test_impossible_travel_threshold_and_lookback_day(spark: SparkSession) -> No
         signin("under@x", at(7, 36), ip="1.0.0.4", **SAO_PAULO),
     ]
     _, sz, auth = _auth(spark, rows)
-    out = sig.impossible_travel(sz, CFG)
+    out = signals.impossible_travel(sz, CFG)
     today = auth.where(auth.run_date == DAY)
     assert fired(out, today) == {("over@x", "impossible_travel")}
     value, threshold = (
@@ -123,7 +123,7 @@ def test_new_country_own_history_peer_fallback_and_egress(spark: SparkSession) -
     ]
     base.append(peer(PEER, src_countries=history("US", "GB")))
     _, sz, auth = _auth(spark, rows)
-    out = sig.new_country(sz, baselines_df(spark, base), CFG)
+    out = signals.new_country(sz, baselines_df(spark, base), CFG)
     assert fired(out, auth) == {("new@x", "new_country"), ("learner2@x", "new_country")}
     assert details(out) == [
         "first sign-in from Brazil for its peer group sales/account_executive in 90 days",
@@ -147,7 +147,7 @@ def test_new_device_window(spark: SparkSession) -> None:
         baseline("nohist@x"),
     ]
     _, _, auth = _auth(spark, rows)
-    out = sig.new_device(auth, baselines_df(spark, base), CFG)
+    out = signals.new_device(auth, baselines_df(spark, base), CFG)
     assert fired(out, auth) == {("stale@x", "new_device"), ("never@x", "new_device")}
 
 
@@ -172,7 +172,7 @@ def test_off_hours_needs_rare_hour_for_user_and_peers(spark: SparkSession) -> No
         peer("it/night_shift", hour_of_week=nights),
     ]
     _, _, auth = _auth(spark, rows)
-    out = sig.off_hours(auth, baselines_df(spark, base), CFG)
+    out = signals.off_hours(auth, baselines_df(spark, base), CFG)
     assert fired(out, auth) == {("owl@x", "off_hours"), ("learner@x", "off_hours")}
     assert any("Tuesday 03:00 UTC" in d for d in details(out))
 
@@ -190,7 +190,7 @@ def test_privileged_anomaly_without_baseline_or_off_hours(spark: SparkSession) -
     ]
     base.append(peer(PEER, hour_of_week=work_hours(), privileged_actions_total=0))
     _, _, auth = _auth(spark, rows)
-    out = sig.privileged_anomaly(auth, baselines_df(spark, base), CFG)
+    out = signals.privileged_anomaly(auth, baselines_df(spark, base), CFG)
     assert fired(out, auth) == {
         ("novice@x", "privileged_anomaly"),
         ("admin2@x", "privileged_anomaly"),
@@ -221,8 +221,8 @@ def test_password_spray_threshold_known_accounts_and_nat(spark: SparkSession) ->
     # one account of the sprayed list then gets in from the spraying address
     win = [signin("u3@x", at(10, 20), ip="9.9.9.9")]
     _, sz, auth = _auth(spark, spray + below + noise + nat + win)
-    sources = S.auth_sources(sz)
-    out = sig.password_spray(sz, sources, CFG)
+    sources = session_views.auth_sources(sz)
+    out = signals.password_spray(sz, sources, CFG)
     assert fired(out, sources) == {("9.9.9.9", "password_spray")}
     victim = auth.where((auth.user_id == "u3@x") & (auth.success_count > 0))
     assert fired(out, victim) == {("u3@x", "password_spray")}
@@ -235,8 +235,8 @@ def test_brute_force_threshold(spark: SparkSession) -> None:
     rows += _failures(["near@x"] * (n - 1), "5.5.5.6", at(10), step_s=20)  # n-1: silent
     rows += _failures(["slow@x"] * n, "5.5.5.7", at(1), step_s=40 * 60)  # spread over 10 h: silent
     _, sz, auth = _auth(spark, rows)
-    sources = S.auth_sources(sz)
-    out = sig.brute_force(sz, sources, CFG)
+    sources = session_views.auth_sources(sz)
+    out = signals.brute_force(sz, sources, CFG)
     assert fired(out, auth) == {("target@x", "brute_force")}
     assert fired(out, sources) == {("5.5.5.5", "brute_force")}
 
@@ -272,8 +272,8 @@ def test_first_time_host_access_and_lateral_fan_out(spark: SparkSession) -> None
     base.append(peer(PEER, dst_hosts=history("fs-01", "dc-01")))
     _, sz, auth = _auth(spark, rows)
     b = baselines_df(spark, base)
-    first = sig.first_time_host_access(sz, b, CFG)
-    fan = sig.lateral_fan_out(sz, b, CFG)
+    first = signals.first_time_host_access(sz, b, CFG)
+    fan = signals.lateral_fan_out(sz, b, CFG)
     assert fired(first, auth) == {
         ("mover@x", "first_time_host_access"),
         ("curious@x", "first_time_host_access"),
@@ -311,10 +311,10 @@ def test_exfiltration_volume_own_and_peer_baselines_with_floor(spark: SparkSessi
         baseline("ws-int", "host", bytes_out_median=1e6, bytes_out_mad=1e5),
         peer("hosts/workstation", bytes_out_median=4e6, bytes_out_mad=2e6),
     ]
-    network = S.network_days(events_df(spark, rows)).withColumn(
+    network = session_views.network_days(events_df(spark, rows)).withColumn(
         "peer_group", F.lit("hosts/workstation")
     )
-    out = sig.exfiltration_volume(network, baselines_df(spark, base), CFG)
+    out = signals.exfiltration_volume(network, baselines_df(spark, base), CFG)
     assert fired(out, network) == {
         ("ws-big", "exfiltration_volume"),
         ("ws-new", "exfiltration_volume"),
@@ -341,7 +341,7 @@ def test_host_peer_baselines_median_and_mad(spark: SparkSession) -> None:
         "asset_id string, peer_group string",
     )
     row = (
-        sig.host_peer_baselines(b, groups)
+        signals.host_peer_baselines(b, groups)
         .select(
             "entity_type",
             "entity_id",
@@ -369,8 +369,8 @@ def test_inbound_scan(spark: SparkSession) -> None:
         _flow(None, "45.1.1.3", "10.0.0.9", 500, dst_port=1000 + i, bytes_in=900, status="success")
         for i in range(k)
     ]
-    network = S.network_days(events_df(spark, probe + few + answered))
-    assert fired(sig.inbound_scan(network, CFG), network) == {("45.1.1.1", "inbound_scan")}
+    network = session_views.network_days(events_df(spark, probe + few + answered))
+    assert fired(signals.inbound_scan(network, CFG), network) == {("45.1.1.1", "inbound_scan")}
 
 
 # --- endpoints and cloud ---------------------------------------------------------------------
@@ -398,8 +398,8 @@ def test_rare_process_pair_host_and_fleet(spark: SparkSession) -> None:
     fleet = ("explorer.exe>winword.exe", "explorer.exe>cmd.exe")
     base = [baseline(f"ws-{i}", "host", process_pairs=history(*fleet)) for i in range(1, 5)]
     base[1]["process_pairs"] = history("explorer.exe>winword.exe")
-    hosts = S.host_days(events_df(spark, rows))
-    out = sig.rare_process_pair(events_df(spark, rows), baselines_df(spark, base), CFG)
+    hosts = session_views.host_days(events_df(spark, rows))
+    out = signals.rare_process_pair(events_df(spark, rows), baselines_df(spark, base), CFG)
     assert fired(out, hosts) == {("ws-1", "rare_process_pair")}
     assert details(out) == [
         "cmd.exe started vssadmin.exe on ws-1: never on this host, on 0 host(s) of the fleet in the baseline window"
@@ -427,8 +427,8 @@ def test_risky_iam_change_only_for_principals_without_iam_writes(spark: SparkSes
         baseline("svc-read@x", "service_account", cloud_actions=history("iam:ListUsers")),
     ]
     ev = events_df(spark, rows)
-    cloud = S.cloud_days(ev, CFG.iam_write_actions)
-    out = sig.risky_iam_change(ev, baselines_df(spark, base), CFG)
+    cloud = session_views.cloud_days(ev, CFG.iam_write_actions)
+    out = signals.risky_iam_change(ev, baselines_df(spark, base), CFG)
     assert fired(out, cloud) == {("svc-ci@x", "risky_iam_change"), ("new@x", "risky_iam_change")}
     value, contribution = (
         out.join(cloud.where(cloud.entity_id == "svc-ci@x"), "session_id")
@@ -445,7 +445,7 @@ def test_contribution_grows_with_value_and_is_capped(spark: SparkSession) -> Non
     got = [
         r[0]
         for r in df.select(
-            sig.contribution("brute_force", F.col("v"), F.lit(1.0), CFG, True)
+            signals.contribution("brute_force", F.col("v"), F.lit(1.0), CFG, True)
         ).collect()
     ]
     base = CFG.signal_points["brute_force"]
@@ -471,8 +471,8 @@ def test_unsolicited_inbound_only_to_hosts_not_internet_facing(spark: SparkSessi
             None, "198.51.100.1", "10.0.0.9", 0, dst_host="ws-9", src_is_known_egress=True
         ),  # our egress
     ]
-    network = S.network_days(events_df(spark, rows))
-    out = sig.unsolicited_inbound(network, CFG)
+    network = session_views.network_days(events_df(spark, rows))
+    out = signals.unsolicited_inbound(network, CFG)
     assert fired(out, network) == {("45.2.2.1", "unsolicited_inbound")}
     assert details(out) == [
         "45.2.2.1 opened 1 connection(s) from outside to internal hosts that are not internet-facing"

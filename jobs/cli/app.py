@@ -10,10 +10,9 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.markup import escape
 
 from jobs.cli import governance, pipeline
-from jobs.cli.common import console
+from jobs.cli.common import mapped, report_error
 from jobs.cli.policy import policy_app
 from jobs.core.errors import EXIT_OK, EXIT_USAGE, PolicylakeError
 
@@ -25,42 +24,37 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # the pipeline
-app.command("run")(pipeline.run)
-app.command("demo")(pipeline.demo)
-app.command("generate")(pipeline.generate)
-app.command("train")(pipeline.train)
-app.command("export")(pipeline.export)
-app.command("report")(pipeline.report)
+app.command("run")(mapped(pipeline.run))
+app.command("demo")(mapped(pipeline.demo))
+app.command("generate")(mapped(pipeline.generate))
+app.command("train")(mapped(pipeline.train))
+app.command("export")(mapped(pipeline.export))
+app.command("report")(mapped(pipeline.report))
 # policies and governance
 app.add_typer(policy_app, name="policy")
-app.command("feedback")(governance.feedback)
-app.command("verify")(governance.verify)
-app.command("forget")(governance.forget)
+app.command("feedback")(mapped(governance.feedback))
+app.command("verify")(mapped(governance.verify))
+app.command("forget")(mapped(governance.forget))
 app.add_typer(governance.pseudonym_app, name="pseudonym")
-
-
-def report(message: str, code: int) -> int:
-    """One line on stderr; `code` back for the exit."""
-    first = message.strip().splitlines()[0] if message.strip() else "failed"
-    console.print(f"[bold red]error:[/] {escape(first)}", highlight=False, soft_wrap=True)
-    return code
 
 
 def run_cli(application: typer.Typer, argv: list[str] | None = None) -> int:
     """Run `application`; every known error becomes one line on stderr and its exit code."""
     try:
-        application(args=argv, standalone_mode=False)
+        # not standalone: typer returns a command's `typer.Exit` code instead of exiting
+        code = application(args=argv, standalone_mode=False)
     except PolicylakeError as exc:
-        return report(str(exc), exc.exit_code)
+        return report_error(str(exc), exc.exit_code)
     except typer.Abort:
-        return report("aborted", 130)
+        return report_error("aborted", 130)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.TyperException as exc:  # bad usage: an unknown option, a missing value
-        message = str(getattr(exc, "format_message", lambda: str(exc))())
+        formatted = getattr(exc, "format_message", None)
+        message = str(formatted() if callable(formatted) else exc)
         code = int(getattr(exc, "exit_code", EXIT_USAGE))
-        return report(message, code) if message.strip() else code  # (no args: help shown)
-    return EXIT_OK
+        return report_error(message, code) if message.strip() else code  # (no args: help shown)
+    return code if isinstance(code, int) else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,21 +3,25 @@ progress bar and the table of stage results."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ParamSpec
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobs.core.config import Settings, load_rooted
 from jobs.core.context import RunContext, StageResult
-from jobs.core.errors import UsageError
+from jobs.core.errors import PolicylakeError, UsageError
 from jobs.core.spark import build_spark
 from jobs.pipeline.runner import run_stages
+
+P = ParamSpec("P")
 
 # Human text and progress go to stderr, results to stdout.
 console = Console(stderr=True, soft_wrap=True)
@@ -35,6 +39,28 @@ WorkdirOpt = Annotated[
         help="Root relative paths here (like the demo; default: $POLICYLAKE_WORKDIR, else .)."
     ),
 ]
+
+
+def report_error(message: str, code: int) -> int:
+    """One line on stderr; `code` back for the exit."""
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    console.print(f"[bold red]error:[/] {escape(first)}", highlight=False)
+    return code
+
+
+def mapped(command: Callable[P, None]) -> Callable[P, None]:
+    """`command` with every known error turned into one line on stderr and its exit code
+    (`typer.Exit`), however the application is invoked (console script, spark-submit,
+    typer's test runner)."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except PolicylakeError as exc:
+            raise typer.Exit(report_error(str(exc), exc.exit_code)) from None
+
+    return run
 
 
 def parse_date(value: str, option: str = "--date") -> date:

@@ -14,13 +14,13 @@ from typing import Annotated
 
 import typer
 from pyspark.sql import functions as F
-from rich.console import Console
 from rich.table import Table
 
 from jobs.cli.common import (
     ConfigOpt,
     WorkdirOpt,
     context,
+    mapped,
     out,
     parse_date,
     settings,
@@ -129,7 +129,7 @@ def forget(
     table.add_column("redacted", justify="right")
     for name, deleted, redacted in rows:
         table.add_row(name, f"{deleted:,}", f"{redacted:,}")
-    Console().print(table)
+    out.print(table)
     if not yes:
         typer.confirm(
             "Erase these rows and vacuum the tables (older versions become unreadable)?",
@@ -159,6 +159,7 @@ def forget(
 
 
 @pseudonym_app.command("resolve")
+@mapped
 def resolve(
     token: Annotated[str, typer.Argument(help="A token from a BI table, e.g. u_3f2a...")],
     workdir: WorkdirOpt = None,
@@ -183,6 +184,7 @@ def resolve(
 
 
 @pseudonym_app.command("of")
+@mapped
 def of(
     identifier: Annotated[str, typer.Argument(help="A canonical user, host or device id.")],
     kind: Annotated[

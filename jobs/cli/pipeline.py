@@ -100,7 +100,9 @@ def run(
     ] = None,
     blocking_sources: Annotated[
         str | None,
-        typer.Option(help="Fail after validate unless these sources are ok (comma-separated, or all)."),
+        typer.Option(
+            help="Fail after validate unless these sources are ok (comma-separated, or all)."
+        ),
     ] = None,
     workdir: WorkdirOpt = None,
     config: ConfigOpt = None,
@@ -249,9 +251,7 @@ def demo(
 
 def export(
     date_: Annotated[str, typer.Option("--date", help="Run date to export, YYYY-MM-DD.")],
-    to: Annotated[
-        str | None, typer.Option("--to", help="Last date of a range, inclusive.")
-    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last date of a range, inclusive.")] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Folder (default: paths.exports_dir).")
     ] = None,
@@ -279,9 +279,7 @@ def export(
 
 def report(
     date_: Annotated[str, typer.Option("--date", help="Run date to report on, YYYY-MM-DD.")],
-    to: Annotated[
-        str | None, typer.Option("--to", help="Last date of a range, inclusive.")
-    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last date of a range, inclusive.")] = None,
     config: ConfigOpt = None,
     workdir: WorkdirOpt = None,
 ) -> None:

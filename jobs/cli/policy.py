@@ -13,7 +13,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from jobs.cli.common import ConfigOpt, WorkdirOpt, console, context, out, parse_date, settings
+from jobs.cli.common import (
+    ConfigOpt,
+    WorkdirOpt,
+    console,
+    context,
+    mapped,
+    out,
+    parse_date,
+    settings,
+)
 from jobs.policy.lint import failed, lint_directory
 from jobs.policy.schema import SCHEMA_FILE, render_json_schema, resolve_policies_dir
 from jobs.policy.testing import run_cases
@@ -34,6 +43,7 @@ PoliciesOpt = Annotated[
 
 
 @policy_app.command("lint")
+@mapped
 def lint_command(
     policies: PoliciesOpt = None,
     strict: Annotated[bool, typer.Option(help="Fail on warnings too.")] = False,
@@ -59,6 +69,7 @@ def lint_command(
 
 
 @policy_app.command("test")
+@mapped
 def test_command(policies: PoliciesOpt = None) -> None:
     """Run every policy file's inline `tests:` cases; non-zero exit on any failure."""
     directory = resolve_policies_dir(None, policies)
@@ -90,6 +101,7 @@ def test_command(policies: PoliciesOpt = None) -> None:
 
 
 @policy_app.command("diff")
+@mapped
 def diff_command(
     date_: Annotated[str, typer.Option("--date", help="The past run date to replay, YYYY-MM-DD.")],
     policies: Annotated[
@@ -129,6 +141,7 @@ def diff_command(
 
 
 @policy_app.command("schema")
+@mapped
 def schema_command(
     policies: PoliciesOpt = None,
     check: Annotated[
@@ -140,7 +153,9 @@ def schema_command(
     text = render_json_schema()
     if check:
         if not target.is_file() or target.read_text(encoding="utf-8") != text:
-            console.print(f"[bold red]error:[/] {target} is out of date; run `policylake policy schema`")
+            console.print(
+                f"[bold red]error:[/] {target} is out of date; run `policylake policy schema`"
+            )
             raise typer.Exit(1)
         out.print(f"{target} is up to date")
         return

@@ -23,7 +23,7 @@ from pathlib import Path
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
-from jobs.cli.app import main  # noqa: E402
+from jobs.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -268,7 +268,6 @@ class ReportSettings(_Section):
     history_days: int = Field(default=30, ge=1, le=366)
 
 
-# --- BEGIN privacy (docs/privacy.md); owner: jobs/privacy.py ------------------------------
 class PrivacySettings(_Section):
     """Pseudonymized BI tables (docs/privacy.md)."""
 
@@ -322,9 +321,6 @@ def refuse_credentials(tree: dict[str, Any], origin: str) -> None:
             "AWS_SECRET_ACCESS_KEY, MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN, ...) or use a "
             "provider chain (spark.hadoop.fs.s3a.aws.credentials.provider)"
         )
-
-
-# --- END privacy ---------------------------------------------------------------------------
 
 
 class Settings(_Section):
@@ -460,5 +456,9 @@ def load_rooted(
     when it is set, else left relative to the current directory."""
     env = os.environ if environ is None else environ
     settings = load_settings(path, environ)
-    root = workdir if workdir is not None else (Path(env[WORKDIR_ENV]) if env.get(WORKDIR_ENV) else None)
+    root = (
+        workdir
+        if workdir is not None
+        else (Path(env[WORKDIR_ENV]) if env.get(WORKDIR_ENV) else None)
+    )
     return settings.with_workdir(root) if root is not None else settings

@@ -114,7 +114,7 @@ class Lake:
     def read_dates(self, table: TableRef, dates: Iterable[date]) -> DataFrame:
         column = resolve(table).date_column
         if column is None:
-            raise ValueError(f"{table.name} is not selected by date")
+            raise ValueError(f"{table} is not selected by date")
         return self.read(table).where(dates_predicate(column, dates))
 
     def version(self, table: TableRef) -> int:

@@ -7,6 +7,7 @@ two Zeek sensors, one DNS sensor, one CloudTrail trail, the Linux syslog hosts.
 
 from __future__ import annotations
 
+from jobs.core.config import SOURCES
 from jobs.generate.organisation import SITES
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "windows_shard",
 ]
 
-SOURCES = ("idp", "windows", "zeek_conn", "zeek_dns", "cloudtrail", "sshd")
 
 # sensor -> sites whose traffic it sees; sensor01 writes classic TSV, sensor02 JSON lines.
 CONN_SENSORS: dict[str, tuple[int, ...]] = {"sensor01": (0, 2), "sensor02": (1, 3)}

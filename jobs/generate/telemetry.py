@@ -21,9 +21,10 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from jobs.core.config import SOURCES
 from jobs.generate.activity import DayContext
 from jobs.generate.cloudtrail import CloudTrailEmitter
-from jobs.generate.feeds import SOURCES, shards
+from jobs.generate.feeds import shards
 from jobs.generate.idp import IdpEmitter
 from jobs.generate.messiness import DIRTY_KINDS, RATES
 from jobs.generate.organisation import Organisation, build_organisation, write_reference

@@ -388,9 +388,13 @@ def record_chain(ctx: Any, dates: Sequence[date], reason: str = "recommend") -> 
     spark = lake.spark
     written = [c.head.run_date for c in chains]
     rows = [row for c in chains for row in c.rows]
-    lake.replace_dates(spark.createDataFrame(rows, DECISION_LOG_CHAIN.schema), DECISION_LOG_CHAIN, written)
     lake.replace_dates(
-        spark.createDataFrame([c.head.as_row() for c in chains], AUDIT_HEADS.schema), AUDIT_HEADS, written
+        spark.createDataFrame(rows, DECISION_LOG_CHAIN.schema), DECISION_LOG_CHAIN, written
+    )
+    lake.replace_dates(
+        spark.createDataFrame([c.head.as_row() for c in chains], AUDIT_HEADS.schema),
+        AUDIT_HEADS,
+        written,
     )
     return {
         "chained": [d.isoformat() for d in written],

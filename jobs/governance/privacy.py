@@ -39,7 +39,7 @@ from pyspark.sql.types import ArrayType, DataType, StringType, StructType
 
 from jobs.core.config import PrivacySettings
 from jobs.core.errors import ConfigError
-from jobs.core.lake import Lake
+from jobs.core.lake import Lake, TableRef, resolve
 from jobs.core.tables import ENTITY_RISK, PSEUDONYMS, SESSION_SCORES, Table
 
 __all__ = [
@@ -308,7 +308,7 @@ def read_pseudonyms(lake: Lake) -> DataFrame | None:
     return lake.read(PSEUDONYMS) if lake.exists(PSEUDONYMS) else None
 
 
-def resolve_pseudonyms(lake: Lake, df: DataFrame, table: Table, text: bool = True) -> DataFrame:
+def resolve_pseudonyms(lake: Lake, df: DataFrame, table: TableRef, text: bool = True) -> DataFrame:
     """Real identifiers back in a BI table's frame (no-op when nothing was pseudonymized).
 
     Resolves through the whole of ops.pseudonyms, so tokens carried from earlier days
@@ -317,7 +317,7 @@ def resolve_pseudonyms(lake: Lake, df: DataFrame, table: Table, text: bool = Tru
     mapping = read_pseudonyms(lake)
     if mapping is None:
         return df
-    spec = PROTECTED_TABLES[table.name]
+    spec = PROTECTED_TABLES[resolve(table).name]
     out = resolve_identifiers(df, mapping, spec.id_columns)
     if not text:
         return out

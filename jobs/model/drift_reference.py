@@ -41,7 +41,7 @@ def feature_reference(
 
     Values are rounded to REFERENCE_DECIMALS (half to even); edge k of `bins` is the smallest
     value whose cumulative share reaches k/bins, duplicates dropped; bins are right-closed:
-    (-inf, e1], (e1, e2], ..., (ek, inf). jobs/metrics.py bins the scored days the same way.
+    (-inf, e1], (e1, e2], ..., (ek, inf). jobs/stages/metrics/drift.py bins the scored days the same way.
     `weekend` (a boolean per row) adds the weekday and weekend distributions separately.
     """
     out: dict[str, Any] = {

@@ -1,5 +1,4 @@
-"""Labels for training: analyst verdicts, or a generator's ground truth, and the held-out split.
-"""
+"""Labels for training: analyst verdicts, or a generator's ground truth, and the held-out split."""
 
 from __future__ import annotations
 

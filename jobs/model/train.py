@@ -18,6 +18,7 @@ model registry. A URI with a scheme (http://, sqlite://, databricks) is used as 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -30,6 +31,7 @@ from pyspark.sql import functions as F
 from jobs.core.config import Settings
 from jobs.core.errors import PipelineError
 from jobs.core.tables import ANALYST_DECISIONS, SESSION_SCORES
+from jobs.features.calendar import WEEKEND, day_type
 from jobs.model import estimators as risk_model
 from jobs.model.drift_reference import feature_reference
 from jobs.model.labels import (
@@ -45,10 +47,10 @@ from jobs.model.registry import (
     champion_version,
     ensure_experiment,
     load_champion,
-    log,
     mlflow_client,
 )
 
+log = logging.getLogger(__name__)
 MAX_TRAIN_ROWS = 500_000
 
 
@@ -107,7 +109,9 @@ def _read_decisions(ctx: Any, start: date, end: date) -> pd.DataFrame:
     df = lake.read(ANALYST_DECISIONS)
     needed = {"run_date", "target_id", "verdict"}
     if not needed <= set(df.columns):
-        log.warning("%s lacks %s; ignoring it", ANALYST_DECISIONS.name, sorted(needed - set(df.columns)))
+        log.warning(
+            "%s lacks %s; ignoring it", ANALYST_DECISIONS.name, sorted(needed - set(df.columns))
+        )
         return pd.DataFrame(columns=sorted(needed))
     return (
         df.where(
@@ -235,9 +239,9 @@ def run_train(
                 settings.metrics.psi_bins,
                 start,
                 end,
-                weekend=(pd.to_datetime(sessions["run_date"]).dt.dayofweek >= 5).to_numpy()[
-                    train_mask
-                ],
+                weekend=(
+                    pd.to_datetime(sessions["run_date"]).dt.date.map(day_type) == WEEKEND
+                ).to_numpy()[train_mask],
             ),
             FEATURE_REFERENCE_ARTIFACT,
         )

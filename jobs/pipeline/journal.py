@@ -117,5 +117,3 @@ class StageJournal:
     def unfinished(self, stages: Sequence[str], dates: Sequence[date]) -> list[StageRun]:
         found = [self.get(s, d) for d in sorted(set(dates)) for s in stages]
         return [r for r in found if r is not None and r.status != FINISHED]
-
-

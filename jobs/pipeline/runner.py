@@ -117,7 +117,9 @@ def _late_dates(
     return late_deliveries(ctx, candidates, ingested)
 
 
-def _run_stage(ctx: RunContext, name: str, dates: list[date], sources: Sequence[str]) -> StageResult:
+def _run_stage(
+    ctx: RunContext, name: str, dates: list[date], sources: Sequence[str]
+) -> StageResult:
     if name == INGEST and list(sources) != list(ctx.settings.ingest.sources):
         return run_ingest(ctx, dates, sources=sources)  # some sources (per-source tasks)
     return STAGES[name](ctx, dates)

@@ -560,11 +560,6 @@ def render_json_schema() -> str:
     return json.dumps(policy_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
-def write_json_schema(path: Path) -> Path:
-    path.write_text(render_json_schema(), encoding="utf-8")
-    return path
-
-
 __all__ = [
     "ExpressionError",
     "Guardrails",

@@ -23,7 +23,13 @@ ASSET_CRITICALITY: tuple[str, ...] = ("low", "medium", "high", "critical")
 USER_TYPES: tuple[str, ...] = ("human", "admin", "service", "break_glass", "unknown")
 
 # Analyst verdicts that label a decision (training labels, detection precision and recall).
-POSITIVE_VERDICTS: tuple[str, ...] = ("true_positive", "malicious", "confirmed", "tp", "compromised")
+POSITIVE_VERDICTS: tuple[str, ...] = (
+    "true_positive",
+    "malicious",
+    "confirmed",
+    "tp",
+    "compromised",
+)
 NEGATIVE_VERDICTS: tuple[str, ...] = ("false_positive", "benign", "fp", "expected", "authorized")
 
 # Status of a decision whose action is `allow`: logged, never published to enforcement.

@@ -1,5 +1,4 @@
-"""`ops.dq_results`: the rows of a suite's outcome per date, and the one writer of the table.
-"""
+"""`ops.dq_results`: the rows of a suite's outcome per date, and the one writer of the table."""
 
 from __future__ import annotations
 

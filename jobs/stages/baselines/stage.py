@@ -147,7 +147,9 @@ def run_baselines(
         for target in dates:
             previous_day = target - timedelta(days=1)
             if written == previous_day:  # written by this run, with these windows
-                previous: DataFrame | None = conform(lake.read_dates(BASELINES, [previous_day]), BASELINES)
+                previous: DataFrame | None = conform(
+                    lake.read_dates(BASELINES, [previous_day]), BASELINES
+                )
             else:
                 previous = _stored_state(ctx, previous_day, settings)
             if previous is None:

@@ -27,7 +27,7 @@ from jobs.stages.metrics.families import metric_rows, union_all
 
 # Shares below this count as this in the PSI (an empty bin would make it infinite).
 PSI_EPSILON = 1e-4
-# Values are binned at this many decimals (half to even), as jobs/train.py logs the reference.
+# Values are binned at this many decimals (half to even), as jobs/model/drift_reference.py logs the reference.
 DRIFT_DECIMALS = 3
 # Baseline statistics whose distribution over entities is compared (on the log1p scale).
 # Counts that grow with the history (days_observed, privileged_actions_total) and the

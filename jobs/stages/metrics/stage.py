@@ -189,7 +189,9 @@ def _read(
     return require_columns(df, _columns(table, names), f"metrics: {table}")
 
 
-def _or_empty(ctx: RunContext, df: DataFrame | None, table: Table, names: Sequence[str]) -> DataFrame:
+def _or_empty(
+    ctx: RunContext, df: DataFrame | None, table: Table, names: Sequence[str]
+) -> DataFrame:
     return df if df is not None else ctx.spark.createDataFrame([], _columns(table, names))
 
 
@@ -406,12 +408,8 @@ def _run_metrics(ctx: RunContext, dates: list[date], keep: Checkpoints) -> Stage
         scenarios=_ground_truth(ctx),
         owners=owners,
         population=population,
-        entity_daily=_materialize(
-            keep, read(ENTITY_DAILY, ("run_date", "entity_id"))
-        ),
-        source_status=_materialize(
-            keep, read(SOURCE_STATUS, ("run_date", "source", "status"))
-        ),
+        entity_daily=_materialize(keep, read(ENTITY_DAILY, ("run_date", "entity_id"))),
+        source_status=_materialize(keep, read(SOURCE_STATUS, ("run_date", "source", "status"))),
         dq_results=_materialize(
             keep,
             read(DQ_RESULTS, ("run_date", "source", "suite", "success", "critical")),

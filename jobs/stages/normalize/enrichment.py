@@ -45,7 +45,7 @@ EGRESS_KINDS = ("corporate_egress", "vpn", "egress")
 INTERNAL_KINDS = ("internal", "corporate_internal", "site", "datacenter")
 
 
-def _geo_partitions(
+def geo_partitions(
     city_db: str | None, asn_db: str | None, ranges: Sequence[tuple[str, str]]
 ) -> Any:
     """A mapInPandas function: distinct IPs -> geolocation and range membership."""
@@ -108,7 +108,7 @@ def geo_table(
         .distinct()
     )
     return ips.mapInPandas(
-        _geo_partitions(settings.geo.city_db, settings.geo.asn_db, ranges), GEO_SCHEMA
+        geo_partitions(settings.geo.city_db, settings.geo.asn_db, ranges), GEO_SCHEMA
     )
 
 
@@ -260,4 +260,6 @@ def enrich(
         "bronze_line",
         "bronze_batch_id",
     )
-    return out.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in SILVER_EVENTS.schema.fields])
+    return out.select(
+        *[F.col(f.name).cast(f.dataType).alias(f.name) for f in SILVER_EVENTS.schema.fields]
+    )

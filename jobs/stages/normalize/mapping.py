@@ -1,5 +1,4 @@
-"""Per-source mappings: bronze columns -> the common event columns, before enrichment.
-"""
+"""Per-source mappings: bronze columns -> the common event columns, before enrichment."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Reconciliation: bronze rows = events + quarantined + duplicates, per source and date.
-"""
+"""Reconciliation: bronze rows = events + quarantined + duplicates, per source and date."""
 
 from __future__ import annotations
 

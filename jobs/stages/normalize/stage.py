@@ -99,7 +99,9 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
         mapped = mapped_parts[0] if mapped_parts else _empty(MAPPED, spark)
         for part in mapped_parts[1:]:
             mapped = mapped.unionByName(part)
-        quarantine = quarantine_parts[0] if quarantine_parts else _empty(SILVER_QUARANTINE.schema, spark)
+        quarantine = (
+            quarantine_parts[0] if quarantine_parts else _empty(SILVER_QUARANTINE.schema, spark)
+        )
         for part in quarantine_parts[1:]:
             quarantine = quarantine.unionByName(part)
         clock.mark("read_and_route")
@@ -108,9 +110,7 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
             mapped, user_aliases(spark, settings), identity_directory(spark, settings), assets, geo
         )
         events = keep(conform(events, SILVER_EVENTS))
-        quarantine = keep(
-            conform(quarantine, SILVER_QUARANTINE)
-        )
+        quarantine = keep(conform(quarantine, SILVER_QUARANTINE))
         event_counts = {(s, d): n for (s, d), n in counts_by_source_date(events).items()}
         quarantine_counts = {(s, d): n for (s, d), n in counts_by_source_date(quarantine).items()}
         clock.mark("map_and_enrich")

@@ -1,5 +1,4 @@
-"""The outcome vocabulary: every feed's success/failure token -> success | failure | unknown.
-"""
+"""The outcome vocabulary: every feed's success/failure token -> success | failure | unknown."""
 
 from __future__ import annotations
 

@@ -53,9 +53,7 @@ def run_recommend(
     audit_key()  # a bad POLICYLAKE_AUDIT_KEY stops the stage before any write (docs/audit.md)
     lake, spark = ctx.lake, ctx.spark
     if not lake.exists(ENTITY_RISK):
-        raise PipelineError(
-            f"recommend: {ENTITY_RISK} does not exist; run the score stage first"
-        )
+        raise PipelineError(f"recommend: {ENTITY_RISK} does not exist; run the score stage first")
     risk_version = lake.version(ENTITY_RISK)
     entity_risk = conform_loose(
         lake.read(ENTITY_RISK, version=risk_version).where(dates_predicate("run_date", dates)),

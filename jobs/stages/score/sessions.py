@@ -35,7 +35,7 @@ AUTH_CLASS = "authentication"
 SESSION_KINDS = ("auth", "auth_source", "host", "network", "dns", "cloud")
 UNKNOWN = "-"
 
-# Columns every view has, in this order; `sessions_union` in jobs.stages.score.stage stacks them.
+# Columns every view has, in this order; `session_frame` (jobs.stages.score.views) stacks them.
 VIEW_COLUMNS = (
     "run_date",
     "session_id",

@@ -1038,7 +1038,9 @@ def host_peer_baselines(baselines: DataFrame, host_groups: DataFrame) -> DataFra
     )
     per = per.withColumn(
         "bytes_out_mad",
-        median_of_sorted(F.array_sort(F.transform("_bo", lambda x: F.abs(x - F.col("bytes_out_median"))))),
+        median_of_sorted(
+            F.array_sort(F.transform("_bo", lambda x: F.abs(x - F.col("bytes_out_median"))))
+        ),
     )
     values = {
         "run_date": F.col("run_date"),

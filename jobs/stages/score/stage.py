@@ -142,10 +142,13 @@ def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
     write(conform(risk, ENTITY_RISK), ENTITY_RISK)
 
     high = F.sum(F.when(F.col("risk") >= cfg.band_high, 1).otherwise(0))
+    # one row each: the rows written and how many are in the high band
     n_sessions, high_sessions = (
-        lake.read_dates(SESSION_SCORES, dates).agg(F.count(F.lit(1)), high).first()
+        lake.read_dates(SESSION_SCORES, dates).agg(F.count(F.lit(1)), high).collect()[0]
     )
-    n_entities, high_entities = lake.read_dates(ENTITY_RISK, dates).agg(F.count(F.lit(1)), high).first()
+    n_entities, high_entities = (
+        lake.read_dates(ENTITY_RISK, dates).agg(F.count(F.lit(1)), high).collect()[0]
+    )
     return StageResult(
         stage="score",
         dates=dates,

@@ -15,8 +15,7 @@ from pyspark.sql import functions as F
 from jobs.core.config import ScoringSettings
 from jobs.core.lake import dates_predicate
 from jobs.model import estimators as risk_model
-from jobs.stages.score import sessions as S
-from jobs.stages.score import signals as sig
+from jobs.stages.score import sessions, signals
 
 
 @dataclass
@@ -45,17 +44,17 @@ def build_views(
     """
     kept = keep or (lambda df: df)
     in_dates = F.expr(dates_predicate("run_date", dates))
-    sessionized = kept(S.sessionize(events, cfg.session_gap_minutes))
+    sessionized = kept(sessions.sessionize(events, cfg.session_gap_minutes))
     current = sessionized.where(in_dates)
     today = events.where(in_dates)
     return Views(
         sessionized=sessionized,
-        auth=kept(S.auth_sessions(current)),
-        auth_sources=kept(S.auth_sources(current)),
-        host=kept(S.host_days(today)),
-        network=kept(S.network_days(today, cfg.internet_facing_tag)),
-        dns=kept(S.dns_days(today)),
-        cloud=kept(S.cloud_days(today, cfg.iam_write_actions)),
+        auth=kept(sessions.auth_sessions(current)),
+        auth_sources=kept(sessions.auth_sources(current)),
+        host=kept(sessions.host_days(today)),
+        network=kept(sessions.network_days(today, cfg.internet_facing_tag)),
+        dns=kept(sessions.dns_days(today)),
+        cloud=kept(sessions.cloud_days(today, cfg.iam_write_actions)),
     )
 
 
@@ -78,27 +77,27 @@ def signal_rows(
     today = events.where(in_dates)
     network = views.network
     if host_groups is not None:
-        baselines = baselines.unionByName(sig.host_peer_baselines(baselines, host_groups))
+        baselines = baselines.unionByName(signals.host_peer_baselines(baselines, host_groups))
         network = network.join(
             host_groups.select(F.col("asset_id").alias("entity_id"), "peer_group"),
             "entity_id",
             "left",
         )
     parts = [
-        sig.impossible_travel(views.sessionized, cfg, office_egress).where(in_dates),
-        sig.new_country(current, baselines, cfg),
-        sig.new_device(views.auth, baselines, cfg),
-        sig.off_hours(views.auth, baselines, cfg),
-        sig.privileged_anomaly(views.auth, baselines, cfg),
-        sig.password_spray(current, views.auth_sources, cfg),
-        sig.brute_force(current, views.auth_sources, cfg),
-        sig.first_time_host_access(current, baselines, cfg),
-        sig.lateral_fan_out(current, baselines, cfg),
-        sig.exfiltration_volume(network, baselines, cfg),
-        sig.inbound_scan(views.network, cfg),
-        sig.unsolicited_inbound(network, cfg),
-        sig.rare_process_pair(today, baselines, cfg),
-        sig.risky_iam_change(today, baselines, cfg),
+        signals.impossible_travel(views.sessionized, cfg, office_egress).where(in_dates),
+        signals.new_country(current, baselines, cfg),
+        signals.new_device(views.auth, baselines, cfg),
+        signals.off_hours(views.auth, baselines, cfg),
+        signals.privileged_anomaly(views.auth, baselines, cfg),
+        signals.password_spray(current, views.auth_sources, cfg),
+        signals.brute_force(current, views.auth_sources, cfg),
+        signals.first_time_host_access(current, baselines, cfg),
+        signals.lateral_fan_out(current, baselines, cfg),
+        signals.exfiltration_volume(network, baselines, cfg),
+        signals.inbound_scan(views.network, cfg),
+        signals.unsolicited_inbound(network, cfg),
+        signals.rare_process_pair(today, baselines, cfg),
+        signals.risky_iam_change(today, baselines, cfg),
     ]
     return reduce(DataFrame.unionByName, parts)
 
@@ -117,7 +116,7 @@ def session_frame(views: Views) -> DataFrame:
         "cloud": views.cloud,
     }
     frames = [
-        S.common_view(
+        sessions.common_view(
             view.withColumn("features", risk_model.feature_columns(view, kind)), ("features",)
         )
         for kind, view in kinds.items()

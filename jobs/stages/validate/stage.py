@@ -171,9 +171,7 @@ def run_validate(ctx: RunContext, dates: list[date]) -> StageResult:
         [tuple(r[n] for n in SOURCE_STATUS.column_names) for r in status_rows],
         SOURCE_STATUS.schema,
     )
-    lake.replace_dates(
-        conform(status_df, SOURCE_STATUS), SOURCE_STATUS, dates
-    )
+    lake.replace_dates(conform(status_df, SOURCE_STATUS), SOURCE_STATUS, dates)
     clock.mark("write")
     docs = gx.build_docs()
     clock.mark("data_docs")

@@ -1,5 +1,4 @@
-"""The volume gate: a day's delivered rows against the trailing median of the same day type.
-"""
+"""The volume gate: a day's delivered rows against the trailing median of the same day type."""
 
 from __future__ import annotations
 
