@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("POLICYLAKE_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
+SIGMA = Path(os.environ.get("POLICYLAKE_SIGMA", REPO_ROOT.parent / "shared" / "sigma"))
 
 # Once Airflow has configured logging (the DAG tests), py4j's INFO line from a gateway
 # connection closed at interpreter exit goes to pytest's capture stream, closed by then, and
@@ -88,6 +89,14 @@ def datasets() -> Path:
     if not DATASETS.is_dir():
         pytest.skip(f"real datasets not found at {DATASETS} (set POLICYLAKE_DATASETS)")
     return DATASETS
+
+
+@pytest.fixture()
+def sigma() -> Path:
+    """SigmaHQ's rules and regression samples in ../shared/sigma; the test skips when absent."""
+    if not SIGMA.is_dir():
+        pytest.skip(f"SigmaHQ rules not found at {SIGMA} (set POLICYLAKE_SIGMA)")
+    return SIGMA
 
 
 MONTH_START = date(2026, 10, 1)
