@@ -290,6 +290,23 @@ def test_a_broken_record_header_costs_the_rest_of_its_chunk_only(
     assert written == lines[:first] + lines[first + lost :]
 
 
+def test_chunks_declaring_the_same_record_ids_all_import(
+    attack_samples: Path, tmp_path: Path
+) -> None:
+    """Two logs joined into one file (the same chunks twice): every record id is declared
+    twice, read twice and written twice; nothing is reported missing."""
+    path, data = _copy(attack_samples, tmp_path, TEN_CHUNKS)
+    header = bytearray(data[:FILE_HEADER_SIZE])
+    struct.pack_into("<H", header, 42, 20)  # chunk count
+    chunks = data[FILE_HEADER_SIZE : FILE_HEADER_SIZE + 10 * CHUNK_SIZE]
+    joined = _write(path, bytes(header) + chunks + chunks)
+    result = import_evtx_file(joined, tmp_path / "raw")
+    assert result.ok, [p.line() for p in result.problems]
+    assert result.records == 2 * 869
+    for day, lines in _expected_by_date(joined).items():
+        assert result.outputs[day].read_text(encoding="utf-8").splitlines() == lines
+
+
 def test_a_chunk_with_a_broken_header_is_named(attack_samples: Path, tmp_path: Path) -> None:
     path, data = _copy(attack_samples, tmp_path, TEN_CHUNKS)
     damaged = bytearray(data)

@@ -123,38 +123,45 @@ def read_layout(stream: BinaryIO, size: int) -> Layout:
 
 
 class _Ledger:
-    """For every record id a chunk header declares: not seen yet, written, or named by a
-    problem (one byte per declared id)."""
+    """For every record id each chunk header declares: not seen yet, written, or named by a
+    problem (one byte per declared id). Ids normally rise through the file; where ranges of
+    several chunks overlap (logs joined together), an id counts once per chunk declaring it."""
 
     UNSEEN, WRITTEN, NAMED = 0, 1, 2
 
     def __init__(self, chunks: Sequence[Chunk]) -> None:
-        self._chunks = sorted((c for c in chunks if c.state == "ok"), key=lambda c: c.first_id)
+        # equal starts: the later chunk first, so that scanning back finds the earlier one first
+        self._chunks = sorted(
+            (c for c in chunks if c.state == "ok"), key=lambda c: (c.first_id, -c.index)
+        )
         self._starts = [c.first_id for c in self._chunks]
         self._marks = {c.index: bytearray(c.declared) for c in self._chunks}
 
-    def _slot(self, record_id: int) -> tuple[bytearray, int] | None:
+    def _mark(self, record_id: int, mark: int) -> int | None:
+        """Mark the first unseen slot of `record_id`: 1 if one was, 0 if every chunk declaring
+        it has it marked already, None if no chunk declares it."""
         at = bisect_right(self._starts, record_id) - 1
-        if at < 0 or record_id > self._chunks[at].last_id:
-            return None
-        chunk = self._chunks[at]
-        return self._marks[chunk.index], record_id - chunk.first_id
+        declared = False
+        # a chunk holds at most MAX_RECORDS_PER_CHUNK ids: no earlier start can reach this id
+        while at >= 0 and self._starts[at] > record_id - MAX_RECORDS_PER_CHUNK:
+            chunk = self._chunks[at]
+            at -= 1
+            if record_id > chunk.last_id:
+                continue
+            declared = True
+            marks = self._marks[chunk.index]
+            if marks[record_id - chunk.first_id] == self.UNSEEN:
+                marks[record_id - chunk.first_id] = mark
+                return 1
+        return 0 if declared else None
 
     def written(self, record_id: int) -> None:
-        slot = self._slot(record_id)
-        if slot is not None:
-            slot[0][slot[1]] = self.WRITTEN
+        self._mark(record_id, self.WRITTEN)
 
     def name(self, record_id: int) -> int:
         """Mark `record_id` as named by a problem; 1 if that problem is what cost it."""
-        slot = self._slot(record_id)
-        if slot is None:
-            return 1  # not declared by any header: the problem's own record
-        marks, at = slot
-        if marks[at] != self.UNSEEN:
-            return 0
-        marks[at] = self.NAMED
-        return 1
+        marked = self._mark(record_id, self.NAMED)
+        return 1 if marked is None else marked  # undeclared: the problem's own record
 
     def unseen(self, chunk: Chunk) -> Iterator[tuple[int, int]]:
         """Ranges (first, last) of `chunk`'s declared ids neither written nor named; named."""
