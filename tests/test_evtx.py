@@ -309,14 +309,22 @@ def test_chunks_declaring_the_same_record_ids_all_import(
 
 def test_a_chunk_with_a_broken_header_is_named(attack_samples: Path, tmp_path: Path) -> None:
     path, data = _copy(attack_samples, tmp_path, TEN_CHUNKS)
-    damaged = bytearray(data)
     start = FILE_HEADER_SIZE + 4 * CHUNK_SIZE
-    damaged[start : start + 8] = b"XXXXXXXX"
+    damaged = bytearray(data)
+    damaged[start : start + 8] = b"XXXXXXXX"  # no chunk signature: the library skips the chunk
     result = import_evtx_file(_write(path, bytes(damaged)), tmp_path / "raw")
     assert result.records == 869 - len(_records_of_chunk(data, 4))
     [problem] = result.problems
     assert problem.reason == CORRUPT_CHUNK
     assert "chunk 4: no valid chunk header" in problem.line()
+    # a nonsense record id range: the library still reads the chunk, the check is reported
+    damaged = bytearray(data)
+    struct.pack_into("<QQ", damaged, start + 24, 10**12, 5)
+    result = import_evtx_file(_write(path, bytes(damaged)), tmp_path / "raw2")
+    assert result.records == 869
+    [problem] = result.problems
+    assert problem.reason == CORRUPT_CHUNK and problem.records == 0
+    assert "chunk 4: the chunk header declares no valid record id range" in problem.line()
 
 
 # ---------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ class Chunk:
 
     index: int
     size: int  # bytes present: CHUNK_SIZE unless the file is cut inside this chunk
-    state: str  # "ok", "empty" (all zero: never used), "bad header"
+    state: str  # "ok", "empty" (all zero: never used), "bad header", "bad ids"
     first_id: int = 0
     last_id: int = -1
 
@@ -113,7 +113,7 @@ def read_layout(stream: BinaryIO, size: int) -> Layout:
             if first_id <= last_id < first_id + MAX_RECORDS_PER_CHUNK:
                 chunks.append(Chunk(index, present, "ok", first_id, last_id))
             else:
-                chunks.append(Chunk(index, present, "bad header"))
+                chunks.append(Chunk(index, present, "bad ids"))
         elif not header.strip(b"\x00"):
             chunks.append(Chunk(index, present, "empty"))
         else:
@@ -448,6 +448,12 @@ def import_evtx_file(path: Path, raw_root: Path, threads: int = 1) -> EvtxFileIm
                 CORRUPT_CHUNK,
                 f"chunk {chunk.index}: no valid chunk header; its records cannot be read or "
                 "counted",
+            )
+        elif chunk.state == "bad ids" and not chunk.cut:
+            problem(
+                CORRUPT_CHUNK,
+                f"chunk {chunk.index}: the chunk header declares no valid record id range; "
+                "records missing from this chunk cannot be counted",
             )
     outputs = _DayFiles(raw_root, path)
     # a bound on errors: the library never reports more than one per record or chunk
