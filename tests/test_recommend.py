@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -656,3 +656,33 @@ def test_policy_diff_replays_the_date_as_it_was_written(scenario: Scenario, tmp_
         "action changed: user dave@corp.example [identity] challenge/approved -> limit/approved"
         " (identity-sessions)" in result.output
     )
+
+
+def test_a_quiet_day_completes_with_no_recommendations_and_says_so(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A day whose scored entities fall under no policy is not an error: the stage completes,
+    the date has no recommendations, and the result names the quiet date."""
+    ctx = RunContext(spark, test_settings(tmp_path))
+    quiet = D1 + timedelta(days=9)
+    ctx.lake.replace_dates(
+        spark.createDataFrame(
+            [risk_row(D1, "user", "alice@corp.example", 94, [sig("impossible_travel", "idp")])],
+            ENTITY_RISK.schema,
+        ),
+        "gold.entity_risk",
+        [D1],
+    )
+    ctx.lake.replace_dates(  # scored, but an entity type no policy applies to
+        spark.createDataFrame(
+            [risk_row(quiet, "peer_group", "finance", 10, [])], ENTITY_RISK.schema
+        ),
+        "gold.entity_risk",
+        [quiet],
+    )
+    result = run_recommend(ctx, [D1, quiet], policies_dir=POLICIES)
+    assert result.details["quiet_dates"] == quiet.isoformat()
+    assert "no scored entity falls under any policy" in result.details["note"]
+    assert recs(ctx, quiet).count() == 0
+    assert recs(ctx, D1).count() > 0  # the other date is decided as usual
+    assert ctx.lake.read_dates(LOG, [quiet]).count() == 0

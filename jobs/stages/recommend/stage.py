@@ -75,12 +75,9 @@ def run_recommend(
             )
             .collect()
         )
-        absent = sorted(d.isoformat() for d in set(dates) - {r["run_date"] for r in summary})
-        if absent:
-            raise PipelineError(
-                f"recommend: {ENTITY_RISK} has no entity a policy applies to on "
-                f"{', '.join(absent)}; run the score stage first"
-            )
+        # A quiet day (no scored entity falls under any policy) is not an error: the date's
+        # decision log and recommendations become empty, and the result says so.
+        quiet = sorted(d.isoformat() for d in set(dates) - {r["run_date"] for r in summary})
         latest = None
         if lake.exists(ANALYST_DECISIONS):
             latest = latest_decisions(lake.read_dates(ANALYST_DECISIONS, dates))
@@ -125,5 +122,12 @@ def run_recommend(
             "expired_exceptions": ",".join(expired_register) or "none",
             "expired_exceptions_matched": expired,
             "audit_chain": chain,  # audit: dates chained, relinked, heads
+            "quiet_dates": ",".join(quiet) or "none",
+            "note": (
+                f"no scored entity falls under any policy on {', '.join(quiet)}: "
+                "no recommendations for those dates"
+                if quiet
+                else ""
+            ),
         },
     )
