@@ -18,7 +18,7 @@ import pytest
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.stages.ingest.parsers.windows import NXLOG_SYSTEM_FIELDS, parse_windows
+from jobs.stages.ingest.parsers.windows import NXLOG_EVENT_TYPES, NXLOG_SYSTEM_FIELDS, parse_windows
 
 DAY = date(2026, 10, 1)
 COLUMNS = (
@@ -187,11 +187,16 @@ def _text(value: Any) -> str | None:
 
 
 def _expected_flat(n: int, record: dict[str, Any]) -> Row:
-    data = {k: _text(v) for k, v in record.items() if k not in NXLOG_SYSTEM_FIELDS}
+    nxlog_type = record.get("EventType") if record.get("EventType") in NXLOG_EVENT_TYPES else None
+    data = {
+        k: _text(v)
+        for k, v in record.items()
+        if k not in NXLOG_SYSTEM_FIELDS and not (k == "EventType" and v == nxlog_type)
+    }
     local = record.get("EventTime", record.get("TimeCreated"))
     return Row(
         n, "parsed", None, _text(record.get("@timestamp")), _text(local), record.get("Hostname"),
-        record.get("Channel"), record.get("EventID"), record.get("EventType", record.get("EventTypeOrignal")),
+        record.get("Channel"), record.get("EventID"), nxlog_type or record.get("EventTypeOrignal"),
         int(record["RecordNumber"]) if "RecordNumber" in record else None, record.get("SourceName"), "nxlog", data,
     )  # fmt: skip
 
@@ -213,6 +218,8 @@ def _recording_lines(path: Path) -> list[str]:
     [
         "lateral_movement/host/covenant_copy_smb_CreateRequest.zip",  # Sysmon 10/12/13, WFP ...
         "credential_access/host/cmd_psexec_lsa_secrets_dump.zip",  # TimeCreated, no @timestamp
+        # a PowerShell export: Sysmon's own EventType (CreateKey ...) is event data
+        "credential_access/host/cmd_sam_copy_esentutl.zip",
     ],
 )
 def test_real_otrf_nxlog_lines(spark: SparkSession, datasets: Path, recording: str) -> None:

@@ -57,11 +57,15 @@ EVTX = "evtx"
 # those.)
 NXLOG_SYSTEM_FIELDS = words(
     "@timestamp @version @metadata EventTime EventReceivedTime TimeCreated Hostname SourceName "
-    "ProviderGuid Channel EventID EventType EventTypeOrignal Severity SeverityValue Keywords "
+    "ProviderGuid Channel EventID EventTypeOrignal Severity SeverityValue Keywords "
     "RecordNumber Task Category Opcode OpcodeValue Version Level ThreadID ExecutionProcessID "
     "ActivityID RelatedActivityID SourceModuleName SourceModuleType Message host port tags type "
     "message agent ecs fields input log event"
 )
+# NXLog's `EventType` vocabulary. A flat `EventType` with another value is the event's own
+# field of that name (Sysmon 12-14: CreateKey, SetValue, ...), so it is event data; OTRF's
+# Logstash kept NXLog's value as `EventTypeOrignal` then.
+NXLOG_EVENT_TYPES = words("AUDIT_SUCCESS AUDIT_FAILURE INFO WARNING ERROR CRITICAL VERBOSE")
 _WINLOGBEAT_LEGACY = words(
     "event_id log_name computer_name record_number source_name event_data user_data keywords level"
 )
@@ -150,9 +154,19 @@ def _beat_event_data(event_data: Column, user_data: Column) -> Column:
     return F.coalesce(_map_of(event_data), users)
 
 
+def _nxlog_event_type(value: Column) -> Column:
+    return F.when(value.isin(*NXLOG_EVENT_TYPES), value)
+
+
 def _flat_event_data(line: Column) -> Column:
     system = F.array(*[F.lit(k) for k in NXLOG_SYSTEM_FIELDS])
-    return F.map_filter(_map_of(line), lambda k, _v: ~F.array_contains(system, k))
+    return F.map_filter(
+        _map_of(line),
+        lambda k, v: (
+            ~F.array_contains(system, k)
+            & ~((k == "EventType") & F.coalesce(v.isin(*NXLOG_EVENT_TYPES), F.lit(False)))
+        ),
+    )
 
 
 def _keyword_event_type(keywords: Column) -> Column:
@@ -233,7 +247,7 @@ def parse_windows(lines: DataFrame) -> DataFrame:
         ),
         # OTRF's Logstash kept NXLog's EventType as `EventTypeOrignal` on some records.
         "event_type": by_shape(
-            first_of(j["EventType"], j["EventTypeOrignal"]),
+            first_of(_nxlog_event_type(j["EventType"]), j["EventTypeOrignal"]),
             first_of(_keyword_event_type(w["keywords"]), _level_word(ecs_level)),
             first_of(_keyword_event_type(j["keywords"]), _level_word(j["level"])),
             _evtx_event_type(system["Keywords"], system["Level"]),
