@@ -549,11 +549,18 @@ SILVER_EVENTS = _table(
             nullable=False,
         ),
         column("event_time", TimestampType(), "UTC", nullable=False),
-        column("class_name", StringType(), "Authentication | network | dns | process | api"),
+        column(
+            "class_name",
+            StringType(),
+            "Authentication | network | dns | process | api | module | file | registry | "
+            "script | service | account_change | group_management | event_log | scheduled_job "
+            "| other (an event type without a mapping)",
+        ),
         column(
             "activity_name",
             StringType(),
-            "Logon, logoff, sso, mfa, privilege_use, connection, query, launch, api_call, ...",
+            "Logon, logoff, sso, mfa, privilege_use, connection, query, launch, access, load, "
+            "api_call, ...; event_<id> for an unmapped Windows event",
         ),
         column("status", StringType(), "Success | failure | unknown"),
         column("status_detail", StringType(), "The vendor's own outcome token"),
@@ -607,6 +614,20 @@ SILVER_EVENTS = _table(
         column("is_privileged", BooleanType(), "The activity used or grants privileges"),
         column("asset_criticality", StringType(), "Of dst_host (or device for endpoint activity)"),
         column("asset_tags", ArrayType(StringType()), "Tags of the asset from the inventory"),
+        column(
+            "event_date",
+            DateType(),
+            "UTC date of event_time: the event's own date, which may differ from run_date (the "
+            "delivery date) for a late event or a source whose clock is off",
+        ),
+        column("channel", StringType(), "Windows: the event log (Security, Sysmon, ...)"),
+        column("event_id", IntegerType(), "Windows: the event ID"),
+        column("provider", StringType(), "Windows: the event provider"),
+        column(
+            "event_data",
+            MapType(StringType(), StringType(), True),
+            "Windows: every EventData/UserData field of the event by its Windows name, as text",
+        ),
         column("bronze_file", StringType(), "Lineage: raw file the event came from"),
         column("bronze_line", LongType(), "Lineage: line of that file"),
         column("bronze_batch_id", StringType(), "Lineage back to bronze"),
