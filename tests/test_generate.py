@@ -16,6 +16,7 @@ import re
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -191,6 +192,16 @@ def _idp_events(out: Path) -> list[tuple[date, dict[str, object]]]:
     return events
 
 
+def _flat_windows(obj: dict[str, Any]) -> dict[str, Any]:
+    """A Winlogbeat (ECS) event in NXLog's flat names, so one check reads both collectors."""
+    if "winlog" not in obj:
+        return obj
+    w = obj["winlog"]
+    flat = {"@timestamp": obj.get("@timestamp"), "Hostname": w["computer_name"], "Channel": w["channel"],
+            "EventID": int(w["event_id"]), "RecordNumber": w["record_id"], "SourceName": w["provider_name"]}  # fmt: skip
+    return {**flat, **w["event_data"]}
+
+
 def _json_lines(out: Path, source: str) -> list[dict[str, object]]:
     rows = []
     for path in sorted((out / "raw" / source).rglob("*")):
@@ -200,6 +211,8 @@ def _json_lines(out: Path, source: str) -> list[dict[str, object]]:
                     obj = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                if source == "windows":
+                    obj = _flat_windows(obj)
                 rows.extend(obj.get("Records", [obj]))
     return rows
 
@@ -743,6 +756,28 @@ def test_people_work_in_local_hours_on_their_own_devices(
         in_hours += int(row["work_start_hour"]) - 1 <= local.hour <= int(row["work_end_hour"])
         assert e["device"]["name"] in row["devices"].split("|")  # type: ignore[index]
     assert total > 200 and in_hours / total > 0.8
+
+
+def test_windows_carries_a_fleet_mix_of_logs_events_and_shapes(out: Path) -> None:
+    """Every log a fleet forwards (Security, Sysmon, PowerShell); what endpoints log most
+    (image loads, process access, registry) outnumbers logons; one collector ships with
+    Winlogbeat (ECS), the others with NXLog, every day."""
+    shapes: dict[str, set[str]] = defaultdict(set)
+    for path in sorted((out / "raw" / "windows").rglob("*.jsonl")):
+        for line in _lines(path):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a malformed line
+            shapes[path.name].add("winlogbeat" if "winlog" in obj else "nxlog")
+    assert shapes == {"wec01.jsonl": {"nxlog"}, "wec02.jsonl": {"nxlog"}, "wec03.jsonl": {"nxlog"},
+                      "wec04.jsonl": {"winlogbeat"}}  # fmt: skip
+    mix = Counter((str(w["Channel"]), w["EventID"]) for w in _json_lines(out, "windows"))
+    sysmon = "Microsoft-Windows-Sysmon/Operational"
+    assert {c for c, _ in mix} == {"Security", sysmon, "Microsoft-Windows-PowerShell/Operational"}
+    endpoint = sum(mix[(sysmon, i)] for i in (7, 10, 12, 13))
+    assert endpoint > 1.5 * mix[("Security", 4624)] > 0
+    assert all(mix[(sysmon, i)] > 0 for i in (1, 3, 7, 10, 11, 12, 13))
 
 
 def test_volume_is_about_a_hundred_events_per_person_per_working_day(out: Path) -> None:

@@ -436,7 +436,7 @@ WRONG_TYPES: dict[str, list[tuple[str, Any]]] = {
 }
 REQUIRED: dict[str, list[str]] = {
     "idp": ["uuid", "eventType", "actor"],
-    "windows": ["Hostname", "RecordNumber"],
+    "windows": ["Hostname"],  # a record number is not required: the content keys the event
     "zeek_conn_json": ["uid", "id.orig_h"],
     "zeek_dns": ["uid"],
     "cloudtrail": ["eventID", "eventName"],

@@ -154,7 +154,7 @@ WINDOWS_D1: list[str | bytes] = [
     ),
     nxlog(
         Channel="Microsoft-Windows-Sysmon/Operational", EventID=1, EventTypeOrignal="INFO",
-        Image="C:\\Windows\\System32\\cmd.exe", ParentImage="C:\\Windows\\explorer.exe",
+        SourceName="Microsoft-Windows-Sysmon", Image="C:\\Windows\\System32\\cmd.exe", ParentImage="C:\\Windows\\explorer.exe",
         CommandLine="cmd.exe /c whoami", User="CORP\\jdoe",
     ),
     nxlog(
@@ -169,6 +169,7 @@ WINDOWS_D1: list[str | bytes] = [
                 "event_id": 4688,
                 "computer_name": "SRV-LON-DB01.corp.example",
                 "record_id": 99,
+                "provider_name": "Microsoft-Windows-Security-Auditing",
                 "event_data": {
                     "NewProcessName": "C:\\Windows\\System32\\net.exe",
                     "ParentProcessName": "C:\\Windows\\System32\\cmd.exe",
@@ -585,6 +586,27 @@ def test_windows_nxlog_and_winlogbeat_events(ingested: Ingested) -> None:
             Row(5, "parsed", None, "2026-10-01T09:20:00.000Z", None, "SRV-LON-DB01.corp.example", "Security", 4688,
                 None, 99, None, "svc-backup", None, None, None, None, None, "C:\\Windows\\System32\\net.exe",
                 "C:\\Windows\\System32\\cmd.exe", "net user /domain", None, None, None, None, None),
+        ],
+    )  # fmt: skip
+    # every event data field is kept by its Windows name, whatever the shape
+    shapes = ingested.file_rows(
+        "windows", D1, "wec01.jsonl", "provider", "log_format", "event_data"
+    )
+    assertDataFrameEqual(
+        shapes,
+        [
+            Row(1, None, "nxlog", {"TargetUserName": "jdoe", "TargetDomainName": "CORP", "SubjectUserName": "WS-BER-0042$",
+                                   "LogonType": "3", "IpAddress": "10.20.0.15", "IpPort": "-",
+                                   "WorkstationName": "WS-BER-0042", "Status": "0x0"}),
+            Row(2, None, "nxlog", {"TargetUserName": "admin", "LogonType": "network", "IpAddress": "203.0.113.9",
+                                   "IpPort": "51515", "Status": "0xc000006d", "SubStatus": "0xc000006a"}),
+            Row(3, "Microsoft-Windows-Sysmon", "nxlog", {"Image": "C:\\Windows\\System32\\cmd.exe", "ParentImage": "C:\\Windows\\explorer.exe",
+                                   "CommandLine": "cmd.exe /c whoami", "User": "CORP\\jdoe"}),
+            Row(4, None, "nxlog", {"Image": "C:\\tools\\x.exe", "SourceIp": "10.20.0.15", "DestinationIp": "10.0.0.10",
+                                   "DestinationPort": "445", "User": "CORP\\jdoe"}),
+            Row(5, "Microsoft-Windows-Security-Auditing", "winlogbeat", {"NewProcessName": "C:\\Windows\\System32\\net.exe",
+                                        "ParentProcessName": "C:\\Windows\\System32\\cmd.exe",
+                                        "CommandLine": "net user /domain", "SubjectUserName": "svc-backup"}),
         ],
     )  # fmt: skip
 

@@ -123,7 +123,7 @@ def test_route_rows_precedence_reasons_and_dedup(spark: SparkSession) -> None:
             (f, 3, QUARANTINE, "type_check", "severity: 'x' is not int"),
             (f, 4, QUARANTINE, nn, "event_time: timestamp missing"),
             (f, 5, QUARANTINE, ip, "client_ip='10.0.0.999' does not have the expected format"),
-            (f, 6, QUARANTINE, window, "event_time_offset_hours='-64.0' is outside [-48.0, 24.25]"),
+            (f, 6, QUARANTINE, window, "event_time_offset_hours='-64.0' is outside [-48.0, 48.0]"),
             (f, 7, EVENT, None, None),
             ("file:/raw/idp/2026-10-01/a.log", 9, EVENT, None, None),
             (f, 10, DUPLICATE, None, None),
@@ -441,6 +441,154 @@ def test_windows_mapping_time_zones_and_privilege(spark: SparkSession, reference
         actual.schema,
     )
     assertDataFrameEqual(actual, expected)
+
+
+def _win(line: int, event_id: int | None, channel: str | None, **kw: object) -> dict:  # type: ignore[type-arg]
+    base = {"hostname": "WS-NYC-001.corp.example", "channel": channel, "event_id": event_id,
+            "record_number": 5000 + line, "event_type": "INFO", "event_time_raw": "2026-10-01T12:00:00.000Z",
+            "provider": "P", "event_data": {}, "log_format": "evtx"}  # fmt: skip
+    base.update(kw)
+    return bronze_row("windows", line, **base)
+
+
+SYSMON = "Microsoft-Windows-Sysmon/Operational"
+PS = "Microsoft-Windows-PowerShell/Operational"
+
+
+def test_windows_event_families_map_to_ocsf_classes_and_keep_their_data(
+    spark: SparkSession, reference
+) -> None:  # type: ignore[no-untyped-def]
+    lsass = {"SourceImage": "C:\\Windows\\System32\\rundll32.exe", "TargetImage": "C:\\Windows\\System32\\lsass.exe",
+             "GrantedAccess": "0x1FFFFF", "SourceUser": "CORP\\jdoe"}  # fmt: skip
+    rows = [
+        _win(1, 10, SYSMON, event_data=lsass),
+        _win(2, 7, SYSMON, image="C:\\Windows\\explorer.exe", sysmon_user="CORP\\jdoe",
+             event_data={"ImageLoaded": "C:\\Windows\\System32\\dbghelp.dll"}),
+        _win(3, 12, SYSMON, image="C:\\Windows\\regedit.exe", event_data={"EventType": "DeleteKey"}),
+        _win(4, 13, SYSMON, image="C:\\Windows\\regedit.exe", event_data={"EventType": "SetValue"}),
+        _win(5, 22, SYSMON, image="C:\\chrome.exe", event_data={"QueryName": "Evil.Example", "QueryStatus": "9003"}),
+        _win(6, 11, "microsoft-windows-sysmon/operational", image="C:\\x.exe"),  # channel case as written
+        _win(7, 4104, PS, event_data={"ScriptBlockText": "IEX (New-Object Net.WebClient)"}),
+        _win(8, 7045, "System", event_data={"ServiceName": "x", "ImagePath": "C:\\t\\x.exe"}),
+        _win(9, 4720, "Security", event_type="AUDIT_SUCCESS", subject_user_name="jdoe",
+             subject_domain_name="CORP", target_user_name="backdoor"),
+        _win(10, 4732, "Security", event_type="AUDIT_SUCCESS", subject_user_name="jdoe", subject_domain_name="CORP"),
+        _win(11, 1102, "security", event_type="AUDIT_SUCCESS", subject_user_name="jdoe", subject_domain_name="CORP"),
+        _win(12, 104, "System", subject_user_name="jdoe", subject_domain_name="CORP"),
+        _win(13, 4698, "Security", event_type="AUDIT_SUCCESS", subject_user_name="jdoe", subject_domain_name="CORP"),
+        # unknown ids, and a known id in another log: kept as class other, never quarantined
+        _win(14, 5156, "Security", event_type="AUDIT_SUCCESS", process_name="C:\\svc.exe",
+             event_data={"DestAddress": "10.0.0.2"}),
+        _win(15, 1, "System", event_data={"NewTime": "2026-10-01T12:00:00Z"}),
+        _win(16, None, None, record_number=None),
+    ]  # fmt: skip
+    out = _normalize_rows(spark, reference, "windows", rows).orderBy("bronze_line")
+    actual = out.select(
+        "bronze_line", "class_name", "activity_name", "status", "user_id", "device_id", "process_name",
+        "dns_query", "dns_rcode", "is_privileged", "channel", "event_id", "provider", "event_data",
+        F.col("event_date").cast("string").alias("event_date"),
+    )  # fmt: skip
+    jane, ws = "jane.doe@corp.example", "ws-nyc-001"
+    rows_expected = [
+        (1, "process", "access", "success", jane, ws, None, None, None, True, SYSMON, 10, "P", lsass),
+        (2, "module", "load", "success", jane, ws, "C:\\Windows\\explorer.exe", None, None, True, SYSMON, 7, "P",
+         {"ImageLoaded": "C:\\Windows\\System32\\dbghelp.dll"}),
+        (3, "registry", "delete", "success", None, ws, "C:\\Windows\\regedit.exe", None, None, False, SYSMON, 12, "P",
+         {"EventType": "DeleteKey"}),
+        (4, "registry", "set_value", "success", None, ws, "C:\\Windows\\regedit.exe", None, None, False, SYSMON, 13,
+         "P", {"EventType": "SetValue"}),
+        (5, "dns", "query", "failure", None, ws, "C:\\chrome.exe", "evil.example", "NXDOMAIN", False, SYSMON, 22, "P",
+         {"QueryName": "Evil.Example", "QueryStatus": "9003"}),
+        (6, "file", "create", "success", None, ws, "C:\\x.exe", None, None, False,
+         "microsoft-windows-sysmon/operational", 11, "P", {}),
+        (7, "script", "script_block", "success", None, ws, None, None, None, False, PS, 4104, "P",
+         {"ScriptBlockText": "IEX (New-Object Net.WebClient)"}),
+        (8, "service", "install", "success", None, ws, None, None, None, True, "System", 7045, "P",
+         {"ServiceName": "x", "ImagePath": "C:\\t\\x.exe"}),
+        (9, "account_change", "create", "success", jane, ws, None, None, None, True, "Security", 4720, "P", {}),
+        (10, "group_management", "add_member", "success", jane, ws, None, None, None, True, "Security", 4732, "P", {}),
+        (11, "event_log", "clear", "success", jane, ws, None, None, None, True, "security", 1102, "P", {}),
+        (12, "event_log", "clear", "success", jane, ws, None, None, None, True, "System", 104, "P", {}),
+        (13, "scheduled_job", "create", "success", jane, ws, None, None, None, True, "Security", 4698, "P", {}),
+        (14, "other", "event_5156", "success", None, ws, "C:\\svc.exe", None, None, False, "Security", 5156, "P",
+         {"DestAddress": "10.0.0.2"}),
+        (15, "other", "event_1", "unknown", None, ws, None, None, None, False, "System", 1, "P",
+         {"NewTime": "2026-10-01T12:00:00Z"}),
+        (16, "other", "other", "unknown", None, ws, None, None, None, False, None, None, "P", {}),
+    ]  # fmt: skip
+    # Jane is an admin in the directory: privileged wherever she is the user
+    expected = spark.createDataFrame([(*r, "2026-10-01") for r in rows_expected], actual.schema)
+    assertDataFrameEqual(actual, expected)
+
+
+def test_windows_quarantine_is_for_broken_rows_only(spark: SparkSession) -> None:
+    """No host, no usable time: quarantined. No record number, an unknown event ID or
+    channel, a clock a few hours ahead: events."""
+    suite = load_suite(default_suites_dir(), "windows")
+    rows = [
+        _win(1, 4624, "Security"),
+        _win(2, 4624, "Security", hostname=None),
+        _win(3, 4624, "Security", event_time_raw=None),
+        _win(4, 4624, "Security", event_time_raw="2026-10-05T12:00:00Z"),  # 4 days ahead
+        _win(5, 4624, "Security", record_number=None),
+        _win(6, 9999, "Microsoft-Windows-Something/Operational"),
+        _win(7, 4624, None),
+        _win(8, 4624, "Security", event_time_raw="2026-10-02T05:00:00Z"),  # a clock 5 h ahead
+        _win(9, 4624, "Security", event_time_raw="2026-09-30T20:00:00Z"),  # late
+    ]
+    prepared = prepare_rows(bronze_frame(spark, "windows", rows), "windows", None)
+    actual = route_rows(prepared, suite, PARAMS).select("_line", "_route", "_rule")
+    window = "windows.expect_column_values_to_be_between(event_time_offset_hours)"
+    expected = spark.createDataFrame(
+        [
+            (1, EVENT, None),
+            (2, QUARANTINE, "windows.expect_column_values_to_not_be_null(hostname)"),
+            (3, QUARANTINE, "windows.expect_column_values_to_not_be_null(event_time)"),
+            (4, QUARANTINE, window),
+            (5, EVENT, None),
+            (6, EVENT, None),
+            (7, EVENT, None),
+            (8, EVENT, None),
+            (9, EVENT, None),
+        ],
+        actual.schema,
+    )
+    assertDataFrameEqual(actual, expected)
+
+
+def test_windows_dedup_by_record_number_else_by_content(spark: SparkSession) -> None:
+    suite = load_suite(default_suites_dir(), "windows")
+    assert suite.dedup_key == ("_event_key",)
+    data = {"TargetUserName": "jdoe", "LogonType": "3", "IpAddress": "10.0.0.5"}
+    reordered = {"IpAddress": "10.0.0.5", "LogonType": "3", "TargetUserName": "jdoe"}
+    rows = [
+        _win(1, 4624, "Security", event_data=data),
+        _win(2, 4624, "Security", event_data=data, record_number=5001),  # the same record again
+        _win(3, 4624, "Security", event_data=data, record_number=5001, hostname="WS-2"),  # another host
+        # no record number: the content is the key
+        _win(4, 4624, "Security", record_number=None, event_data=data),
+        _win(5, 4624, "Security", record_number=None, event_data=reordered),  # same content
+        _win(6, 4624, "Security", record_number=None, event_data={**data, "LogonType": "10"}),
+        _win(7, 4624, "Security", record_number=None, event_data=data, event_time_raw="2026-10-01T12:00:01.000Z"),
+        _win(8, 4625, "Security", record_number=None, event_data=data),
+        _win(9, 4624, "Security", record_number=None, event_data=data, provider="Q"),
+        _win(10, 4624, "Security", record_number=None, event_data=data, hostname="WS-2"),
+    ]  # fmt: skip
+    prepared = prepare_rows(bronze_frame(spark, "windows", rows), "windows", None)
+    routed = route_rows(prepared, suite, PARAMS)
+    actual = routed.select("_line", "_route")
+    expected = spark.createDataFrame(
+        [(1, EVENT), (2, DUPLICATE), (3, EVENT), (4, EVENT), (5, DUPLICATE), (6, EVENT),
+         (7, EVENT), (8, EVENT), (9, EVENT), (10, EVENT)],
+        actual.schema,
+    )  # fmt: skip
+    assertDataFrameEqual(actual, expected)
+    keys = {r["_line"]: r["_event_key"] for r in routed.collect()}
+    assert keys[1] == "WS-NYC-001.corp.example|Security|5001"  # the event log's own key
+    assert keys[4].startswith("sha256:") and keys[4] == keys[5]
+    # the vendor key of a record stays what it always was: event_uid does not change
+    mapped = map_source(routed.where(F.col("_line") == 1), "windows", suite.dedup_key)
+    assert mapped.first()["event_key"] == "WS-NYC-001.corp.example|Security|5001"  # type: ignore[index]
 
 
 def test_network_dns_cloud_and_sshd_mappings(spark: SparkSession, reference) -> None:  # type: ignore[no-untyped-def]

@@ -82,6 +82,7 @@ def test_entity_day_views(spark: SparkSession) -> None:
         event(
             source="windows",
             class_name="process",
+            activity_name="launch",
             device_id="ws-1",
             parent_process_name="a.exe",
             process_name="b.exe",
@@ -90,9 +91,18 @@ def test_entity_day_views(spark: SparkSession) -> None:
         event(
             source="windows",
             class_name="process",
+            activity_name="launch",
             device_id="ws-1",
             parent_process_name="a.exe",
             process_name="c.exe",
+            event_time=at(9),
+        ),
+        # a process opening another (Sysmon 10) is not a process run on the host
+        event(
+            source="windows",
+            class_name="process",
+            activity_name="access",
+            device_id="ws-1",
             event_time=at(9),
         ),
         event(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -151,8 +151,9 @@ def test_row_predicate_resolves_suite_parameters(spark) -> None:  # type: ignore
         min_value={"$PARAMETER": "earliest_offset_hours"},
         max_value={"$PARAMETER": "latest_offset_hours"},
     )
+    # by default an event may be up to a day past the end of the run date (a clock ahead)
     params = suite_parameters(ValidationSettings())
-    df = spark.createDataFrame([(-49.0,), (-47.0,), (24.2,), (24.3,)], "h double")
+    df = spark.createDataFrame([(-49.0,), (-47.0,), (47.9,), (48.1,)], "h double")
     assert [r[0] for r in df.select(row_check(rule, params).unexpected).collect()] == [
         True,
         False,
@@ -278,7 +279,16 @@ def test_run_validate_gates_each_date_and_builds_data_docs(spark, tmp_path: Path
                 "degraded",
                 ["volume: 3 rows < 5 (10 median of the last 3 delivered weekdays)"],
             ),
-            (d7, "idp", "degraded", [f"{not_null}: 2 unexpected (20.00%)"]),
+            (
+                d7,
+                "idp",
+                "degraded",
+                [
+                    f"{not_null}: 2 unexpected (20.00%)",
+                    # what normalize quarantines, above validation.max_quarantine_share
+                    "quarantine: 2 of 10 rows (20.00%) quarantined, above the 5% limit",
+                ],
+            ),
             (d5, "sshd", "ok", []),
             (d6, "sshd", "missing", ["no sshd data delivered for 2026-10-06"]),
             (d7, "sshd", "ok", []),
@@ -291,9 +301,10 @@ def test_run_validate_gates_each_date_and_builds_data_docs(spark, tmp_path: Path
     per_day = dq.groupBy("source", "run_date").count().collect()
     idp_rules = len(load_suite(default_suites_dir(), "idp").rules)
     sshd_rules = len(load_suite(default_suites_dir(), "sshd").rules)
+    # the suite's rules, parser, type_check, quarantine_share and clock_skew
     assert {(r["source"], r["run_date"]): r["count"] for r in per_day} == {
-        **{("idp", d): idp_rules + 2 for d in (d5, d6, d7)},
-        **{("sshd", d): sshd_rules + 2 for d in (d5, d6, d7)},
+        **{("idp", d): idp_rules + 4 for d in (d5, d6, d7)},
+        **{("sshd", d): sshd_rules + 4 for d in (d5, d6, d7)},
     }
     row = dq.where((F.col("run_date") == d7) & (F.col("expectation") == not_null)).first()
     assert row is not None
@@ -312,3 +323,146 @@ def test_run_validate_gates_each_date_and_builds_data_docs(spark, tmp_path: Path
     assert "idp" in html and "sshd" in html
     page = next(p for p in pages if "/idp/" in p.as_posix()).read_text(encoding="utf-8")
     assert "event_time_offset_hours" in page
+
+
+# ---- what is quarantined must show: the quarantine share ---------------------------------
+
+
+def test_a_day_mostly_quarantined_marks_the_source_degraded(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The case of the issue: a row-level rule that is not critical (the old Windows event-id
+    list) quarantined 99% of a real recording while the source reported ok. Whatever the
+    rule, a day whose quarantined share passes `validation.max_quarantine_share` is degraded."""
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    doc = json.loads((default_suites_dir() / "sshd.json").read_text())
+    doc["expectations"].append(
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "user", "value_set": ["deploy"]},
+         "meta": {"critical": False, "row_level": True}}
+    )  # fmt: skip
+    (suites / "sshd.json").write_text(json.dumps(doc))
+    settings = test_settings(
+        tmp_path,
+        ingest={"sources": ["sshd"]},
+        validation={"suites_dir": str(suites), "max_quarantine_share": 0.05},
+    )
+    write_reference(settings.paths.reference_root)
+    lake = Lake(spark, settings.paths.lake_root)
+    d1, d2, d3 = date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3)
+    rows = (
+        [sshd_row(i, d1, user="root") for i in range(1, 20)] + [sshd_row(20, d1)]  # 95% out
+        + [sshd_row(i, d2) for i in range(1, 20)] + [sshd_row(20, d2, user="root")]  # 5%: at the limit
+        + [sshd_row(i, d3) for i in range(1, 18)]
+        + [sshd_row(18, d3, user="root"), sshd_row(19, d3, _parse_status="unparseable"),
+           sshd_row(20, d3, _cast_errors=["pid: 'x' is not int"])]  # 15%: 1 rule + parser + type
+    )  # fmt: skip
+    lake.replace_dates(bronze_frame(spark, "sshd", rows), "bronze.sshd", [d1, d2, d3])
+    run_validate(RunContext(spark, settings), [d1, d2, d3])
+    status = lake.read("ops.source_status").select("run_date", "status", "reasons")
+    assertDataFrameEqual(
+        status,
+        spark.createDataFrame(
+            [
+                (d1, "degraded", ["quarantine: 19 of 20 rows (95.00%) quarantined, above the 5% limit"]),
+                (d2, "ok", []),
+                (d3, "degraded", ["parser: 1 unexpected (5.00%)", "type_check: 1 unexpected (5.00%)",
+                                  "quarantine: 3 of 20 rows (15.00%) quarantined, above the 5% limit"]),
+            ],
+            status.schema,
+        ),
+    )  # fmt: skip
+    share = (
+        lake.read("ops.dq_results")
+        .where(F.col("expectation") == "quarantine_share")
+        .select("run_date", "success", "unexpected_count", "element_count", "critical")
+    )
+    assertDataFrameEqual(
+        share,
+        spark.createDataFrame(
+            [(d1, False, 19, 20, True), (d2, True, 1, 20, True), (d3, False, 3, 20, True)],
+            share.schema,
+        ),
+    )
+
+
+# ---- clocks: measured against the other sources, never a reason to drop an event --------
+
+
+def test_clock_skew_lines_up_a_source_with_the_others() -> None:
+    import numpy as np
+
+    from jobs.stages.validate import skew
+
+    rng = np.random.default_rng(7)
+    bins = np.arange(skew._BINS)
+    hours = bins * skew.BIN_MINUTES / 60 + skew._FIRST_HOUR
+    office = np.exp(-((hours - 13.0) ** 2) / 8) + 0.02
+
+    def histogram(shift_hours: float, n: int) -> dict[date, dict[int, int]]:
+        shifted = np.roll(office, int(shift_hours * 60 / skew.BIN_MINUTES))
+        counts = rng.poisson(shifted / shifted.sum() * n)
+        return {date(2026, 10, 1): {int(b): int(c) for b, c in enumerate(counts) if c}}
+
+    flat = {date(2026, 10, 1): {int(b): 3 for b in bins}}
+    rows = skew.clock_skew_rows(
+        {"idp": histogram(0, 4000), "sshd": histogram(5, 800), "zeek_dns": histogram(0, 6000),
+         "zeek_conn": histogram(0, 9000), "windows": {}, "cloudtrail": flat},
+        [date(2026, 10, 1)],
+        30.0,
+    )  # fmt: skip
+    got = {r["source"]: (json.loads(r["details"])["skew_minutes"], r["success"]) for r in rows}
+    assert got["sshd"][0] is not None and abs(got["sshd"][0] - 300) <= 20 and not got["sshd"][1]
+    for source in ("idp", "zeek_dns", "zeek_conn"):  # one bad clock leaves the others alone
+        assert got[source][0] is not None and abs(got[source][0]) <= 10 and got[source][1]
+    assert got["windows"] == (None, True)  # no events: nothing measured
+    assert got["cloudtrail"] == (None, True)  # no rhythm to line up
+    assert all(r["expectation"] == "clock_skew" and not r["critical"] for r in rows)
+
+
+def test_a_source_clock_hours_ahead_lands_on_its_event_date(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """sshd's clock runs 6 h ahead of the IdP's: validate measures the skew (informational),
+    nothing is quarantined, and silver keeps each event on its own date (`event_date`), in
+    the run of the day it was delivered (`run_date`)."""
+    from jobs.stages.normalize.stage import run_normalize
+
+    settings = test_settings(tmp_path, ingest={"sources": ["idp", "sshd"]})
+    write_reference(settings.paths.reference_root)
+    lake = Lake(spark, settings.paths.lake_root)
+    day = date(2026, 10, 1)
+
+    def stamp(minute: int, shift_hours: int) -> str:
+        t = datetime(2026, 10, 1, 10, tzinfo=UTC) + timedelta(minutes=minute, hours=shift_hours)
+        return t.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00")
+
+    minutes = [(i * 37) % 600 for i in range(1, 241)]  # spread over 10:00-20:00 UTC
+    idp = [idp_row(i, day, event_time_raw=stamp(m, 0)) for i, m in enumerate(minutes, 1)]
+    ssh = [sshd_row(i, day, event_time_raw=stamp(m, 6)) for i, m in enumerate(minutes, 1)]
+    lake.replace_dates(bronze_frame(spark, "idp", idp), "bronze.idp", [day])
+    lake.replace_dates(bronze_frame(spark, "sshd", ssh), "bronze.sshd", [day])
+    ctx = RunContext(spark, settings)
+    run_validate(ctx, [day])
+    run_normalize(ctx, [day])
+
+    skews = {
+        r["source"]: (json.loads(r["details"])["skew_minutes"], r["success"], r["critical"])
+        for r in lake.read("ops.dq_results").where(F.col("expectation") == "clock_skew").collect()
+    }
+    assert abs(skews["sshd"][0] - 360) <= 20 and skews["sshd"][1:] == (False, False)
+    assert abs(skews["idp"][0] + 360) <= 20 and skews["idp"][1:] == (False, False)
+    status = lake.read("ops.source_status").select("source", "status").collect()
+    assert sorted((r["source"], r["status"]) for r in status) == [("idp", "ok"), ("sshd", "ok")]
+    assert not lake.exists("silver.quarantine") or lake.read("silver.quarantine").count() == 0
+    by_date = (
+        lake.read("silver.events")
+        .groupBy("source", "run_date", "event_date")
+        .count()
+        .select("source", "run_date", "event_date", "count")
+    )
+    after_midnight = sum(1 for m in minutes if m >= 480)  # 18:00 + 6 h
+    assertDataFrameEqual(
+        by_date,
+        spark.createDataFrame(
+            [("idp", day, day, 240), ("sshd", day, day, 240 - after_midnight),
+             ("sshd", day, date(2026, 10, 2), after_midnight)],
+            by_date.schema,
+        ),
+    )  # fmt: skip

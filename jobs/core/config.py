@@ -97,8 +97,15 @@ class IngestSettings(_Section):
 
 
 class ValidationSettings(_Section):
+    # how far before 00:00 UTC of the run date an event's time may be (a late delivery) ...
     late_tolerance_hours: int = Field(default=48, ge=0)
-    future_tolerance_minutes: int = Field(default=15, ge=0)
+    # ... and how far after its end (a source clock running ahead): inside this window an
+    # event is kept (silver.events.event_date says its date); outside, its time is not usable
+    future_tolerance_minutes: int = Field(default=1440, ge=0)
+    # a day whose quarantined share of a source's rows is above this marks the source degraded
+    max_quarantine_share: float = Field(default=0.05, ge=0, le=1)
+    # a source's clock against the other sources' (ops.dq_results `clock_skew`, informational)
+    clock_skew_tolerance_minutes: int = Field(default=30, ge=0)
     volume_drop_ratio: float = Field(default=0.5, gt=0, lt=1)
     volume_history_days: int = Field(default=7, ge=1)
     # the volume gate needs this many delivered days in the history window (else it is skipped)

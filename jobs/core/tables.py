@@ -240,12 +240,38 @@ _BRONZE_FIELDS: dict[str, tuple[Column, ...]] = {
         column("transaction_id", StringType(), "Okta `transaction.id`"),
     ),
     "windows": (
-        column("event_time_local", StringType(), "NXLog `EventTime` (host local time)"),
-        column("hostname", StringType(), "`Hostname` (NXLog) or `winlog.computer_name`"),
-        column("channel", StringType(), "`Channel` or `winlog.channel`"),
-        column("event_id", IntegerType(), "`EventID` or `winlog.event_id`"),
-        column("event_type", StringType(), "NXLog `EventType`"),
-        column("record_number", LongType(), "`RecordNumber` or `winlog.record_id`"),
+        column(
+            "event_time_local",
+            StringType(),
+            "NXLog `EventTime` (host local time), else a flat export's `TimeCreated`",
+        ),
+        column(
+            "hostname",
+            StringType(),
+            "The computer that logged the event: `Hostname`, `winlog.computer_name`, "
+            "`computer_name` or evtx `System.Computer`",
+        ),
+        column(
+            "channel",
+            StringType(),
+            "`Channel`, `winlog.channel`, `log_name` or evtx `System.Channel`",
+        ),
+        column(
+            "event_id",
+            IntegerType(),
+            "`EventID`, `winlog.event_id`, `event_id` or evtx `System.EventID`",
+        ),
+        column(
+            "event_type",
+            StringType(),
+            "NXLog `EventType` vocabulary (AUDIT_SUCCESS, AUDIT_FAILURE, INFO, ...); "
+            "from the keywords and level in the other shapes",
+        ),
+        column(
+            "record_number",
+            LongType(),
+            "`RecordNumber`, `winlog.record_id`, `record_number` or evtx `System.EventRecordID`",
+        ),
         column("target_user_name", StringType(), "Event data `TargetUserName`"),
         column("target_domain_name", StringType(), "Event data `TargetDomainName`"),
         column("subject_user_name", StringType(), "Event data `SubjectUserName`"),
@@ -268,6 +294,24 @@ _BRONZE_FIELDS: dict[str, tuple[Column, ...]] = {
         column("source_ip", StringType(), "Sysmon `SourceIp`"),
         column("destination_ip", StringType(), "Sysmon `DestinationIp`"),
         column("destination_port", IntegerType(), "Sysmon `DestinationPort`"),
+        column(
+            "provider",
+            StringType(),
+            "The event provider: `SourceName`, `winlog.provider_name`, `source_name` or evtx "
+            "`System.Provider.Name`",
+        ),
+        column(
+            "event_data",
+            MapType(StringType(), StringType(), True),
+            "Every EventData/UserData field of the event by its Windows name, values as text "
+            "(NXLog: every top-level key that is not a system or transport field)",
+        ),
+        column(
+            "log_format",
+            StringType(),
+            "The JSON shape of the line: nxlog (flat NXLog/Logstash), winlogbeat or evtx "
+            "(evtx_dump records)",
+        ),
     ),
     "zeek_conn": (
         column("sensor", StringType(), "Zeek sensor (from the file name)"),
@@ -346,7 +390,8 @@ _BRONZE_FIELDS: dict[str, tuple[Column, ...]] = {
 
 _BRONZE_DESCRIPTIONS = {
     "idp": "Okta System Log events (JSON lines)",
-    "windows": "Windows Security and Sysmon events (NXLog flat JSON or Winlogbeat ECS JSON)",
+    "windows": "Windows events of every channel (NXLog flat JSON, Winlogbeat JSON or evtx_dump "
+    "JSON records)",
     "zeek_conn": "Zeek conn.log (JSON or TSV with #fields headers)",
     "zeek_dns": "Zeek dns.log (JSON or TSV with #fields headers)",
     "cloudtrail": "AWS CloudTrail records (one per line, or S3 delivery files with Records)",
@@ -504,11 +549,18 @@ SILVER_EVENTS = _table(
             nullable=False,
         ),
         column("event_time", TimestampType(), "UTC", nullable=False),
-        column("class_name", StringType(), "Authentication | network | dns | process | api"),
+        column(
+            "class_name",
+            StringType(),
+            "Authentication | network | dns | process | api | module | file | registry | "
+            "script | service | account_change | group_management | event_log | scheduled_job "
+            "| other (an event type without a mapping)",
+        ),
         column(
             "activity_name",
             StringType(),
-            "Logon, logoff, sso, mfa, privilege_use, connection, query, launch, api_call, ...",
+            "Logon, logoff, sso, mfa, privilege_use, connection, query, launch, access, load, "
+            "api_call, ...; event_<id> for an unmapped Windows event",
         ),
         column("status", StringType(), "Success | failure | unknown"),
         column("status_detail", StringType(), "The vendor's own outcome token"),
@@ -562,6 +614,20 @@ SILVER_EVENTS = _table(
         column("is_privileged", BooleanType(), "The activity used or grants privileges"),
         column("asset_criticality", StringType(), "Of dst_host (or device for endpoint activity)"),
         column("asset_tags", ArrayType(StringType()), "Tags of the asset from the inventory"),
+        column(
+            "event_date",
+            DateType(),
+            "UTC date of event_time: the event's own date, which may differ from run_date (the "
+            "delivery date) for a late event or a source whose clock is off",
+        ),
+        column("channel", StringType(), "Windows: the event log (Security, Sysmon, ...)"),
+        column("event_id", IntegerType(), "Windows: the event ID"),
+        column("provider", StringType(), "Windows: the event provider"),
+        column(
+            "event_data",
+            MapType(StringType(), StringType(), True),
+            "Windows: every EventData/UserData field of the event by its Windows name, as text",
+        ),
         column("bronze_file", StringType(), "Lineage: raw file the event came from"),
         column("bronze_line", LongType(), "Lineage: line of that file"),
         column("bronze_batch_id", StringType(), "Lineage back to bronze"),

@@ -48,9 +48,11 @@ _SYSLOG_HEADER = re.compile(
 )
 
 
-def json_separators(source: str) -> tuple[str, str]:
-    """Windows lines keep NXLog/Logstash's spaced JSON; the other feeds are compact."""
-    return (", ", ": ") if source == "windows" else (",", ":")
+def json_separators(source: str, line: str = "") -> tuple[str, str]:
+    """Windows lines keep NXLog/Logstash's spaced JSON (Winlogbeat's are compact, as the
+    line shows); the other feeds are compact."""
+    spaced = source == "windows" and not line.startswith('{"@timestamp":"')
+    return (", ", ": ") if spaced else (",", ":")
 
 
 def _is_tsv(source: str, file: str) -> bool:
@@ -69,7 +71,7 @@ def drop_timestamp(source: str, file: str, line: str) -> str:
     obj = json.loads(line)
     for key in TIMESTAMP_KEYS[source]:
         obj.pop(key, None)
-    return json.dumps(obj, separators=json_separators(source))
+    return json.dumps(obj, separators=json_separators(source, line))
 
 
 def break_timestamp(source: str, file: str, line: str, pick: int) -> str:
@@ -90,7 +92,7 @@ def break_timestamp(source: str, file: str, line: str, pick: int) -> str:
                 obj[key] = BAD_EPOCH[pick % len(BAD_EPOCH)]
             else:
                 obj[key] = BAD_ISO[pick % len(BAD_ISO)]
-    return json.dumps(obj, separators=json_separators(source))
+    return json.dumps(obj, separators=json_separators(source, line))
 
 
 def truncate(source: str, file: str, line: str, fraction: float) -> str:

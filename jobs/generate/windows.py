@@ -1,10 +1,15 @@
-"""Windows Security and Sysmon events as NXLog exports them (OTRF Security-Datasets shape).
+"""Windows Security, Sysmon and PowerShell events as collectors ship them.
 
-One collector per site (`raw/windows/<date>/wecNN.jsonl`). Normal behaviour: people unlock
-or log on to their own workstation, start everyday programs (4688 + Sysmon 1, common
-parent -> child pairs), map their department's file shares (4624 type 3 + 5140) and talk to
-their site's domain controller; admins get 4672 and RDP to their site's servers; service
-accounts log on over the network to the servers their jobs use.
+One collector per site (`raw/windows/<date>/wecNN.jsonl`): three sites forward with NXLog
+(flat JSON, the OTRF Security-Datasets shape), the fourth (`wec04`) with Winlogbeat (ECS
+JSON: `winlog.*`), so both shapes arrive every day. Normal behaviour: people unlock or log on
+to their own workstation, start everyday programs (4688 + Sysmon 1, common parent -> child
+pairs), map their department's file shares (4624 type 3 + 5140) and talk to their site's
+domain controller; admins get 4672 and RDP to their site's servers; service accounts log on
+over the network to the servers their jobs use. Around each program start comes what a
+real endpoint logs most of: its image loads (Sysmon 7), a security agent or the system
+opening the new process (Sysmon 10), registry writes (Sysmon 12/13), files it creates
+(Sysmon 11) and, for PowerShell, its script blocks (4104).
 """
 
 from __future__ import annotations
@@ -34,11 +39,20 @@ SYSMON = (
     "Microsoft-Windows-Sysmon",
     "{5770385F-C22A-43E0-BF4C-06F5698FFBD9}",
 )
+POWERSHELL_LOG = (
+    "Microsoft-Windows-PowerShell/Operational",
+    "Microsoft-Windows-PowerShell",
+    "{A0C1853B-5C40-4B15-8766-3CF1C58F985A}",
+)
 KEYWORDS = {
     "AUDIT_SUCCESS": -9214364837600034816,
     "AUDIT_FAILURE": -9218868437227405312,
     "INFO": -9223372036854775808,
+    "VERBOSE": 0,
 }
+# the site whose collector forwards with Winlogbeat (ECS JSON) instead of NXLog
+WINLOGBEAT_SITE = 3
+WINLOGBEAT_LEVEL = {"INFO": "information", "VERBOSE": "verbose", "WARNING": "warning"}
 # EventID -> (Task, Category, Version)
 META = {
     4624: (12544, "Logon", 2),
@@ -49,7 +63,42 @@ META = {
     5140: (12808, "File Share", 1),
     1: (1, "Process Create (rule: ProcessCreate)", 5),
     3: (3, "Network connection detected (rule: NetworkConnect)", 5),
+    7: (7, "Image loaded (rule: ImageLoad)", 3),
+    10: (10, "Process accessed (rule: ProcessAccess)", 3),
+    11: (11, "File created (rule: FileCreate)", 2),
+    12: (12, "Registry object added or deleted (rule: RegistryEvent)", 2),
+    13: (13, "Registry value set (rule: RegistryEvent)", 2),
+    4104: (2, "Execute a Remote Command", 1),
 }
+# What a program start brings along (per start: the chance, and what is picked from)
+LOADED_MODULES = [
+    "C:\\Windows\\System32\\ntdll.dll", "C:\\Windows\\System32\\kernel32.dll",
+    "C:\\Windows\\System32\\user32.dll", "C:\\Windows\\System32\\combase.dll",
+    "C:\\Windows\\System32\\crypt32.dll", "C:\\Windows\\System32\\winhttp.dll",
+    "C:\\Windows\\System32\\amsi.dll", "C:\\Windows\\System32\\uxtheme.dll",
+]  # fmt: skip
+# (source image, granted access): who opens a process just started, and how
+PROCESS_OPENERS = [
+    ("C:\\ProgramData\\Microsoft\\Windows Defender\\Platform\\4.18.24090.11-0\\MsMpEng.exe", "0x1000"),
+    ("C:\\Windows\\system32\\csrss.exe", "0x1fffff"),
+    ("C:\\Windows\\system32\\svchost.exe", "0x1410"),
+    ("C:\\Windows\\System32\\wbem\\WmiPrvSE.exe", "0x1400"),
+]  # fmt: skip
+REGISTRY_KEYS = [
+    "Software\\Microsoft\\Windows\\CurrentVersion\\Explorer\\UserAssist\\{CEBFF5CD-ACE2-4F4F-9178-9926F41749EA}\\Count\\HRZR_PGYFRFFVBA",
+    "Software\\Microsoft\\Windows\\CurrentVersion\\Explorer\\FeatureUsage\\AppSwitched",
+    "Software\\Microsoft\\Office\\16.0\\Common\\General\\LastActive",
+    "Software\\Microsoft\\Windows\\CurrentVersion\\Explorer\\RecentDocs",
+]  # fmt: skip
+SCRIPT_BLOCKS = [
+    "prompt",
+    "$global:?",
+    "Set-StrictMode -Version 1; $_.PSMessageDetails",
+    "Get-ChildItem -Path $env:USERPROFILE\\Documents",
+    "Import-Module Microsoft.PowerShell.Utility",
+]
+# chances per program start: image load, process access, registry value, registry key, file
+AROUND_START = (0.8, 0.5, 0.4, 0.1, 0.1)
 PRIVILEGES = "\r\n\t\t\t".join(
     ["SeSecurityPrivilege", "SeBackupPrivilege", "SeRestorePrivilege", "SeTakeOwnershipPrivilege",
      "SeDebugPrivilege", "SeSystemEnvironmentPrivilege", "SeLoadDriverPrivilege", "SeImpersonatePrivilege",
@@ -128,9 +177,10 @@ class WindowsEmitter:
         self.collector = f"{shard}.{DOMAIN}"
         # two collector builds: one writes NTSTATUS codes lower case (as Windows does), one upper
         self.upper_status = self.site % 2 == 1
+        self.winlogbeat = self.site == WINLOGBEAT_SITE
         self.domain_sid = f"S-1-5-21-{1000000000 + stable_int(('dom', org.seed)) % 999999999}-{1000000000 + stable_int(('dom2', org.seed)) % 999999999}-{100000000 + stable_int(('dom3', org.seed)) % 899999999}"
         self.records: dict[tuple[str, str], int] = {}
-        self._heads: dict[tuple[int, int, str], str] = {}
+        self._heads: dict[tuple[int, int, str, str], str] = {}
         self._tail = json.dumps(
             {"SourceModuleName": "eventlog", "SourceModuleType": "im_msvistalog",
              "host": self.collector, "port": 60122, "tags": ["nxlog"]}
@@ -243,6 +293,7 @@ class WindowsEmitter:
             parent, image, cmd = catalog[int(r[(5 + j) % 10] * 9973 + j * 31) % len(catalog)]
             for line, key in self.process(ctx, ws, t, account, parent, image, cmd):
                 out.append((t, line, key))
+            out.extend(self.around_start(ctx, ws, t, account, image))
             if image in NETWORK_IMAGES and r[(6 + j) % 10] < 0.6:
                 domains = list(self.org.service_ips)
                 dest = self.org.service_ips[domains[int(r[9] * 7919 + j) % len(domains)]][0]
@@ -326,6 +377,7 @@ class WindowsEmitter:
                 ctx, server, t, account, parent, image, cmd, elevated=True
             ):
                 out.append((t, line, key))
+            out.extend(self.around_start(ctx, server, t, account, image))
         return [(t, ctx.next_seq(), self.file, line, BENIGN, key) for t, line, key in out]
 
     def _service_logon(
@@ -400,20 +452,23 @@ class WindowsEmitter:
         event_id: int,
         data: dict[str, object],
         event_type: str = "AUDIT_SUCCESS",
-        sysmon: bool = False,
+        log: tuple[str, str, str] = SECURITY,
     ) -> tuple[str, str]:
-        """One NXLog JSON line; the envelope that never changes per host is encoded once."""
-        channel = SYSMON[0] if sysmon else SECURITY[0]
+        """One event line (NXLog flat JSON, or Winlogbeat's for the Winlogbeat collector)."""
+        channel = log[0]
         key = (host.asset_id, channel)
         record = self.records.get(key)
         if record is None:
             record = 100000 + stable_int((host.asset_id, channel, self.org.seed)) % 900000
         record += 1
         self.records[key] = record
-        head_key = (host.index, event_id, event_type)
+        event_key = f"{host.hostname}.{DOMAIN}|{channel}|{record}"
+        if self.winlogbeat:
+            return self._ecs(host, ts, event_id, data, event_type, log, record), event_key
+        head_key = (host.index, event_id, event_type, channel)
         head = self._heads.get(head_key)
         if head is None:
-            head = self._head(host, event_id, event_type, sysmon)
+            head = self._head(host, event_id, event_type, log)
             self._heads[head_key] = head
         offset = utc_offset_s(self.tz, ts)
         body = json.dumps(data)
@@ -424,10 +479,15 @@ class WindowsEmitter:
             f'{head}, "RecordNumber": {record}, "ThreadID": {1000 + record * 7919 % 8000}, '
             f"{body[1:-1]}{self._tail}"
         )
-        return line, f"{host.hostname}.{DOMAIN}|{channel}|{record}"
+        return line, event_key
 
-    def _head(self, host: Asset, event_id: int, event_type: str, sysmon: bool) -> str:
-        channel, provider, guid = SYSMON if sysmon else SECURITY
+    def _execution_pid(self, event_id: int, log: tuple[str, str, str]) -> int:
+        if event_id in (5140, 4688):
+            return 4
+        return {SYSMON[0]: 3120, POWERSHELL_LOG[0]: 5468}.get(log[0], 704)
+
+    def _head(self, host: Asset, event_id: int, event_type: str, log: tuple[str, str, str]) -> str:
+        channel, provider, guid = log
         task, category, version = META[event_id]
         failure = event_type == "AUDIT_FAILURE"
         head = {
@@ -445,9 +505,51 @@ class WindowsEmitter:
             "Severity": "ERROR" if failure else "INFO",
             "SeverityValue": 4 if failure else 2,
             "Keywords": KEYWORDS[event_type],
-            "ExecutionProcessID": 4 if event_id in (5140, 4688) else (3120 if sysmon else 704),
+            "ExecutionProcessID": self._execution_pid(event_id, log),
         }
         return json.dumps(head)[1:-1]
+
+    def _ecs(
+        self,
+        host: Asset,
+        ts: int,
+        event_id: int,
+        data: dict[str, object],
+        event_type: str,
+        log: tuple[str, str, str],
+        record: int,
+    ) -> str:
+        """Winlogbeat 8 (ECS): event data as strings under `winlog.event_data`."""
+        channel, provider, guid = log
+        audit = event_type.startswith("AUDIT_")
+        keywords = ["Audit Failure" if event_type == "AUDIT_FAILURE" else "Audit Success"]
+        winlog: dict[str, object] = {
+            "channel": channel,
+            "event_id": str(event_id),
+            "computer_name": f"{host.hostname}.{DOMAIN}",
+            "record_id": record,
+            "provider_name": provider,
+            "provider_guid": guid,
+            "keywords": keywords if audit else [],
+            "opcode": "Info",
+            "task": META[event_id][1],
+            "api": "wineventlog",
+            "process": {"pid": self._execution_pid(event_id, log), "thread": {"id": 1000 + record * 7919 % 8000}},
+            "event_data": {k: str(v) for k, v in data.items()},
+        }  # fmt: skip
+        event: dict[str, object] = {"code": str(event_id), "kind": "event", "provider": provider}
+        if audit:
+            event["outcome"] = "failure" if event_type == "AUDIT_FAILURE" else "success"
+        doc = {
+            "@timestamp": iso_utc_ms(ts),
+            "agent": {"type": "winlogbeat", "version": "8.15.0", "name": self.shard},
+            "ecs": {"version": "8.0.0"},
+            "host": {"name": self.collector},
+            "event": event,
+            "log": {"level": WINLOGBEAT_LEVEL.get(event_type, "information")},
+            "winlog": winlog,
+        }
+        return json.dumps(doc, separators=(",", ":"))
 
     def logon(
         self, ctx: DayContext, host: Asset, ts: int, user: str, logon_type: str, ip: str, port: str,
@@ -622,8 +724,67 @@ class WindowsEmitter:
             "AccountType": "User",
             "UserID": "S-1-5-18",
         }
-        second = self._event(ctx, host, ts + 2000, 1, sysmon, event_type="INFO", sysmon=True)
+        second = self._event(ctx, host, ts + 2000, 1, sysmon, event_type="INFO", log=SYSMON)
         return [first, second]
+
+    def around_start(
+        self, ctx: DayContext, host: Asset, ts: int, account: Account, image: str
+    ) -> list[tuple[int, str, str]]:
+        """What an endpoint logs around a program start besides the start: an image load,
+        the system or a security agent opening the new process, registry writes, a file,
+        PowerShell's script blocks (each with the chance in `AROUND_START`)."""
+        user = account.sam
+        image = image.replace("{user}", user)
+        who = f"{NETBIOS}\\{user}"
+        pid = str(1000 + (ts // 1000 + len(image) * 7919) % 15000)  # as process() numbers it
+        guid = "{" + ctx.ids.uuid4() + "}"
+        draw = ctx.ids.raw(6)
+        load, access, value, key, file = (int(p * 256) for p in AROUND_START)
+        out: list[tuple[int, str, str]] = []
+
+        def add(offset_ms: int, event_id: int, data: dict[str, object], log: tuple[str, str, str] = SYSMON,
+                event_type: str = "INFO") -> None:  # fmt: skip
+            t = ts + offset_ms * 1000
+            utc = iso_utc_ms(t).replace("T", " ").rstrip("Z")
+            out.append((t, *self._event(ctx, host, t, event_id, {"RuleName": "-", "UtcTime": utc, **data}, event_type, log)))  # fmt: skip
+
+        if draw[0] < load:
+            module = LOADED_MODULES[(ts // 1000 + draw[5]) % len(LOADED_MODULES)]
+            name = module.rsplit("\\", 1)[-1]
+            add(2100, 7, {"ProcessGuid": guid, "ProcessId": pid, "Image": image, "ImageLoaded": module,
+                          "FileVersion": "10.0.22621.3880", "Description": name, "Product": "Microsoft® Windows® Operating System",
+                          "Company": "Microsoft Corporation", "OriginalFileName": name,
+                          "Hashes": "SHA256=" + ctx.ids.hex(64).upper(), "Signed": "true",
+                          "Signature": "Microsoft Windows", "SignatureStatus": "Valid", "User": who})  # fmt: skip
+        if draw[1] < access:
+            source, granted = PROCESS_OPENERS[(ts // 1000 + draw[5] // 7) % len(PROCESS_OPENERS)]
+            add(2300, 10, {"SourceProcessGUID": "{" + ctx.ids.uuid4() + "}",
+                           "SourceProcessId": str(400 + stable_int((host.asset_id, source)) % 4000),
+                           "SourceThreadId": str(4000 + draw[5] * 13), "SourceImage": source,
+                           "TargetProcessGUID": guid, "TargetProcessId": pid, "TargetImage": image,
+                           "GrantedAccess": granted,
+                           "CallTrace": "C:\\Windows\\SYSTEM32\\ntdll.dll+9f7f4|C:\\Windows\\System32\\KERNELBASE.dll+6d0be",
+                           "SourceUser": "NT AUTHORITY\\SYSTEM", "TargetUser": who})  # fmt: skip
+        target = (
+            f"HKU\\{self.user_sid(user)}\\"
+            + REGISTRY_KEYS[(ts // 1000 + draw[4]) % len(REGISTRY_KEYS)]
+        )
+        if draw[2] < value:
+            add(2600, 13, {"EventType": "SetValue", "ProcessGuid": guid, "ProcessId": pid, "Image": image,
+                           "TargetObject": target, "Details": "Binary Data", "User": who})  # fmt: skip
+        if draw[3] < key:
+            add(2500, 12, {"EventType": "CreateKey", "ProcessGuid": guid, "ProcessId": pid, "Image": image,
+                           "TargetObject": target.rsplit("\\", 1)[0], "User": who})  # fmt: skip
+        if draw[4] < file:
+            created = iso_utc_ms(ts + 2_900_000).replace("T", " ").rstrip("Z")
+            add(2900, 11, {"ProcessGuid": guid, "ProcessId": pid, "Image": image,
+                           "TargetFilename": f"C:\\Users\\{user}\\AppData\\Local\\Temp\\{ctx.ids.hex(8)}.tmp",
+                           "CreationUtcTime": created, "User": who})  # fmt: skip
+        if image.lower().endswith("\\powershell.exe"):
+            text = SCRIPT_BLOCKS[(ts // 1000 + draw[5]) % len(SCRIPT_BLOCKS)]
+            add(3200, 4104, {"MessageNumber": "1", "MessageTotal": "1", "ScriptBlockText": text,
+                             "ScriptBlockId": ctx.ids.uuid4(), "Path": ""}, POWERSHELL_LOG, "VERBOSE")  # fmt: skip
+        return out
 
     def network_connection(
         self,
@@ -659,4 +820,4 @@ class WindowsEmitter:
             "AccountType": "User",
             "UserID": "S-1-5-18",
         }
-        return self._event(ctx, host, ts, 3, data, event_type="INFO", sysmon=True)
+        return self._event(ctx, host, ts, 3, data, event_type="INFO", log=SYSMON)

@@ -10,7 +10,15 @@ from typing import Any
 from jobs.core.lake import Lake, conform
 from jobs.core.tables import DQ_RESULTS
 from jobs.quality.rules import mostly_success
-from jobs.quality.suites import INGEST_MOSTLY, PARSER_RULE, TYPE_CHECK_RULE, Suite, resolve_kwargs
+from jobs.quality.suites import (
+    INGEST_MOSTLY,
+    PARSER_RULE,
+    QUARANTINE_SHARE_RULE,
+    QUARANTINED,
+    TYPE_CHECK_RULE,
+    Suite,
+    resolve_kwargs,
+)
 
 # ---------------------------------------------------------------------------------------
 # Results, status
@@ -24,8 +32,11 @@ def dq_result_rows(
     counts: Mapping[date, Mapping[str, Any]],
     params: Mapping[str, Any],
     delivered: Mapping[date, Mapping[str, int]] | None = None,
+    max_quarantine_share: float | None = None,
 ) -> list[dict[str, Any]]:
-    """`ops.dq_results` rows: per date, the ingest checks and every rule of the suite."""
+    """`ops.dq_results` rows: per date, the ingest checks, every rule of the suite and (with
+    `delivered` and `max_quarantine_share`) the share of the day's rows normalize will
+    quarantine."""
     out: list[dict[str, Any]] = []
     for d in dates:
         day = counts.get(d, {})
@@ -77,7 +88,54 @@ def dq_result_rows(
                     "details": json.dumps(details, sort_keys=True, default=str),
                 }
             )
+        if delivered is not None and max_quarantine_share is not None:
+            out.append(
+                quarantine_share_row(
+                    suite.name,
+                    source,
+                    d,
+                    delivered.get(d, {"rows": 0, "unparseable": 0, "cast_errors": 0}),
+                    int(day.get(QUARANTINED, 0)),
+                    max_quarantine_share,
+                )
+            )
     return out
+
+
+def quarantine_share_row(
+    suite: str,
+    source: str,
+    day: date,
+    delivered: Mapping[str, int],
+    row_level: int,
+    limit: float,
+) -> dict[str, Any]:
+    """The day's quarantined share (critical): unparseable lines, rows with cast errors and
+    rows failing a row-level expectation, over every delivered row. What is quarantined is
+    broken, so a day above the limit marks the source degraded."""
+    rows = int(delivered["rows"])
+    quarantined = int(delivered["unparseable"]) + int(delivered["cast_errors"]) + row_level
+    share = quarantined / rows if rows else 0.0
+    details = {
+        "limit": limit,
+        "share": round(share, 6),
+        "considered": rows,
+        PARSER_RULE: int(delivered["unparseable"]),
+        TYPE_CHECK_RULE: int(delivered["cast_errors"]),
+        "row_level": row_level,
+    }
+    return {
+        "run_date": day,
+        "source": source,
+        "suite": suite,
+        "expectation": QUARANTINE_SHARE_RULE,
+        "column": None,
+        "success": share <= limit,
+        "unexpected_count": quarantined,
+        "element_count": rows,
+        "critical": True,
+        "details": json.dumps(details, sort_keys=True),
+    }
 
 
 def write_dq_results(

@@ -29,6 +29,48 @@ def present_text(col: Column) -> Column:
     return F.when(trimmed.isin(*MISSING_TEXT), F.lit(None).cast("string")).otherwise(trimmed)
 
 
+def key_text(*columns: Column) -> Column:
+    """Several values as one key: the separator escaped and a missing value marked, so values
+    an attacker chooses (`ws01|x` + `y` vs `ws01` + `x|y`, `` vs null) never make two events
+    one key."""
+    return F.concat_ws(
+        "|",
+        *[
+            F.coalesce(F.regexp_replace(c.cast("string"), r"([\\|])", r"\\$1"), F.lit("\\N"))
+            for c in columns
+        ],
+    )
+
+
+# The event's content, for events without a record number (docs/data_quality.md).
+CONTENT_KEY_PREFIX = "sha256:"
+
+
+def windows_event_key() -> Column:
+    """The de-duplication key of a Windows event (`_event_key`).
+
+    With a record number: host, channel and record number (`hostname|channel|record_number`,
+    the event log's own key). Without one (OTRF's PowerShell exports, some shippers): a
+    SHA-256 of the event's content, the JSON text of `{hostname, channel, provider,
+    event_id, event_time_us (UTC microseconds), event_data (its entries sorted by key)}`, so
+    two deliveries of the same event have one key whatever order their fields came in.
+    """
+    record = F.col("record_number")
+    content = F.to_json(
+        F.struct(
+            F.col("hostname").alias("hostname"),
+            F.col("channel").alias("channel"),
+            F.col("provider").alias("provider"),
+            F.col("event_id").alias("event_id"),
+            F.unix_micros(F.col("event_time")).alias("event_time_us"),
+            F.array_sort(F.map_entries(F.col("event_data"))).alias("event_data"),
+        )
+    )
+    by_record = key_text(F.col("hostname"), F.col("channel"), record)
+    by_content = F.concat(F.lit(CONTENT_KEY_PREFIX), F.sha2(content, 256))
+    return F.when(record.isNotNull(), by_record).otherwise(by_content)
+
+
 def host_column(source: str) -> Column | None:
     if source == "windows":
         return F.col("hostname")
@@ -45,7 +87,8 @@ def prepare_rows(
 ) -> DataFrame:
     """Bronze rows plus what the suites need beyond bronze: `event_time` (UTC),
     `event_time_offset_hours`, `_event_time_text`, `_host_tz`, `_day_rows`, `_day_min_rows`,
-    and `_candidate` (parsed and typed, so the suite applies).
+    `_event_key` (Windows: the de-duplication key, `windows_event_key`) and `_candidate`
+    (parsed and typed, so the suite applies).
 
     Windows reads `EventTime` (host local time) only when `@timestamp` is absent; a present
     but unparseable `@timestamp` stays unparseable (the record is suspect).
@@ -81,6 +124,8 @@ def prepare_rows(
         df = df.withColumn("_day_rows", F.lit(None).cast("long")).withColumn(
             "_day_min_rows", F.lit(None).cast("double")
         )
+    if source == "windows":
+        df = df.withColumn("_event_key", windows_event_key())
     cast_errors = F.coalesce(F.size(F.col("_cast_errors")), F.lit(0))
     return df.withColumn("_candidate", (F.col("_parse_status") == PARSED) & (cast_errors <= 0))
 

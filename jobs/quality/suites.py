@@ -25,6 +25,11 @@ PARSER_RULE = "parser"
 TYPE_CHECK_RULE = "type_check"
 # A date is degraded when more than this share of its rows could not be parsed or typed.
 INGEST_MOSTLY = 0.98
+# Per date: the share of the delivered rows normalize quarantines (parser, type check and
+# the row-level expectations together), against `validation.max_quarantine_share`.
+QUARANTINE_SHARE_RULE = "quarantine_share"
+# Per date: the source's clock against the other sources' (informational).
+CLOCK_SKEW_RULE = "clock_skew"
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,13 +206,18 @@ def row_check(rule: Rule, params: Mapping[str, Any]) -> RowCheck:
     )
 
 
+# `daily_counts` key: rows failing at least one row-level rule (what normalize quarantines)
+QUARANTINED = "__quarantined__"
+
+
 def daily_counts(
     candidates: DataFrame,
     rules: Sequence[Rule],
     params: Mapping[str, Any],
     by: Sequence[str] = ("run_date",),
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """One aggregation: per group, rows and (considered, unexpected) per rule."""
+    """One aggregation: per group, rows, (considered, unexpected) per rule, and the rows
+    failing any row-level rule (`QUARANTINED`)."""
     checks = {r.name: row_check(r, params) for r in rules}
     flagged = candidates
     aggs = [F.count(F.lit(1)).alias("__rows")]
@@ -217,11 +227,17 @@ def daily_counts(
             f"__u{i}", check.unexpected.cast("long")
         )
         aggs += [F.sum(f"__c{i}").alias(f"__c{i}"), F.sum(f"__u{i}").alias(f"__u{i}")]
+    failing = [F.col(f"__u{i}") > 0 for i, rule in enumerate(rules) if rule.row_level]
+    any_failing = F.lit(False)
+    for flag in failing:
+        any_failing = any_failing | flag
+    aggs.append(F.sum(any_failing.cast("long")).alias("__q"))
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in flagged.groupBy(*by).agg(*aggs).collect():
         key = tuple(row[c] for c in by)
         out[key] = {
             "rows": int(row["__rows"]),
+            QUARANTINED: int(row["__q"] or 0),
             **{
                 rule.name: (int(row[f"__c{i}"] or 0), int(row[f"__u{i}"] or 0))
                 for i, rule in enumerate(rules)

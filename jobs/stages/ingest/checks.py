@@ -26,11 +26,16 @@ SCHEMA_DRIFT = "schema_drift"
 
 # Top-level fields the vendor formats carry that bronze does not keep as columns (they stay
 # in `raw`): not drift. Windows event data fields (CamelCase, NXLog flattens them to the top
-# level) are an open set by design; only other spellings count as new there.
+# level; bronze keeps them all in `event_data`) are an open set by design; only other
+# spellings count as new there.
 VENDOR_FIELDS: dict[str, frozenset[str]] = {
     "idp": frozenset(words("version legacyEventType debugContext securityContext request")),
     "windows": frozenset(
-        words("@version host port tags type message event log agent ecs beat fields")
+        words(
+            "@version @metadata host port tags type message event log agent ecs beat fields "
+            "input task opcode process_id thread_id provider_guid version activity_id "
+            "related_activity_id user"  # Winlogbeat 6.x top-level fields it does not parse
+        )
     ),
     "cloudtrail": frozenset(
         words(
@@ -58,11 +63,11 @@ _WINDOWS_EVENT_DATA_NAME = r"^[A-Z][A-Za-z0-9]*$"
 # parsed row of a date carries is a missing field: the vendor dropped or renamed it.
 CORE_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "idp": (("uuid",), ("published",), ("eventType",), ("actor",), ("outcome",)),
-    "windows": (
-        ("@timestamp", "EventTime"),
-        ("Hostname", "winlog"),
-        ("EventID", "winlog"),
-        ("Channel", "winlog"),
+    "windows": (  # NXLog, Winlogbeat (7+: `winlog`, 6.x: top level), evtx_dump (`Event`)
+        ("@timestamp", "EventTime", "TimeCreated", "Event"),
+        ("Hostname", "winlog", "computer_name", "Event"),
+        ("EventID", "winlog", "event_id", "Event"),
+        ("Channel", "winlog", "log_name", "Event"),
     ),
     "cloudtrail": (
         ("eventTime", "@timestamp"),

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     DataType,
+    MapType,
     StringType,
     StructField,
     StructType,
@@ -151,7 +152,7 @@ def finish_bronze(
 ) -> DataFrame:
     """Typed bronze columns from their text, with `_cast_errors`; null when unparseable.
 
-    `texts` maps each bronze column to its text (or, for array columns, the array).
+    `texts` maps each bronze column to its text (or, for array and map columns, the value).
     A non-empty value that does not cast to the column's type is left null and recorded
     as "<column>: '<value>' is not <type>".
     """
@@ -163,7 +164,7 @@ def finish_bronze(
         (raw if raw is not None else F.col("raw")).alias("__raw"),
         event_time.cast("string").alias("__t_event_time_raw"),
     )
-    scalar = [f for f in fields if not isinstance(f.dataType, StringType | ArrayType)]
+    scalar = [f for f in fields if not isinstance(f.dataType, StringType | ArrayType | MapType)]
     df = df.select(
         "*", *[F.col(f"__t_{f.name}").try_cast(f.dataType).alias(f"__v_{f.name}") for f in scalar]
     )

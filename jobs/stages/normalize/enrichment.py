@@ -256,6 +256,11 @@ def enrich(
         ).alias("is_privileged"),
         "asset_criticality",
         "asset_tags",
+        F.to_date(F.col("event_time")).alias("event_date"),  # the session time zone is UTC
+        "channel",
+        "event_id",
+        "provider",
+        "event_data",
         "bronze_file",
         "bronze_line",
         "bronze_batch_id",

@@ -16,6 +16,7 @@ from pyspark.sql.types import (
 )
 
 from jobs.core.tables import SILVER_EVENTS
+from jobs.quality.rows import key_text
 from jobs.stages.normalize.vocabulary import dash_null, normalize_status
 
 # ---------------------------------------------------------------------------------------
@@ -27,7 +28,7 @@ _MAPPED_SILVER_COLUMNS = (
     "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "bytes_in", "bytes_out",
     "process_name", "parent_process_name", "command_line", "app_name", "dns_query",
     "dns_rcode", "cloud_action", "cloud_service", "cloud_resource", "cloud_region",
-    "logon_type", "session_hint",
+    "logon_type", "session_hint", "channel", "event_id", "provider", "event_data",
 )  # fmt: skip
 
 # What every source mapping produces; enrichment adds the rest of SILVER_EVENTS.
@@ -101,15 +102,7 @@ def _key(columns: Sequence[str]) -> Column:
         )
     if len(columns) == 1:
         return F.coalesce(F.col(columns[0]).cast("string"), F.lit(""))
-    # Several columns: escape the separator and mark a missing value, so values an attacker
-    # chooses (`ws01|x` + `y` vs `ws01` + `x|y`, `` vs null) never make two events one key.
-    return F.concat_ws(
-        "|",
-        *[
-            F.coalesce(F.regexp_replace(F.col(c).cast("string"), r"([\\|])", r"\\$1"), F.lit("\\N"))
-            for c in columns
-        ],
-    )
+    return key_text(*[F.col(c) for c in columns])
 
 
 IDP_ACTIVITY = {
@@ -157,47 +150,119 @@ def _map_idp(df: DataFrame) -> dict[str, Column]:
     }
 
 
-WINDOWS_ACTIVITY: dict[int, tuple[str, str]] = {
-    4624: ("authentication", "logon"),
-    4625: ("authentication", "logon"),
-    4634: ("authentication", "logoff"),
-    4647: ("authentication", "logoff"),
-    4648: ("authentication", "explicit_logon"),
-    4672: ("authentication", "privilege_use"),
-    4768: ("authentication", "kerberos_tgt"),
-    4769: ("authentication", "kerberos_service_ticket"),
-    4771: ("authentication", "kerberos_preauth"),
-    4776: ("authentication", "ntlm_validation"),
-    4688: ("process", "launch"),
-    5140: ("network", "share_access"),
-    5145: ("network", "share_access"),
-}
-SYSMON_ACTIVITY: dict[int, tuple[str, str]] = {
-    1: ("process", "launch"),
-    3: ("network", "connection"),
-}
+# Windows events are named by (family, event id): the same id means different things in
+# different logs (Sysmon 1 is a process start, System 1 a time change). The family comes
+# from the channel (Sysmon and PowerShell also from the provider).
+SECURITY, SYSMON, SYSTEM, POWERSHELL = "security", "sysmon", "system", "powershell"
 SYSMON_CHANNEL = "Microsoft-Windows-Sysmon/Operational"
+# (family, event id) -> (class_name, activity_name), OCSF-aligned (docs/normalization.md)
+WINDOWS_EVENTS: dict[tuple[str, int], tuple[str, str]] = {
+    (SECURITY, 4624): ("authentication", "logon"),
+    (SECURITY, 4625): ("authentication", "logon"),
+    (SECURITY, 4634): ("authentication", "logoff"),
+    (SECURITY, 4647): ("authentication", "logoff"),
+    (SECURITY, 4648): ("authentication", "explicit_logon"),
+    (SECURITY, 4672): ("authentication", "privilege_use"),
+    (SECURITY, 4768): ("authentication", "kerberos_tgt"),
+    (SECURITY, 4769): ("authentication", "kerberos_service_ticket"),
+    (SECURITY, 4771): ("authentication", "kerberos_preauth"),
+    (SECURITY, 4776): ("authentication", "ntlm_validation"),
+    (SECURITY, 4688): ("process", "launch"),
+    (SECURITY, 5140): ("network", "share_access"),
+    (SECURITY, 5145): ("network", "share_access"),
+    (SECURITY, 4697): ("service", "install"),
+    (SECURITY, 4698): ("scheduled_job", "create"),
+    (SECURITY, 4720): ("account_change", "create"),
+    (SECURITY, 4722): ("account_change", "enable"),
+    (SECURITY, 4724): ("account_change", "password_reset"),
+    (SECURITY, 4726): ("account_change", "delete"),
+    (SECURITY, 4738): ("account_change", "change"),
+    (SECURITY, 4728): ("group_management", "add_member"),  # global group
+    (SECURITY, 4732): ("group_management", "add_member"),  # local group
+    (SECURITY, 4756): ("group_management", "add_member"),  # universal group
+    (SECURITY, 1102): ("event_log", "clear"),
+    (SYSTEM, 104): ("event_log", "clear"),
+    (SYSTEM, 7045): ("service", "install"),
+    (SYSMON, 1): ("process", "launch"),
+    (SYSMON, 3): ("network", "connection"),
+    (SYSMON, 7): ("module", "load"),
+    (SYSMON, 8): ("process", "remote_thread"),
+    (SYSMON, 10): ("process", "access"),
+    (SYSMON, 11): ("file", "create"),
+    (SYSMON, 12): ("registry", "create"),  # "delete" when its EventType says so
+    (SYSMON, 13): ("registry", "set_value"),
+    (SYSMON, 14): ("registry", "rename"),
+    (SYSMON, 17): ("file", "pipe_create"),
+    (SYSMON, 18): ("file", "pipe_connect"),
+    (SYSMON, 22): ("dns", "query"),
+    (SYSMON, 23): ("file", "delete"),
+    (SYSMON, 26): ("file", "delete"),
+    (POWERSHELL, 4103): ("script", "pipeline_execution"),
+    (POWERSHELL, 4104): ("script", "script_block"),
+}
+# An event with no mapping keeps class `other` and activity `event_<id>` (`other` without
+# an id): kept in silver with its event_data, counted as unmapped, never quarantined.
+UNMAPPED_CLASS = "other"
 # Logon-like events: the user is the target account, the logging host is the target.
 _WIN_TARGET_USER = (4624, 4625, 4634, 4648, 4768, 4769, 4771, 4776)
 _WIN_ALWAYS_FAILED = (4625, 4771)
+# Privileged by nature: special privileges at logon, account and group management, clearing
+# an event log, installing a service.
+_WIN_PRIVILEGED_CLASSES = ("account_change", "group_management", "event_log", "service")
+# The process an event is about, where its data names one (process access and remote
+# threads keep SourceImage / TargetImage in event_data: two processes, no single one).
+_WIN_IMAGE_CLASSES = ("module", "file", "registry", "dns")
+# Windows DNS client status codes (Sysmon 22 QueryStatus) -> DNS rcode names
+_DNS_STATUS = {"0": "NOERROR", "9001": "FORMERR", "9002": "SERVFAIL", "9003": "NXDOMAIN",
+               "9004": "NOTIMP", "9005": "REFUSED"}  # fmt: skip
+
+
+def windows_family(channel: Column, provider: Column) -> Column:
+    """security | sysmon | system | powershell | null, from the channel (and provider)."""
+    c = F.lower(F.trim(channel))
+    p = F.lower(F.trim(provider))
+    return (
+        F.when(c == "security", F.lit(SECURITY))
+        .when((c == SYSMON_CHANNEL.lower()) | (p == "microsoft-windows-sysmon"), F.lit(SYSMON))
+        .when(c == "system", F.lit(SYSTEM))
+        .when(
+            c.isin("microsoft-windows-powershell/operational", "windows powershell")
+            | (p == "microsoft-windows-powershell"),
+            F.lit(POWERSHELL),
+        )
+    )
+
+
+def _windows_lookup(family: Column, eid: Column, part: int) -> Column:
+    table = F.create_map(
+        *[
+            F.lit(x)
+            for (fam, event_id), names in sorted(WINDOWS_EVENTS.items())
+            for x in (f"{fam}:{event_id}", names[part])
+        ]
+    )
+    return table[F.concat_ws(":", family, eid.cast("string"))]
 
 
 def _map_windows(df: DataFrame) -> dict[str, Column]:
     eid = F.col("event_id")
-    sysmon = F.col("channel") == SYSMON_CHANNEL
-    sec_class = _lookup({k: v[0] for k, v in WINDOWS_ACTIVITY.items()}, eid, None)
-    sec_act = _lookup({k: v[1] for k, v in WINDOWS_ACTIVITY.items()}, eid, None)
-    sys_class = _lookup({k: v[0] for k, v in SYSMON_ACTIVITY.items()}, eid, None)
-    sys_act = _lookup({k: v[1] for k, v in SYSMON_ACTIVITY.items()}, eid, None)
-    class_name = F.when(sysmon, F.coalesce(sys_class, F.lit("process"))).otherwise(
-        F.coalesce(sec_class, F.lit("authentication"))
+    data = F.col("event_data")
+    family = windows_family(F.col("channel"), F.col("provider"))
+    sysmon = family.eqNullSafe(SYSMON)
+    security = family.eqNullSafe(SECURITY)
+    known_class = _windows_lookup(family, eid, 0)
+    known_activity = _windows_lookup(family, eid, 1)
+    class_name = F.coalesce(known_class, F.lit(UNMAPPED_CLASS))
+    registry_delete = sysmon & (eid == 12) & F.lower(data["EventType"]).startswith("delete")
+    activity = (
+        F.when(registry_delete, F.lit("delete"))
+        .when(known_activity.isNotNull(), known_activity)
+        .when(eid.isNotNull(), F.concat(F.lit("event_"), eid.cast("string")))
+        .otherwise(F.lit("other"))
     )
-    activity = F.when(sysmon, F.coalesce(sys_act, F.lit("other"))).otherwise(
-        F.coalesce(sec_act, F.lit("other"))
-    )
-    target_user = eid.isin(*_WIN_TARGET_USER) & ~sysmon
+    target_user = eid.isin(*_WIN_TARGET_USER) & security
     user = (
-        F.when(sysmon, user_name(F.col("sysmon_user")))
+        F.when(sysmon, user_name(F.coalesce(F.col("sysmon_user"), data["SourceUser"])))
         .when(target_user, user_name(F.col("target_user_name"), F.col("target_domain_name")))
         .otherwise(user_name(F.col("subject_user_name"), F.col("subject_domain_name")))
     )
@@ -205,48 +270,66 @@ def _map_windows(df: DataFrame) -> dict[str, Column]:
     code = F.when(sub.isNotNull() & ~F.lower(sub).rlike(r"^0x0+$"), sub).otherwise(
         dash_null(F.col("status"))
     )
+    dns_status = dash_null(data["QueryStatus"])
+    dns_rcode = _lookup(_DNS_STATUS, dns_status, None)
+    is_dns = sysmon & (eid == 22)
     status = (
-        F.when(eid.isin(*_WIN_ALWAYS_FAILED) & ~sysmon, F.lit("failure"))
+        F.when(eid.isin(*_WIN_ALWAYS_FAILED) & security, F.lit("failure"))
+        .when(is_dns & dns_status.isNotNull() & (dns_status != "0"), F.lit("failure"))
         .when(sysmon, F.lit("success"))
+        # a service installed, a log cleared, a script block logged: the event is the outcome
+        .when(known_class.isNotNull() & ~security, F.lit("success"))
         .otherwise(normalize_status(F.coalesce(code, F.col("event_type"))))
     )
     host = _host_name(F.col("hostname"))
     ip = _ip(F.col("ip_address"))
-    is_process = class_name == "process"
+    is_launch = (class_name == "process") & (activity == "launch")
     is_sysmon_net = sysmon & (eid == 3)
-    is_share = ~sysmon & eid.isin(5140, 5145)
+    is_share = security & eid.isin(5140, 5145)
     is_logon = target_user | is_share
+    is_privilege_use = security & eid.eqNullSafe(4672)
     workstation = _host_name(F.col("workstation_name"))
+    image = dash_null(F.col("image"))
+    process = (
+        F.when(is_launch, F.coalesce(dash_null(F.col("new_process_name")), image))
+        .when(is_sysmon_net | class_name.isin(*_WIN_IMAGE_CLASSES), image)
+        .when(class_name == UNMAPPED_CLASS, F.coalesce(image, dash_null(F.col("process_name"))))
+    )
     return {
         "class_name": class_name,
         "activity_name": activity,
         "status": status,
-        "status_detail": F.coalesce(code, F.col("event_type")),
+        "status_detail": F.when(is_dns, dns_status).otherwise(
+            F.coalesce(code, F.col("event_type"))
+        ),
         "user_name_raw": user,
         "src_ip": F.when(is_sysmon_net, _ip(F.col("source_ip"))).otherwise(ip),
         "src_port": F.when(is_sysmon_net, F.lit(None).cast("int")).otherwise(F.col("ip_port")),
         "dst_ip": F.when(is_sysmon_net, _ip(F.col("destination_ip"))),
         "dst_port": F.when(is_sysmon_net, F.col("destination_port")),
-        "process_name": F.when(
-            is_process | is_sysmon_net,
-            F.coalesce(dash_null(F.col("new_process_name")), dash_null(F.col("image"))),
-        ),
+        "process_name": process,
         "parent_process_name": F.when(
-            is_process,
+            is_launch,
             F.coalesce(dash_null(F.col("parent_process_name")), dash_null(F.col("parent_image"))),
         ),
-        "command_line": F.when(is_process, dash_null(F.col("command_line"))),
+        "command_line": F.when(is_launch, dash_null(F.col("command_line"))),
         "app_name": F.when(is_share, dash_null(F.col("share_name"))),
+        "dns_query": F.when(is_dns, F.lower(dash_null(data["QueryName"]))),
+        "dns_rcode": F.when(is_dns, F.coalesce(dns_rcode, dns_status)),
         "logon_type": F.when(target_user, F.col("logon_type")),
         # where the activity came from: the workstation / client address for logons and share
         # access (a loopback logon came from the host itself), the host itself otherwise
         "device_name_key": F.when(
             is_logon,
             F.coalesce(workstation, F.when(ip.isNull() | _not_loopback(ip).isNull(), host)),
-        ).when(eid != 4672, host),
+        ).when(~is_privilege_use, host),
         "device_ip_key": F.when(is_logon, _not_loopback(ip)),
-        "dst_name_key": F.when(is_logon | (eid == 4672) & ~sysmon, host),
-        "event_privileged": (eid == 4672) & ~sysmon,
+        "dst_name_key": F.when(is_logon | is_privilege_use, host),
+        "event_privileged": is_privilege_use | class_name.isin(*_WIN_PRIVILEGED_CLASSES),
+        "channel": F.col("channel"),
+        "event_id": eid,
+        "provider": F.col("provider"),
+        "event_data": data,
     }
 
 

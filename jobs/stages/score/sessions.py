@@ -215,12 +215,13 @@ def auth_sources(sessionized: DataFrame) -> DataFrame:
 
 
 def host_days(events: DataFrame) -> DataFrame:
-    """One row per host per day: processes run on it and logons to it."""
-    host = F.when(F.col("class_name") == "process", F.coalesce("device_id", "dst_host")).when(
+    """One row per host per day: processes started on it and logons to it (a process
+    opening another, or a thread injected into one, is not a process run)."""
+    is_proc = (F.col("class_name") == "process") & (F.col("activity_name") == "launch")
+    host = F.when(is_proc, F.coalesce("device_id", "dst_host")).when(
         F.col("class_name") == AUTH_CLASS, F.col("dst_host")
     )
     on_host = events.withColumn("_host", host).where(F.col("_host").isNotNull())
-    is_proc = F.col("class_name") == "process"
     is_logon = F.col("class_name") == AUTH_CLASS
     return (
         on_host.groupBy("run_date", "_host")

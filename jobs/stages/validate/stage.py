@@ -11,7 +11,11 @@ are the single definition of what "valid" means:
   `ops.dq_results`, and the stage fails if their totals differ from what GX counted, so
   the per-date numbers and the quarantine (`jobs.stages.normalize.stage`) always match the suite;
 - expectations marked `meta.row_level` drive quarantine; `meta.critical` ones mark the
-  source `degraded` for a date they fail; `meta.dedup` names the de-duplication key.
+  source `degraded` for a date they fail; `meta.dedup` names the de-duplication key;
+- per date, the share of the rows normalize will quarantine (`quarantine_share`: parser,
+  type check and row-level expectations together) marks the source degraded above
+  `validation.max_quarantine_share`, and each source's clock is compared with the other
+  sources' (`clock_skew`, informational: `jobs/stages/validate/skew.py`).
 
 Editing a suite file changes what is validated and quarantined with no code change.
 """
@@ -34,7 +38,15 @@ from jobs.core.tables import DQ_RESULTS, SOURCE_STATUS
 from jobs.quality.gx import GreatExpectationsRunner, cross_check, run_name, runner_for
 from jobs.quality.results import dq_result_rows, write_dq_results
 from jobs.quality.rows import delivered_counts, prepare_rows, read_bronze, reference_host_timezones
-from jobs.quality.suites import Suite, daily_counts, load_suites, suite_parameters, suites_dir
+from jobs.quality.suites import (
+    QUARANTINE_SHARE_RULE,
+    Suite,
+    daily_counts,
+    load_suites,
+    suite_parameters,
+    suites_dir,
+)
+from jobs.stages.validate.skew import Histograms, clock_skew_rows, collect_histograms, time_bins
 from jobs.stages.validate.volume import Volume, volume_frame, volume_lookback_days, volume_rows
 
 
@@ -74,6 +86,13 @@ def source_status_rows(
                     f"volume: {v.rows} rows < {v.min_rows:g} "
                     f"({v.history_median:g} median of the last {v.history_days} delivered {v.basis})"
                 )
+            elif r["expectation"] == QUARANTINE_SHARE_RULE:
+                details = json.loads(r["details"])
+                reasons.append(
+                    f"quarantine: {r['unexpected_count']} of {r['element_count']} rows "
+                    f"({100.0 * details['share']:.2f}%) quarantined, above the "
+                    f"{100.0 * details['limit']:g}% limit"
+                )
             else:
                 share = (
                     100.0
@@ -102,8 +121,9 @@ def validate_source(
     settings: Settings,
     host_tz: DataFrame,
     gx: GreatExpectationsRunner | None,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """One source over `dates`: dq rows, status rows and a summary."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], Histograms]:
+    """One source over `dates`: dq rows, status rows, a summary, and the event times'
+    histogram per date (for the clock skew against the other sources)."""
     v = settings.validation
     params = suite_parameters(v)
     clock = PhaseClock()
@@ -117,6 +137,7 @@ def validate_source(
     with Checkpoints() as keep:
         candidates = keep(rows.where(F.col("_candidate")).drop("_candidate"))
         counts = daily_counts(candidates, suite.rules, params)
+        histograms = collect_histograms(time_bins(candidates))
         clock.mark("row_predicates")
         per_date = {key[0]: value for key, value in counts.items()}
         totals = {
@@ -131,7 +152,9 @@ def validate_source(
             outcomes = gx.validate(suite, candidates, params, f"{run_name(dates)} {source}")
             cross_check(suite, outcomes, totals, n_rows)
             clock.mark("great_expectations")
-    results = dq_result_rows(suite, source, dates, per_date, params, delivered)
+    results = dq_result_rows(
+        suite, source, dates, per_date, params, delivered, v.max_quarantine_share
+    )
     status = source_status_rows(source, dates, results, volumes)
     summary = {
         "rows": n_rows,
@@ -140,7 +163,7 @@ def validate_source(
             {r["expectation"] for r in results if r["critical"] and not r["success"]}
         ),
     }
-    return results, status, summary
+    return results, status, summary, histograms
 
 
 def run_validate(ctx: RunContext, dates: list[date]) -> StageResult:
@@ -156,15 +179,25 @@ def run_validate(ctx: RunContext, dates: list[date]) -> StageResult:
     gx = runner_for(settings)
     dq_rows: list[dict[str, Any]] = []
     status_rows: list[dict[str, Any]] = []
+    histograms: dict[str, Histograms] = {}
     with Checkpoints() as keep:
         host_tz = keep(reference_host_timezones(ctx.spark, settings))
         for source in sources:
-            results, status, summary = validate_source(
+            results, status, summary, histograms[source] = validate_source(
                 lake, suites[source], source, dates, settings, host_tz, gx
             )
             dq_rows += results
             status_rows += status
             result.details[source] = summary
+    skew = clock_skew_rows(
+        histograms, dates, float(settings.validation.clock_skew_tolerance_minutes)
+    )
+    dq_rows += skew
+    result.details["clock_skew_minutes"] = {
+        f"{r['source']}@{r['run_date'].isoformat()}": json.loads(r["details"])["skew_minutes"]
+        for r in skew
+        if not r["success"]
+    }
     clock = PhaseClock()
     write_dq_results(lake, dq_rows, dates, sources)
     status_df = ctx.spark.createDataFrame(
