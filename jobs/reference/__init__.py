@@ -1,0 +1,1 @@
+"""Reference data: identity directory, asset inventory, network ranges, IP geolocation."""
