@@ -61,6 +61,7 @@ WINDOWS_CHANNELS: dict[str, tuple[str, ...]] = {
     for service, channels in {**windows_logsource_mapping, **_MORE_CHANNELS}.items()
 }
 
+
 # Generic Windows categories -> (channel, event ids). Sysmon's table, plus the Security log's
 # process creation (4688), and the PowerShell categories.
 def _ids(value: object) -> tuple[int, ...]:
