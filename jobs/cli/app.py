@@ -13,6 +13,7 @@ import typer
 
 from jobs.cli import governance, pipeline
 from jobs.cli.common import mapped, report_error
+from jobs.cli.detections import detections_app
 from jobs.cli.policy import policy_app
 from jobs.core.errors import EXIT_OK, EXIT_USAGE, PolicylakeError
 
@@ -32,6 +33,7 @@ app.command("export")(mapped(pipeline.export))
 app.command("report")(mapped(pipeline.report))
 # policies and governance
 app.add_typer(policy_app, name="policy")
+app.add_typer(detections_app, name="detections")
 app.command("feedback")(mapped(governance.feedback))
 app.command("verify")(mapped(governance.verify))
 app.command("forget")(mapped(governance.forget))
