@@ -223,6 +223,9 @@ class ScoringSettings(_Section):
     exfil_min_bytes: int = Field(default=25_000_000, ge=0)
     # rare process pair: seen on at most this many hosts of the fleet in the baseline window
     rare_pair_max_hosts: int = Field(default=1, ge=0)
+    # ... and before the fleet has history (day one), a pair run today on at most
+    # rare_pair_max_hosts of at least this many hosts: today's fleet stands in for the past
+    rare_pair_min_fleet_hosts: int = Field(default=5, ge=2)
     iam_write_actions: tuple[str, ...] = DEFAULT_IAM_WRITE_ACTIONS
     # inbound scan: an outside source probing many ports/hosts, mostly unanswered
     scan_min_targets: int = Field(default=20, ge=2)
