@@ -29,6 +29,7 @@ from sigma.conditions import ConditionOR
 from sigma.conversion.state import ConversionState
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldFunctionTransformation
+from sigma.types import SigmaString, SpecialChars
 
 from jobs.detections.mapping import (
     FIELD_TABLES,
@@ -44,6 +45,27 @@ from jobs.detections.rules import LoadFailure, RuleFile
 __all__ = ["CompiledRule", "SparkSqlBackend", "compile_rules", "event_data_column", "slot_sql"]
 
 EVENT_DATA_ALL = "ed__raw"
+LOWER_SUFFIX = "__lc"
+_LOWER_COLUMN = re.compile(r"lower\((ed__\w+)\)")
+_LOWER_COALESCE = re.compile(r"lower\(coalesce\((ed__\w+(?:, ed__\w+)*)\)\)")
+
+
+def fold_lower(condition: str) -> tuple[str, frozenset[str]]:
+    """`lower(ed__X)` -> `ed__X__lc`, a column the evaluation lower-cases once per row instead
+    of once per rule that reads it; returns the condition and the columns to lower-case."""
+    lowered: set[str] = set()
+
+    def one(m: re.Match[str]) -> str:
+        lowered.add(m.group(1))
+        return m.group(1) + LOWER_SUFFIX
+
+    def several(m: re.Match[str]) -> str:
+        names = m.group(1).split(", ")
+        lowered.update(names)
+        return "coalesce(" + ", ".join(n + LOWER_SUFFIX for n in names) + ")"
+
+    folded = _LOWER_COLUMN.sub(one, _LOWER_COALESCE.sub(several, condition))
+    return folded, frozenset(lowered)
 
 
 def event_data_column(name: str) -> str:
@@ -76,6 +98,7 @@ class CompiledRule:
     condition: str  # the detection, Spark SQL; true/false/null per row of its slots
     columns: frozenset[str]  # event columns the condition reads (besides event data)
     event_data: frozenset[str] = field(default_factory=frozenset)  # Windows field names
+    lowered: frozenset[str] = field(default_factory=frozenset)  # ed__ columns read lower-cased
 
     @property
     def slug(self) -> str:
@@ -115,6 +138,36 @@ class SparkSqlBackend(DatabricksBackend):
         self.table = table
         self.columns: set[str] = set()
         self.event_data: set[str] = set()
+
+    # Spark's `rlike` finds a match anywhere, so a leading or trailing `.*` adds nothing but
+    # backtracking: `.*(a|b).*` on a 100 kB script block is quadratic per row (it stalled a run
+    # on real PowerShell logs). These two build the same matches without them.
+    def _build_regex_pattern(self, pattern_type: str, values: list[str]) -> str:
+        if pattern_type != "contains":
+            return str(super()._build_regex_pattern(pattern_type, values))
+        alternatives = "|".join(re.escape(str(v)) for v in values)
+        return str(self.sql_quote_regex(f"(?iu)({alternatives})"))
+
+    def make_wildcard_regex(self, s: SigmaString) -> str:
+        parts = list(s.s)
+        anchor_start = not (parts and parts[0] == SpecialChars.WILDCARD_MULTI)
+        anchor_end = not (parts and parts[-1] == SpecialChars.WILDCARD_MULTI)
+        while parts and parts[0] == SpecialChars.WILDCARD_MULTI:
+            parts.pop(0)
+        while parts and parts[-1] == SpecialChars.WILDCARD_MULTI:
+            parts.pop()
+        body = []
+        for part in parts:
+            if isinstance(part, str):
+                body.append(re.escape(part))
+            elif part == SpecialChars.WILDCARD_MULTI:
+                body.append(".*?")
+            elif part == SpecialChars.WILDCARD_SINGLE:
+                body.append(".")
+            else:
+                raise NotImplementedError(f"unsupported part in a wildcard string: {part!r}")
+        pattern = ("^" if anchor_start else "") + "".join(body) + ("$" if anchor_end else "")
+        return str(self.quote_string(self.sql_quote_regex("(?isu)" + pattern)))
 
     def reset(self) -> None:
         self.columns = set()
@@ -211,7 +264,10 @@ def compile_rules(rules: Sequence[RuleFile]) -> Compiled:
             )
             continue
         condition = queries[0] if len(queries) == 1 else " OR ".join(f"({q})" for q in queries)
+        condition, lowered = fold_lower(condition)
         out.rules.append(
-            CompiledRule(rule, condition, frozenset(backend.columns), frozenset(backend.event_data))
+            CompiledRule(
+                rule, condition, frozenset(backend.columns), frozenset(backend.event_data), lowered
+            )
         )
     return out

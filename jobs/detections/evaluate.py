@@ -24,7 +24,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StringType
 
-from jobs.detections.compiler import EVENT_DATA_ALL, CompiledRule, event_data_column
+from jobs.detections.compiler import (
+    EVENT_DATA_ALL,
+    LOWER_SUFFIX,
+    CompiledRule,
+    event_data_column,
+)
 from jobs.detections.rules import LoadFailure
 
 __all__ = ["MATCH_COLUMN", "Usable", "match_events", "match_events_per_rule", "usable_rules"]
@@ -61,7 +66,10 @@ def _prepared(events: DataFrame, rules: Sequence[CompiledRule]) -> DataFrame:
     data = F.col("event_data")
     cols = [F.try_element_at(data, F.lit(n)).alias(event_data_column(n)) for n in names]
     cols.append(F.concat_ws(" ", F.map_values(data)).alias(EVENT_DATA_ALL))
-    return events.select("*", *cols)
+    lowered = sorted({c for r in rules for c in r.lowered})
+    return events.select("*", *cols).select(
+        "*", *[F.lower(F.col(c)).alias(c + LOWER_SUFFIX) for c in lowered]
+    )
 
 
 def usable_rules(events: DataFrame, rules: Sequence[CompiledRule]) -> Usable:
