@@ -13,6 +13,7 @@ import typer
 
 from jobs.cli import evtx_import, governance, pipeline
 from jobs.cli.common import mapped, report_error
+from jobs.cli.detections import detections_app
 from jobs.cli.policy import policy_app
 from jobs.core.errors import EXIT_OK, EXIT_USAGE, PolicylakeError
 
@@ -34,6 +35,7 @@ app.command("report")(mapped(pipeline.report))
 app.command("import-evtx")(mapped(evtx_import.import_evtx))
 # policies and governance
 app.add_typer(policy_app, name="policy")
+app.add_typer(detections_app, name="detections")
 app.command("feedback")(mapped(governance.feedback))
 app.command("verify")(mapped(governance.verify))
 app.command("forget")(mapped(governance.forget))

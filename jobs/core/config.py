@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from jobs.core.errors import ConfigError
 
@@ -154,6 +161,27 @@ DEFAULT_SIGNAL_POINTS: dict[str, float] = {
 # The explainable signals scoring emits, in the order they are computed.
 SIGNAL_NAMES: tuple[str, ...] = tuple(DEFAULT_SIGNAL_POINTS)
 
+# Signals that carry risk without any history of the entity (docs/scoring.md, "Risk on day
+# one"): what they measure is wrong in itself, not unusual for someone. The others are
+# behavioural: they compare with a baseline and stay silent until one exists. Every
+# detection (`sigma.<rule>`) is absolute too.
+ABSOLUTE_SIGNALS: frozenset[str] = frozenset(
+    {"impossible_travel", "password_spray", "brute_force", "inbound_scan", "unsolicited_inbound"}
+)
+# Signals of Sigma detections are named `sigma.<rule file stem>` (jobs/detections/rules.py).
+DETECTION_SIGNAL_PREFIX = "sigma."
+# A detection signal's name after the prefix: the rule's file stem, lower-cased, [a-z0-9_].
+DETECTION_SLUG = re.compile(r"[a-z0-9][a-z0-9_]{0,119}")
+# Sigma rule levels, least to most severe (a detection signal's `threshold` is the rank, 1..5).
+DETECTION_LEVELS: tuple[str, ...] = ("informational", "low", "medium", "high", "critical")
+DEFAULT_LEVEL_POINTS: dict[str, float] = {
+    "informational": 5.0,
+    "low": 20.0,
+    "medium": 45.0,
+    "high": 80.0,
+    "critical": 95.0,
+}
+
 DEFAULT_IAM_WRITE_ACTIONS: tuple[str, ...] = (
     "CreateAccessKey",
     "CreateUser",
@@ -202,6 +230,9 @@ class ScoringSettings(_Section):
     exfil_min_bytes: int = Field(default=25_000_000, ge=0)
     # rare process pair: seen on at most this many hosts of the fleet in the baseline window
     rare_pair_max_hosts: int = Field(default=1, ge=0)
+    # ... and before the fleet has history (day one), a pair run today on at most
+    # rare_pair_max_hosts of at least this many hosts: today's fleet stands in for the past
+    rare_pair_min_fleet_hosts: int = Field(default=5, ge=2)
     iam_write_actions: tuple[str, ...] = DEFAULT_IAM_WRITE_ACTIONS
     # inbound scan: an outside source probing many ports/hosts, mostly unanswered
     scan_min_targets: int = Field(default=20, ge=2)
@@ -230,6 +261,36 @@ class ScoringSettings(_Section):
         unknown = sorted(set(value) - set(DEFAULT_SIGNAL_POINTS))
         if unknown:
             raise ValueError(f"unknown signal(s) {', '.join(unknown)}")
+        if any(v < 0 or v > 100 for v in merged.values()):
+            raise ValueError("points must be within 0..100")
+        return merged
+
+
+class DetectionSettings(_Section):
+    """Sigma rules run by the score stage (docs/detections.md)."""
+
+    enabled: bool = True
+    # Folders of Sigma rules (YAML), searched recursively; a relative path resolves against
+    # the working directory, then the repository (its own `detections/`). Community rule
+    # folders can be added here.
+    rules_dirs: tuple[str, ...] = ("detections",)
+    # Risk points of a detection by the rule's level
+    level_points: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_LEVEL_POINTS))
+    # A rule that fires on more hosts than this in one day is noisy across the fleet ...
+    noisy_hosts: int = Field(default=5, ge=1)
+    # ... and then adds at most these points: it raises attention, never blocks on its own
+    # (must stay below scoring.band_high)
+    noisy_max_points: float = Field(default=50.0, ge=0, le=100)
+
+    @field_validator("level_points")
+    @classmethod
+    def _levels(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(DETECTION_LEVELS))
+        if unknown:
+            raise ValueError(
+                f"unknown level(s) {', '.join(unknown)}; known: {', '.join(DETECTION_LEVELS)}"
+            )
+        merged = {**DEFAULT_LEVEL_POINTS, **value}
         if any(v < 0 or v > 100 for v in merged.values()):
             raise ValueError("points must be within 0..100")
         return merged
@@ -341,10 +402,21 @@ class Settings(_Section):
     validation: ValidationSettings = ValidationSettings()
     baselines: BaselineSettings = BaselineSettings()
     scoring: ScoringSettings = ScoringSettings()
+    detections: DetectionSettings = DetectionSettings()
     policy: PolicySettings = PolicySettings()
     metrics: MetricsSettings = MetricsSettings()
     report: ReportSettings = ReportSettings()
     privacy: PrivacySettings = PrivacySettings()
+
+    @model_validator(mode="after")
+    def _noisy_rules_never_block(self) -> Settings:
+        if self.detections.noisy_max_points >= self.scoring.band_high:
+            raise ValueError(
+                f"detections.noisy_max_points ({self.detections.noisy_max_points:g}) must be "
+                f"below scoring.band_high ({self.scoring.band_high}): a noisy rule alone must "
+                "not reach the band that blocks"
+            )
+        return self
 
     def with_workdir(self, workdir: Path) -> Settings:
         """Root every relative path at `workdir` (the demo's layout)."""

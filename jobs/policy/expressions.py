@@ -8,6 +8,7 @@ dict keys only (never attributes), names may not start with `_`, only whiteliste
 functions exist, and length, token count, nesting depth and list size are bounded.
 
     risk >= 90 and (has_signal('impossible_travel') or has_signal('new_country'))
+    has_signal('sigma.lsass_memory_access') or detection('critical')
     user_type in ['admin', 'service'] and not privileged
     signal.exfiltration_volume.value >= 5e9 or source_degraded('windows')
 
@@ -24,7 +25,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from jobs.policy.vocabulary import KNOWN_SIGNALS, KNOWN_SOURCES, variable_type
+from jobs.policy.vocabulary import (
+    KNOWN_SIGNALS,
+    KNOWN_SOURCES,
+    LEVELS,
+    is_detection_signal,
+    is_known_signal,
+    level_rank,
+    variable_type,
+)
 
 MAX_LENGTH = 1000
 MAX_TOKENS = 256
@@ -181,11 +190,20 @@ class BoolOp:
 
 Node = Union[Literal, ListLiteral, Name, Call, Compare, Not, BoolOp]  # noqa: UP007
 
-# Functions a condition may call: name -> (argument check, what it reads).
+# Functions a condition may call: name -> the arguments it takes. has_signal() also takes any
+# detection signal `sigma.<rule>`; detection('high') holds when a detection of that level or
+# above fired (its signal's threshold is the level's rank).
 FUNCTIONS: dict[str, frozenset[str]] = {
     "has_signal": KNOWN_SIGNALS,
     "source_degraded": KNOWN_SOURCES,
+    "detection": frozenset(LEVELS),
 }
+
+
+def _argument_ok(function: str, argument: str) -> bool:
+    if function == "has_signal":
+        return is_known_signal(argument)
+    return argument in FUNCTIONS[function]
 
 
 # --- parser ---------------------------------------------------------------------------
@@ -354,7 +372,7 @@ class _Parser:
                 self.fail("expected a name after '.'")
             path.append(self.next().text)
         if self.at("op", "("):
-            self.fail("only has_signal() and source_degraded() can be called")
+            self.fail("only has_signal(), source_degraded() and detection() can be called")
         return Name(tuple(path))
 
 
@@ -391,13 +409,13 @@ def _type_of(node: Node, resolve: Callable[[str], str | None]) -> str:
         return "list[string]" if kind == "list" else kind
     if isinstance(node, Call):
         allowed = FUNCTIONS[node.function]
-        if node.argument not in allowed:
-            what = "signal" if node.function == "has_signal" else "source"
+        if not _argument_ok(node.function, node.argument):
+            what = {"has_signal": "signal", "source_degraded": "source"}.get(node.function, "level")
             error = UnknownSignalError if what == "signal" else ExpressionError
-            raise error(
-                f"unknown {what} {node.argument!r} in {node.function}(); "
-                f"known: {', '.join(sorted(allowed))}"
-            )
+            known = ", ".join(sorted(allowed) if what != "level" else LEVELS)
+            if what == "signal":
+                known += ", or sigma.<rule> for a Sigma detection"
+            raise error(f"unknown {what} {node.argument!r} in {node.function}(); known: {known}")
         return "bool"
     if isinstance(node, Not):
         _require_bool(node.operand, resolve, "'not'")
@@ -506,6 +524,8 @@ def _eval(node: Node, ctx: Mapping[str, Any]) -> Any:
     if isinstance(node, Call):
         if node.function == "has_signal":
             return node.argument in (ctx.get("signals") or ())
+        if node.function == "detection":
+            return _detection_at_least(ctx, level_rank(node.argument))
         return node.argument in (ctx.get("degraded_sources") or ())
     if isinstance(node, Not):
         return not _truth(_eval(node.operand, ctx))
@@ -539,6 +559,22 @@ def _eval(node: Node, ctx: Mapping[str, Any]) -> Any:
     if node.op == ">":
         return left > right
     return left >= right
+
+
+def _detection_at_least(ctx: Mapping[str, Any], rank: int) -> bool:
+    """A detection signal whose level (its threshold, as a rank) is `rank` or above."""
+    signals = ctx.get("signal")
+    if not isinstance(signals, Mapping):
+        return False
+    for name, fields in signals.items():
+        if not isinstance(name, str) or not is_detection_signal(name):
+            continue
+        threshold = fields.get("threshold") if isinstance(fields, Mapping) else None
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            continue
+        if threshold >= rank:
+            return True
+    return False
 
 
 def _is_null_literal(node: Compare) -> bool:

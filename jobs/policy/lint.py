@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.policy.expressions import Compare, Expression, ListLiteral, Literal, Name, walk
+from jobs.policy.expressions import Call, Compare, Expression, ListLiteral, Literal, Name, walk
 from jobs.policy.schema import (
     EXCEPTIONS_FILE,
     GUARDRAILS_FILE,
@@ -38,9 +38,11 @@ from jobs.policy.schema import (
     load_policy_file,
     policy_files,
 )
-from jobs.policy.vocabulary import CONTEXT_VARIABLES, SEVERITY
+from jobs.policy.vocabulary import CONTEXT_VARIABLES, SEVERITY, level_rank
 
 MAX_CONTEXTS = 50_000
+# Stands for "some Sigma detection" when a condition uses detection('<level>').
+ANY_DETECTION = "sigma.any_rule"
 INTEGER_NAMES = frozenset({"risk", "risk_today", "sessions", "signal_count"})
 
 
@@ -72,6 +74,11 @@ def _collect(expressions: Iterable[Expression]) -> _Atoms:
         atoms.signals |= set(expr.signals)
         atoms.sources |= set(expr.sources)
         for node in walk(expr.tree):
+            if isinstance(node, Call) and node.function == "detection":
+                # any detection at or above a level: one stand-in rule whose level varies
+                rank = float(level_rank(node.argument))
+                fields = atoms.signal_fields.setdefault(ANY_DETECTION, {})
+                fields.setdefault("threshold", set()).add(rank)
             if isinstance(node, Name) and CONTEXT_VARIABLES.get(node.dotted) == "bool":
                 atoms.bools.add(node.dotted)
             if not isinstance(node, Compare):

@@ -30,11 +30,11 @@ from jobs.policy.vocabulary import (
     ACTIONS,
     CONTEXT_VARIABLES,
     DOMAINS,
-    KNOWN_SIGNALS,
     SEVERITY,
     Action,
     Domain,
     EntityType,
+    is_known_signal,
 )
 
 GUARDRAILS_FILE = "guardrails.yaml"
@@ -112,7 +112,7 @@ class CaseSignal(_Model):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in KNOWN_SIGNALS:
+        if not is_known_signal(value):
             raise UnknownSignalError(f"unknown signal {value!r}")
         return value
 
@@ -137,7 +137,7 @@ class CaseInput(_Model):
     @field_validator("signals")
     @classmethod
     def _shorthand(cls, value: list[CaseSignal | str]) -> list[CaseSignal | str]:
-        unknown = [v for v in value if isinstance(v, str) and v not in KNOWN_SIGNALS]
+        unknown = [v for v in value if isinstance(v, str) and not is_known_signal(v)]
         if unknown:
             raise UnknownSignalError(f"unknown signal {unknown[0]!r}")
         return [CaseSignal(name=v) if isinstance(v, str) else v for v in value]

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from jobs.core.config import SIGNAL_NAMES, SOURCES
+from jobs.core.config import (
+    DETECTION_LEVELS,
+    DETECTION_SIGNAL_PREFIX,
+    DETECTION_SLUG,
+    SIGNAL_NAMES,
+    SOURCES,
+)
 
 Action = Literal["allow", "challenge", "limit", "isolate", "block"]
 Domain = Literal["identity", "endpoint", "network", "cloud"]
@@ -37,6 +43,28 @@ NO_ACTION = "no_action"
 
 # Signal names the scoring stage emits (gold.entity_risk.signals[].name).
 KNOWN_SIGNALS: frozenset[str] = frozenset(SIGNAL_NAMES)
+
+# Sigma rule levels, least to most severe, for detection('high'): a detection signal's
+# `threshold` is its rule's level as a rank, 1 (informational) .. 5 (critical).
+LEVELS: tuple[str, ...] = DETECTION_LEVELS
+
+
+def is_detection_signal(name: str) -> bool:
+    """`sigma.<rule>`: the signal of a Sigma detection (jobs/detections/rules.py names them)."""
+    return name.startswith(DETECTION_SIGNAL_PREFIX) and bool(
+        DETECTION_SLUG.fullmatch(name[len(DETECTION_SIGNAL_PREFIX) :])
+    )
+
+
+def is_known_signal(name: str) -> bool:
+    """A built-in signal, or any well-formed detection signal: rules are the user's to add,
+    so their names cannot be listed here; a typo in a built-in name still fails."""
+    return name in KNOWN_SIGNALS or is_detection_signal(name)
+
+
+def level_rank(level: str) -> int:
+    return LEVELS.index(level) + 1
+
 
 # Telemetry sources (jobs.core.config.SOURCES), for source_degraded('...').
 KNOWN_SOURCES: frozenset[str] = frozenset(SOURCES)

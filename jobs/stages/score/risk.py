@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
 
-from jobs.core.config import ScoringSettings
+from jobs.core.config import ABSOLUTE_SIGNALS, DETECTION_SIGNAL_PREFIX, ScoringSettings
 from jobs.core.tables import (
     ENTITY_RISK,
     SESSION_SCORES,
@@ -171,12 +171,47 @@ def score_sessions(
     return scored.select(*SESSION_SCORES.column_names)
 
 
+def signal_kind(name: Column) -> Column:
+    """absolute (carries risk without history: detections and ABSOLUTE_SIGNALS), behavioural
+    (compares with a baseline) or model."""
+    return (
+        F.when(name == MODEL_SIGNAL, F.lit("model"))
+        .when(
+            name.startswith(DETECTION_SIGNAL_PREFIX) | name.isin(*sorted(ABSOLUTE_SIGNALS)),
+            F.lit("absolute"),
+        )
+        .otherwise(F.lit("behavioural"))
+    )
+
+
+def _tagged_reasons(signals: Column, history_days: Column, n: int) -> Column:
+    """Each top signal's detail with what kind it is and how much history the entity had:
+    "... [absolute; 0 days of history]"."""
+    days = F.coalesce(history_days, F.lit(0))
+    history = F.concat(
+        days.cast("string"), F.when(days == 1, F.lit(" day")).otherwise(F.lit(" days"))
+    )
+    return F.transform(
+        F.slice(signals, 1, n),
+        lambda s: F.concat(
+            s["detail"], F.lit(" ["), signal_kind(s["name"]), F.lit("; "), history,
+            F.lit(" of history]"),
+        ),
+    )  # fmt: skip
+
+
 def entity_day_risk(
-    session_scores: DataFrame, owners: DataFrame | None, cfg: ScoringSettings
+    session_scores: DataFrame,
+    owners: DataFrame | None,
+    cfg: ScoringSettings,
+    history_days: DataFrame | None = None,
 ) -> DataFrame:
     """Per entity per day: each signal counted once at its strongest, points summed, capped.
 
     Views of a workstation also count for the user who owns it (`owners`: asset_id, user_id).
+    With `history_days` (run_date, entity_type, entity_id, history_days: days since the entity
+    was first seen, from its baseline), each reason says which kind of signal it is (absolute
+    or behavioural) and how much history the entity had; entities absent from it had none.
     """
     primary = session_scores.select(
         "run_date", "entity_type", "entity_id", "signals", "degraded_sources", "peer_group", "user_type",
@@ -219,14 +254,23 @@ def entity_day_risk(
     points = F.aggregate(
         F.col("signals"), F.lit(0.0), lambda acc, s: acc + F.coalesce(s["contribution"], F.lit(0.0))
     )
-    return (
+    out = (
         meta.join(strongest, keys, "left")
         .withColumn(
             "signals",
             _conform_signals(_sorted_signals(F.coalesce("signals", F.array().cast(SIGNALS)))),
         )
         .withColumn("risk_today", F.least(F.lit(100), F.round(points).cast("int")))
-        .withColumn("reasons", _reasons(F.col("signals"), cfg.top_reasons))
+    )
+    if history_days is None:
+        return out.withColumn("reasons", _reasons(F.col("signals"), cfg.top_reasons))
+    history = history_days.select(*keys, F.col("history_days").cast("int").alias("_history"))
+    return (
+        out.join(history, keys, "left")
+        .withColumn(
+            "reasons", _tagged_reasons(F.col("signals"), F.col("_history"), cfg.top_reasons)
+        )
+        .drop("_history")
     )
 
 

@@ -25,9 +25,11 @@ __all__ = [
     "cloud_days",
     "dns_days",
     "entity_type_of",
+    "event_host",
     "host_days",
     "network_days",
     "sessionize",
+    "user_key",
     "view_session_id",
 ]
 
@@ -214,15 +216,26 @@ def auth_sources(sessionized: DataFrame) -> DataFrame:
     )
 
 
+def event_host() -> Column:
+    """The host an event happened on: the device of a process, the target of a logon; for the
+    other Windows events (service installs, log clearing, directory access, ...) the host that
+    logged them (`device_id`). Network and DNS events belong to their own views."""
+    klass = F.col("class_name")
+    windows = F.col("source") == "windows"
+    return (
+        F.when(klass == "process", F.coalesce("device_id", "dst_host"))
+        .when(klass == AUTH_CLASS, F.when(windows, F.coalesce("dst_host", "device_id")).otherwise(F.col("dst_host")))
+        .when(windows & ~F.coalesce(klass.isin("network", "dns"), F.lit(False)), F.coalesce("device_id", "dst_host"))
+    )  # fmt: skip
+
+
 def host_days(events: DataFrame) -> DataFrame:
-    """One row per host per day: processes started on it and logons to it (a process
-    opening another, or a thread injected into one, is not a process run)."""
+    """One row per host per day: processes started on it and logons to it (and, for Windows
+    hosts, every other event it logged, so that a detection on any of them has a view to attach
+    to). A process opening another, or a thread injected into one, is not a process run."""
+    on_host = events.withColumn("_host", event_host()).where(F.col("_host").isNotNull())
     is_proc = (F.col("class_name") == "process") & (F.col("activity_name") == "launch")
-    host = F.when(is_proc, F.coalesce("device_id", "dst_host")).when(
-        F.col("class_name") == AUTH_CLASS, F.col("dst_host")
-    )
-    on_host = events.withColumn("_host", host).where(F.col("_host").isNotNull())
-    is_logon = F.col("class_name") == AUTH_CLASS
+    is_logon = (F.col("class_name") == AUTH_CLASS) & F.col("dst_host").isNotNull()
     return (
         on_host.groupBy("run_date", "_host")
         .agg(

@@ -888,6 +888,10 @@ def rare_process_pair(events: DataFrame, baselines: DataFrame, cfg: ScoringSetti
     other hosts of the fleet in the baseline window.
 
     A host in its learning period has no own history to speak of: only the fleet rarity counts.
+    Before the fleet has history (fewer than `rare_pair_max_hosts` + 1 hosts with
+    `min_history_days` of it: a new lake, day one), today's fleet stands in for the past: the
+    pair ran on at most `rare_pair_max_hosts` of today's hosts, and there were at least
+    `rare_pair_min_fleet_hosts` of them (with fewer, rare means nothing).
     """
     procs = (
         events.where((F.col("class_name") == "process") & F.col("process_name").isNotNull())
@@ -911,6 +915,10 @@ def rare_process_pair(events: DataFrame, baselines: DataFrame, cfg: ScoringSetti
         .groupBy("run_date")
         .agg(F.count(F.lit(1)).alias("_hosts_with_history"))
     )
+    today_pair = procs.groupBy("run_date", "pair").agg(
+        F.countDistinct("host").alias("_today_hosts")
+    )
+    today_fleet = procs.groupBy("run_date").agg(F.countDistinct("host").alias("_fleet_today"))
     keyed = with_comparator(
         procs.withColumn("entity_type", F.lit("host")),
         baselines,
@@ -919,26 +927,46 @@ def rare_process_pair(events: DataFrame, baselines: DataFrame, cfg: ScoringSetti
         ["process_pairs"],
     )
     on_host = _seen_within(F.col("own_process_pairs"), F.col("pair"), F.col("run_date"), None)
+    day_one = F.col("_hosts_with_history") <= cfg.rare_pair_max_hosts
+    rare = F.when(
+        day_one,
+        (F.col("_today_hosts") <= cfg.rare_pair_max_hosts)
+        & (F.col("_fleet_today") >= cfg.rare_pair_min_fleet_hosts),
+    ).otherwise(F.col("_fleet_hosts") <= cfg.rare_pair_max_hosts)
     scored = (
         keyed.join(fleet, ["run_date", "pair"], "left")
-        .join(fleet_known, ["run_date"])
+        .join(fleet_known, ["run_date"], "left")
+        .join(today_pair, ["run_date", "pair"])
+        .join(today_fleet, ["run_date"])
         .withColumn("_fleet_hosts", F.coalesce("_fleet_hosts", F.lit(0)))
+        .withColumn("_hosts_with_history", F.coalesce("_hosts_with_history", F.lit(0)))
         .where(
             (
                 F.col("in_learning")
                 | (history_ok("own", cfg) & _has_history(F.col("own_process_pairs")) & ~on_host)
             )
-            & (F.col("_fleet_hosts") <= cfg.rare_pair_max_hosts)
-            & (F.col("_hosts_with_history") > cfg.rare_pair_max_hosts)
+            & rare
         )
     )
     detail = F.concat(
         F.regexp_replace(F.col("pair"), ">", " started "), F.lit(" on "), F.col("host"),
-        F.lit(": never on this host, on "), F.col("_fleet_hosts").cast("string"),
-        F.lit(" host(s) of the fleet in the baseline window"),
+        F.when(
+            day_one,
+            F.concat(
+                F.lit(": on "), F.col("_today_hosts").cast("string"), F.lit(" of "),
+                F.col("_fleet_today").cast("string"),
+                F.lit(" hosts today (no fleet history yet: today's fleet stands in)"),
+            ),
+        ).otherwise(
+            F.concat(
+                F.lit(": never on this host, on "), F.col("_fleet_hosts").cast("string"),
+                F.lit(" host(s) of the fleet in the baseline window"),
+            )
+        ),
     )  # fmt: skip
+    count = F.when(day_one, F.col("_today_hosts") - 1).otherwise(F.col("_fleet_hosts"))
     sig = make_signal(
-        "rare_process_pair", F.lit(1.0) / (F.col("_fleet_hosts") + 1), F.lit(1.0 / (cfg.rare_pair_max_hosts + 1)),
+        "rare_process_pair", F.lit(1.0) / (count + 1), F.lit(1.0 / (cfg.rare_pair_max_hosts + 1)),
         cfg, detail, F.col("source"), scaled=False,
     )  # fmt: skip
     rows = scored.select(

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.context import RunContext, StageResult
 from jobs.core.errors import PipelineError, ReferenceDataError
-from jobs.core.lake import conform
+from jobs.core.lake import conform, dates_predicate
 from jobs.core.spark import Checkpoints
 from jobs.core.tables import (
     BASELINES,
@@ -28,9 +28,13 @@ from jobs.core.tables import (
     SOURCE_STATUS,
     Table,
 )
+from jobs.detections.compiler import CompiledRule, compile_rules
+from jobs.detections.evaluate import usable_rules
+from jobs.detections.rules import load_rules, resolve_rules_dirs
 from jobs.governance.privacy import Pseudonymizer, resolve_pseudonyms
 from jobs.model.registry import load_champion
 from jobs.reference.files import asset_inventory, identity_directory, network_ranges
+from jobs.stages.score.detections import detection_matches, detection_signals, rule_catalogue
 from jobs.stages.score.risk import (
     decayed_entity_risk,
     degraded_sources,
@@ -70,6 +74,28 @@ def _reference(ctx: RunContext) -> tuple[DataFrame | None, DataFrame | None, lis
     return found[0], found[1], office
 
 
+def _detection_rules(ctx: RunContext) -> tuple[list[CompiledRule], list[str]]:
+    """The configured Sigma rules, compiled; notes name what was left out and why."""
+    cfg = ctx.settings.detections
+    if not cfg.enabled:
+        return [], ["detections are turned off (detections.enabled)"]
+    loaded = load_rules(resolve_rules_dirs(cfg.rules_dirs))
+    compiled = compile_rules(loaded.rules)
+    failed = [f for f in [*loaded.failures, *compiled.failures] if f.ingested]
+    notes = [f"rule {f.name} skipped: {f.reason}" for f in failed]
+    return compiled.rules, notes
+
+
+def _history_days(baselines: DataFrame) -> DataFrame:
+    """(run_date, entity_type, entity_id, history_days): days since each entity was first seen."""
+    return baselines.select(
+        "run_date",
+        "entity_type",
+        "entity_id",
+        F.datediff(F.col("run_date"), F.col("first_seen")).alias("history_days"),
+    )
+
+
 def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
     """Stage `score`: read silver/baselines/status and the champion, write both gold tables."""
     settings = ctx.settings
@@ -107,15 +133,25 @@ def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
         )
     champion = load_champion(settings)
     model, version = champion if champion is not None else (None, None)
+    history_days = _history_days(baselines)  # read after the checkpoints below are released
+    rules, notes = _detection_rules(ctx)
+    today = events.where(F.expr(dates_predicate("run_date", dates)))
+    usable = usable_rules(today, rules)
+    notes += usable.skipped + [f"rule {f.name} skipped: {f.reason}" for f in usable.failures]
 
     # Checkpoint the shared intermediates: every signal reads them, and each is then one leaf
     # for the planner, which would otherwise re-plan the sessionisation in each branch.
     with Checkpoints() as keep:
         views = build_views(events, dates, cfg, keep=keep)
         baselines = keep(baselines)
-        signals = keep(
-            signal_rows(views, events, baselines, dates, cfg, office_egress, host_groups)
-        )
+        rows = signal_rows(views, events, baselines, dates, cfg, office_egress, host_groups)
+        if usable.rules:
+            matches = keep(detection_matches(today, usable.rules))
+            catalogue = rule_catalogue(ctx.spark, usable.rules, settings.detections)
+            rows = rows.unionByName(
+                detection_signals(matches, catalogue, views.auth, settings.detections)
+            )
+        signals = keep(rows)
         scored = score_sessions(
             session_frame(views), signals, degraded_sources(status), cfg, model, version
         )
@@ -124,7 +160,7 @@ def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
     written = lake.read_dates(SESSION_SCORES, dates)
     if protect is not None:  # entity risk joins owners and history on real ids
         written = resolve_pseudonyms(lake, written, SESSION_SCORES, text=False)
-    day = entity_day_risk(written, owners, cfg)
+    day = entity_day_risk(written, owners, cfg, history_days)
     window = history_window_days(cfg)
     if lake.exists(ENTITY_RISK):
         start = dates[0] - timedelta(days=window)
@@ -157,5 +193,8 @@ def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
             "model_version": version,
             "high_risk_sessions": int(high_sessions or 0),
             "high_risk_entities": int(high_entities or 0),
+            "detection_rules": len(usable.rules),
+            "detection_notes": "; ".join(notes[:5])
+            + (f" (+{len(notes) - 5} more)" if len(notes) > 5 else ""),
         },
     )
