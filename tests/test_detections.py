@@ -4,17 +4,21 @@ CLI's exit codes, the SigmaHQ regression samples, and detections as day-one risk
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, MapType, StringType, StructField, StructType
+from pyspark.sql.types import StructType
 from pyspark.testing import assertDataFrameEqual
 
+from jobs.cli.app import app, run_cli
+from jobs.cli.detections import windows_events
 from jobs.core.config import DETECTION_LEVELS, DetectionSettings, ScoringSettings, Settings
 from jobs.core.tables import SILVER_EVENTS
 from jobs.detections.compiler import CompiledRule, compile_rules
@@ -36,21 +40,11 @@ SYSMON = "Microsoft-Windows-Sysmon/Operational"
 CFG = ScoringSettings()
 DCFG = DetectionSettings()
 
-# The Windows columns silver.events gains (channel, event_id, provider, event_data): until the
-# catalogue declares them, test frames add them here.
-WINDOWS_COLUMNS = (
-    StructField("channel", StringType()),
-    StructField("event_id", IntegerType()),
-    StructField("provider", StringType()),
-    StructField("event_data", MapType(StringType(), StringType())),
-)
+WINDOWS_COLUMNS = ("channel", "event_id", "provider", "event_data")
 
 
 def silver_schema() -> StructType:
-    have = {f.name for f in SILVER_EVENTS.schema.fields}
-    return StructType(
-        [*SILVER_EVENTS.schema.fields, *[f for f in WINDOWS_COLUMNS if f.name not in have]]
-    )
+    return SILVER_EVENTS.schema
 
 
 def windows_event(
@@ -267,13 +261,12 @@ def test_rules_whose_columns_are_absent_are_set_aside_with_a_note(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     rules = _mixed_rules(tmp_path)
+    # events without the Windows columns (a silver table of a lake that ingests no Windows)
     silver_today = spark.createDataFrame(
         [tuple(event(source="cloudtrail", class_name="api", cloud_action="DeleteTrail").get(f.name)
                for f in SILVER_EVENTS.schema.fields)],
         SILVER_EVENTS.schema,
-    )  # fmt: skip
-    if "event_data" in silver_today.columns:
-        pytest.skip("silver.events carries Windows event data already")
+    ).drop(*WINDOWS_COLUMNS)  # fmt: skip
     usable = usable_rules(silver_today, rules)
     assert [r.slug for r in usable.rules] == ["cloud"]
     assert len(usable.skipped) == 5
@@ -294,8 +287,6 @@ def test_sql_spark_rejects_is_reported_by_name(spark: SparkSession, tmp_path: Pa
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    from jobs.cli.app import app, run_cli
-
     code = run_cli(app, list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -372,22 +363,9 @@ def _evtx_dump_doc(channel: str, event_id: int, data: dict[str, str]) -> dict[st
     }
 
 
-def _parser_reads_event_data(spark: SparkSession) -> bool:
-    from jobs.cli.detections import windows_events
-
-    return "event_data" in windows_events.__globals__["parse_windows"](
-        spark.createDataFrame([], "run_date date, source string, _file string, _line long, "
-                              "_batch_id string, raw string")).columns  # fmt: skip
-
-
 def test_test_command_with_events_exit_0_when_every_rule_fires_1_when_one_does_not(
     cli_dir: Path, capsys: pytest.CaptureFixture[str], spark: SparkSession
 ) -> None:
-    """Needs the Windows parser to read evtx_dump JSON into event_data (another branch)."""
-    import json
-
-    if not _parser_reads_event_data(spark):
-        pytest.skip("the Windows parser does not read evtx_dump JSON into event_data yet")
     doc = _evtx_dump_doc(
         SYSMON, 1, {"Image": r"C:\Windows\System32\cmd.exe", "CommandLine": "cmd /c whoami"}
     )
@@ -413,21 +391,16 @@ def test_test_command_with_events_exit_0_when_every_rule_fires_1_when_one_does_n
 
 
 def test_sigmahq_regression_samples_fire_their_rule(spark: SparkSession) -> None:
-    """>= 90% of the SigmaHQ regression samples fire their own rule, read through the same
-    path as `detections test --events` (the Windows parser; needs it to read evtx_dump JSON)."""
-    import yaml
-
-    from jobs.cli.detections import windows_events
-
+    """>= 90% of the SigmaHQ regression samples fire their own rule, read as
+    `detections test --events` reads them: the evtx_dump JSON and the .evtx (converted by
+    import-evtx's code) through the Windows parser, all in one batch."""
     samples = SIGMA / "regression_data" / "rules" / "windows"
     if not samples.is_dir():
         pytest.skip(f"{samples} is absent")
-    if not _parser_reads_event_data(spark):
-        pytest.skip("the Windows parser does not read evtx_dump JSON into event_data yet")
     expected: dict[str, str] = {}
     for info in sorted(samples.rglob("info.yml")):
         meta = yaml.safe_load(info.read_text(encoding="utf-8"))
-        for sample in info.parent.glob("*.json"):
+        for sample in [*info.parent.glob("*.json"), *info.parent.glob("*.evtx")]:
             expected[str(sample)] = str(meta["rule_metadata"][0]["id"])
     loaded = load_rules([SIGMA / "rules" / "windows"])
     wanted = set(expected.values())
@@ -437,9 +410,14 @@ def test_sigmahq_regression_samples_fire_their_rule(spark: SparkSession) -> None
     usable = usable_rules(frame, compiled.rules)
     slug_of_id = {r.rule.sigma_id: r.slug for r in usable.rules}
     hits = {(r["_file"], r["rule"]) for r in match_events(frame, usable.rules, ["_file"]).collect()}
-    fired = [p for p, rid in expected.items() if (p, slug_of_id.get(rid)) in hits]
-    share = len(fired) / len(expected)
-    assert share >= 0.9, f"{len(fired)} of {len(expected)} samples fire their rule"
+    for kind in (".json", ".evtx"):
+        mine = {p: rid for p, rid in expected.items() if p.endswith(kind)}
+        fired = [p for p, rid in mine.items() if (p, slug_of_id.get(rid)) in hits]
+        assert mine, f"no {kind} regression sample"
+        missed = sorted(Path(p).parent.name for p in set(mine) - set(fired))
+        assert len(fired) >= 0.9 * len(mine), (
+            f"{kind}: {len(fired)} of {len(mine)} samples fire their rule; missed {missed}"
+        )
 
 
 # --- scoring: detections as signals, day-one risk ------------------------------------------

@@ -11,6 +11,8 @@ test  without --events runs every rule's inline examples (exit 1 on a failing ex
 from __future__ import annotations
 
 import json
+import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
@@ -28,6 +30,7 @@ from jobs.detections.compiler import Compiled, compile_rules
 from jobs.detections.evaluate import MATCH_COLUMN, match_events, usable_rules
 from jobs.detections.examples import run_examples
 from jobs.detections.rules import LoadFailure, load_rules, resolve_rules_dirs
+from jobs.stages.ingest.evtx_import import import_evtx_file
 from jobs.stages.ingest.parsers.windows import parse_windows
 
 detections_app = typer.Typer(
@@ -95,14 +98,20 @@ def lint_command(
 
 
 def evtx_documents(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of an .evtx file as evtx_dump JSON documents.
-
-    Stand-in until `policylake import-evtx` lands: then this reads through its converter."""
-    import evtx  # the Rust-backed parser; only this command needs it
-
-    for record in evtx.PyEvtxParser(str(path)).records_json():
-        if record is not None:
-            yield json.loads(record["data"])
+    """The records of an .evtx file as evtx_dump JSON documents, converted by the same code
+    as `policylake import-evtx` (into a scratch raw folder, read back)."""
+    with tempfile.TemporaryDirectory(prefix="policylake-evtx-") as scratch:
+        result = import_evtx_file(path, Path(scratch))
+        if result.failed:
+            problems = "; ".join(p.line() for p in result.problems) or "unreadable"
+            raise UsageError(f"{path}: not a readable .evtx file: {problems}")
+        for problem in result.problems:
+            print(f"warning: {problem.line()}", file=sys.stderr)
+        for output in sorted(result.outputs.values()):
+            with output.open(encoding="utf-8") as lines:
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
 
 
 def json_documents(path: Path) -> Iterator[dict[str, Any]]:
@@ -128,10 +137,7 @@ def _documents(path: Path) -> Iterator[dict[str, Any]]:
     if not path.is_file():
         raise UsageError(f"no such events file: {path}")
     if path.suffix.lower() == ".evtx":
-        try:
-            yield from evtx_documents(path)
-        except (OSError, RuntimeError) as exc:
-            raise UsageError(f"{path}: not a readable .evtx file: {exc}") from None
+        yield from evtx_documents(path)
         return
     if path.suffix.lower() in (".json", ".jsonl", ".ndjson"):
         yield from json_documents(path)
