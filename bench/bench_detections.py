@@ -3,17 +3,16 @@
 1. Coverage: every rule in ../shared/sigma/rules loaded and compiled with policylake's
    pipeline, then analysed by Spark; the share that compiles among the rules whose log source
    policylake ingests, and every failure with its reason.
-2. Regression samples: the evtx_dump JSON of each sample in ../shared/sigma/regression_data,
-   does its rule fire on it?
+2. Regression samples: the evtx_dump JSON and the .evtx of each sample in
+   ../shared/sigma/regression_data, does its rule fire on it?
 3. Evaluation: the OTRF Windows recordings (../shared/datasets/otrf-security-datasets, ~184k
    events) written once as Parquet, then `match_events` with 0 (the scan alone), 100, 500,
    1,000 and all the Windows rules, timed end to end (a `noop` write forces every row through
    every rule of its slot); plus a rule-by-rule run of 100 rules for comparison.
 
-Until the Windows parser keeps every event data field (another branch), the events are
-flattened here by a small stand-in (`flat_event`, `evtx_dump_event`): NXLog's flat keys and
-evtx_dump's EventData/UserData become `event_data` by their Windows names, as the parser
-will write them. Writes bench/results/detections.json.
+Every event is read by the product's own code: the Windows parser (NXLog, Winlogbeat and
+evtx_dump JSON), and for .evtx files import-evtx's converter first, exactly as
+`policylake detections test --events` reads them. Writes bench/results/detections.json.
 
     PYTHONPATH=. .venv/bin/python bench/bench_detections.py
     PYTHONPATH=. .venv/bin/python bench/bench_detections.py --skip-eval     # coverage only
@@ -29,6 +28,7 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -36,79 +36,21 @@ import yaml
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.cli.detections import DETECTION_COLUMNS, windows_events
 from jobs.core.config import load_settings
 from jobs.core.spark import build_spark
 from jobs.detections.compiler import CompiledRule, compile_rules
 from jobs.detections.evaluate import match_events, match_events_per_rule, usable_rules
 from jobs.detections.rules import load_rules
+from jobs.stages.ingest.parsers.windows import parse_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("POLICYLAKE_SHARED", ROOT.parent / "shared"))
 SIGMA = SHARED / "sigma"
 OTRF = SHARED / "datasets" / "otrf-security-datasets" / "datasets"
+LINES_DATE = date(2020, 1, 1)  # the parser needs a run date; detections do not read it
 RESULTS = Path(__file__).resolve().parent / "results" / "detections.json"
 SCHEMA = "source string, channel string, event_id int, provider string, event_data map<string,string>, hostname string"
-_NXLOG_SYSTEM = {
-    "@timestamp", "@version", "EventTime", "EventReceivedTime", "Hostname", "Channel", "EventID",
-    "SourceName", "ProviderGuid", "Keywords", "Severity", "SeverityValue", "EventType",
-    "EventTypeOrignal", "Opcode", "OpcodeValue", "RecordNumber", "ActivityID", "ProcessID",
-    "ThreadID", "Task", "Version", "SourceModuleName", "SourceModuleType", "Category", "Domain",
-    "AccountName", "UserID", "AccountType", "Message", "host", "port", "tags", "Level",
-    "ExecutionProcessID", "ExecutionThreadID", "EventRecordID",
-}  # fmt: skip
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def flat_event(doc: dict[str, Any]) -> tuple[Any, ...] | None:
-    """An NXLog flat JSON event as detection columns (stand-in for the Windows parser)."""
-    try:
-        event_id = int(doc.get("EventID"))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    data = {k: _text(v) for k, v in doc.items() if k not in _NXLOG_SYSTEM}
-    return (
-        "windows",
-        doc.get("Channel"),
-        event_id,
-        doc.get("SourceName"),
-        data,
-        doc.get("Hostname"),
-    )
-
-
-def evtx_dump_event(doc: dict[str, Any]) -> tuple[Any, ...]:
-    """An evtx_dump JSON event as detection columns (stand-in for the Windows parser)."""
-    event = doc["Event"]
-    system = event["System"]
-    data: dict[str, str | None] = {}
-    for part in ("EventData", "UserData"):
-        block = event.get(part)
-        if part == "UserData" and isinstance(block, dict) and len(block) == 1:
-            inner = next(iter(block.values()))
-            block = inner if isinstance(inner, dict) else block
-        if isinstance(block, dict):
-            data.update({k: _text(v) for k, v in block.items() if k != "#attributes"})
-    event_id = system["EventID"]
-    if isinstance(event_id, dict):
-        event_id = event_id.get("#text")
-    provider = (system.get("Provider") or {}).get("#attributes", {}).get("Name")
-    return ("windows", system.get("Channel"), int(event_id), provider, data, system.get("Computer"))
-
-
-def _json_docs(text: str) -> list[dict[str, Any]]:
-    decoder, i, out = json.JSONDecoder(), 0, []
-    while i < len(text):
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if i < len(text):
-            doc, i = decoder.raw_decode(text, i)
-            out.append(doc)
-    return out
 
 
 def coverage(spark: SparkSession) -> tuple[dict[str, Any], list[CompiledRule]]:
@@ -164,54 +106,59 @@ _SILVER_EXTRA = {
 
 
 def regression(spark: SparkSession, rules: list[CompiledRule]) -> dict[str, Any]:
-    rows, expected = [], {}
+    """Each sample's JSON and .evtx, read as `detections test --events` reads them: does the
+    sample's own rule fire on it?"""
+    expected: dict[str, str] = {}
     for info in sorted((SIGMA / "regression_data" / "rules" / "windows").rglob("info.yml")):
         rule_id = str(yaml.safe_load(info.read_text())["rule_metadata"][0]["id"])
-        for sample in info.parent.glob("*.json"):
-            expected[sample.parent.name] = rule_id
-            rows += [
-                (*evtx_dump_event(d), sample.parent.name) for d in _json_docs(sample.read_text())
-            ]
-    frame = spark.createDataFrame(rows, SCHEMA + ", sample string")
+        for sample in [*info.parent.glob("*.json"), *info.parent.glob("*.evtx")]:
+            expected[str(sample)] = rule_id
+    frame = windows_events(spark, [Path(p) for p in expected], keep_file=True)
     by_id = {r.rule.sigma_id: r for r in rules}
     wanted = [by_id[i] for i in set(expected.values()) if i in by_id]
-    hits = {(r["sample"], r["rule"]) for r in match_events(frame, wanted, ["sample"]).collect()}
-    missed = {
-        s: rid
-        for s, rid in expected.items()
-        if rid not in by_id or (s, by_id[rid].slug) not in hits
-    }
-    return {
-        "samples": len(expected),
-        "fired": len(expected) - len(missed),
-        "share": round((len(expected) - len(missed)) / len(expected), 4),
-        "missed": [
-            {"sample": s, "rule_id": rid, "compiled": rid in by_id}
-            for s, rid in sorted(missed.items())
-        ],
-        "read_by": "stand-in evtx_dump flattener (the Windows parser does not keep event data yet)",
-    }
+    hits = {(r["_file"], r["rule"]) for r in match_events(frame, wanted, ["_file"]).collect()}
+    out: dict[str, Any] = {}
+    for kind in ("json", "evtx"):
+        mine = {s: rid for s, rid in expected.items() if s.endswith("." + kind)}
+        missed = {
+            s: rid
+            for s, rid in mine.items()
+            if rid not in by_id or (s, by_id[rid].slug) not in hits
+        }
+        out[kind] = {
+            "samples": len(mine),
+            "fired": len(mine) - len(missed),
+            "share": round((len(mine) - len(missed)) / max(len(mine), 1), 4),
+            "missed": [
+                {"sample": Path(s).parent.name, "rule_id": rid, "compiled": rid in by_id}
+                for s, rid in sorted(missed.items())
+            ],
+        }
+    return out
 
 
 def otrf_frame(spark: SparkSession, scratch: Path) -> DataFrame:
-    rows = []
+    """The OTRF Windows recordings through the Windows parser, kept as Parquet."""
+    lines = []
     for archive in sorted(OTRF.rglob("*.zip")):
         if "/windows/" not in str(archive):
             continue
         with zipfile.ZipFile(archive) as z:
             for name in z.namelist():
-                if not name.endswith(".json"):
-                    continue
-                for line in z.read(name).decode("utf-8", "replace").splitlines():
-                    if line.strip():
-                        try:
-                            row = flat_event(json.loads(line))
-                        except json.JSONDecodeError:
-                            continue
-                        if row is not None:
-                            rows.append(row)
+                if name.endswith(".json"):
+                    text = z.read(name).decode("utf-8", "replace")
+                    lines += [
+                        (LINES_DATE, "windows", name, n, "bench", line)
+                        for n, line in enumerate(text.splitlines(), start=1)
+                        if line.strip()
+                    ]
+    raw = spark.createDataFrame(
+        lines,
+        "run_date date, source string, _file string, _line long, _batch_id string, raw string",
+    )
+    parsed = parse_windows(raw).where(F.col("_parse_status") == "parsed")
     path = scratch / "otrf.parquet"
-    spark.createDataFrame(rows, SCHEMA).write.mode("overwrite").parquet(str(path))
+    parsed.select(*DETECTION_COLUMNS).write.mode("overwrite").parquet(str(path))
     return spark.read.parquet(str(path))
 
 
@@ -237,7 +184,7 @@ def evaluation(
         "events": n,
         "rules": len(usable),
         "runs": runs,
-        "read_by": "stand-in NXLog flattener (the Windows parser does not keep event data yet)",
+        "read_by": "the Windows parser (jobs.stages.ingest.parsers.windows)",
     }
     for k in [k for k in counts if k < len(usable)] + [len(usable)]:
         times = []
