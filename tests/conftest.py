@@ -83,7 +83,7 @@ def _release_cached_frames() -> Iterator[None]:
     release_session_caches()
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def datasets() -> Path:
     """The real public recordings in ../shared/datasets; the test skips when absent."""
     if not DATASETS.is_dir():
@@ -91,7 +91,7 @@ def datasets() -> Path:
     return DATASETS
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def sigma() -> Path:
     """SigmaHQ's rules and regression samples in ../shared/sigma; the test skips when absent."""
     if not SIGMA.is_dir():

@@ -12,7 +12,6 @@ spellings name the acting accounts; a recording of one host attacks that host.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import tarfile
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from jobs.reference.files import ASSET_INVENTORY, IDENTITY_DIRECTORY, NETWORK_RANGES
 
 ATOMIC = Path("otrf-security-datasets") / "datasets" / "atomic"
 CREDENTIAL_ACCESS, LATERAL_MOVEMENT = "TA0006", "TA0008"
@@ -191,13 +192,10 @@ def empty_reference(reference_root: Path) -> None:
     """A new deployment's reference files: headers, no rows (the lab's directory and
     inventory are not part of the recordings)."""
     reference_root.mkdir(parents=True, exist_ok=True)
-    io_headers = {
-        "identity_directory.csv": "user_id,display_name,upn,sam_account,email,aliases,department,"
-        "role,peer_group,account_type,privileged,home_country,home_city,timezone,"
-        "work_start_hour,work_end_hour,devices,manager,created",
-        "asset_inventory.csv": "asset_id,fqdn,ip,asset_type,os,criticality,tags,owner,site,timezone",
-        "network_ranges.csv": "cidr,kind,site,country",
+    schemas = {
+        "identity_directory.csv": IDENTITY_DIRECTORY,
+        "asset_inventory.csv": ASSET_INVENTORY,
+        "network_ranges.csv": NETWORK_RANGES,
     }
-    for name, header in io_headers.items():
-        (reference_root / name).write_text(header + "\n", encoding="utf-8")
-    del io
+    for name, schema in schemas.items():
+        (reference_root / name).write_text(",".join(schema.fieldNames()) + "\n", encoding="utf-8")
