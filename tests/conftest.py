@@ -176,6 +176,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 HEAVY_FIRST = (
     "tests/test_dags.py",
     "pipeline_month",
+    "tests/test_real_recordings.py",
     "tests/test_privacy.py",
     "tests/test_reliability.py",
 )

