@@ -35,7 +35,7 @@ from jobs.governance.audit import (
 )
 from jobs.stages.recommend.stage import run_recommend
 from tests.conftest import test_settings
-from tests.test_recommend import POLICIES, risk_row, sig
+from tests.test_recommend import POLICIES, risk_row, sig, write_reference
 
 D1, D2 = date(2026, 10, 1), date(2026, 10, 2)
 LOG = "gold.decision_log"
@@ -72,6 +72,7 @@ def _rows(ctx: RunContext, table: str) -> list[Row]:
 def chained(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Chained:
     work = tmp_path_factory.mktemp("audit")
     ctx = RunContext(spark, test_settings(work))
+    write_reference(ctx.settings)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(AUDIT_KEY_ENV, KEY)
         ctx.lake.replace_dates(

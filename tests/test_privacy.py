@@ -49,7 +49,7 @@ from jobs.stages.recommend.stage import run_recommend
 from jobs.stages.score.stage import run_score
 from tests.conftest import test_settings
 from tests.scoring_frames import DAY, baseline, baselines_df, events_df, history, peer
-from tests.test_recommend import POLICIES
+from tests.test_recommend import INVENTORY_HEADER, POLICIES
 from tests.test_score import _lake_inputs
 
 KEY_ENV = "POLICYLAKE_PSEUDONYM_KEY"
@@ -272,6 +272,7 @@ def _inputs(spark: SparkSession, ctx: RunContext) -> None:
     folder = Path(ctx.settings.paths.reference_root)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "identity_directory.csv").write_text(DIRECTORY)
+    (folder / "asset_inventory.csv").write_text(INVENTORY_HEADER)
 
 
 @pytest.fixture(scope="module")

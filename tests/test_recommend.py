@@ -165,6 +165,23 @@ DAY_TWO = [
 ]
 
 
+DIRECTORY_HEADER = (
+    "user_id,display_name,upn,sam_account,email,aliases,department,role,peer_group,"
+    "account_type,privileged,home_country,home_city,timezone,work_start_hour,work_end_hour,"
+    "devices,manager,created\n"
+)
+INVENTORY_HEADER = "asset_id,fqdn,ip,asset_type,os,criticality,tags,owner,site,timezone\n"
+
+
+def write_reference(settings: Any, directory: str = "", inventory: str = "") -> None:
+    """The identity directory and asset inventory recommend requires (fail closed): header
+    lines plus the rows given (entity risk already carries what the tests need)."""
+    folder = Path(settings.paths.reference_root)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "identity_directory.csv").write_text(DIRECTORY_HEADER + directory)
+    (folder / "asset_inventory.csv").write_text(INVENTORY_HEADER + inventory)
+
+
 @dataclass
 class Scenario:
     ctx: RunContext
@@ -220,6 +237,7 @@ def rec_of(ctx: RunContext, target_id: str, action: str, day: date = D1) -> dict
 def scenario(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     work = tmp_path_factory.mktemp("recommend")
     ctx = RunContext(spark, test_settings(work))
+    write_reference(ctx.settings)
     lake = ctx.lake
     status = spark.createDataFrame(
         [(D1, "windows", "degraded", ["volume below 0.5 x median"]), (D1, "idp", "ok", [])],
@@ -504,6 +522,50 @@ def test_broken_policy_stops_the_stage_and_writes_nothing(
     assert "\n" not in message
     assert "endpoint-containment.yaml: tiers[0].when" in message and "nothing written" in message
     assert (version(scenario.ctx, RECS), version(scenario.ctx, LOG)) == before
+
+
+def test_missing_inputs_stop_recommend_before_anything_is_written(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """Issue 24, finding 4: a missing directory, inventory, guardrails file or configured
+    policies folder, or ids still pseudonymized, stop the stage (one line, exit 1)."""
+    ctx = scenario.ctx
+    before = version(ctx, RECS), version(ctx, LOG)
+    no_guardrails = tmp_path / "policies"
+    shutil.copytree(POLICIES, no_guardrails)
+    (no_guardrails / "guardrails.yaml").unlink()
+    cases = []
+    for missing in ("identity_directory.csv", "asset_inventory.csv"):
+        settings = test_settings(tmp_path / missing)
+        settings = settings.model_copy(
+            update={"paths": settings.paths.model_copy(update={"lake_root": ctx.lake.root})}
+        )
+        write_reference(settings)
+        (Path(settings.paths.reference_root) / missing).unlink()
+        cases.append((settings, POLICIES, f"{missing} \\(.*policy.allow_missing: \\["))
+    cases.append((ctx.settings, no_guardrails, "guardrails file not found"))
+    configured = test_settings(Path(ctx.lake.root).parent, policy={"policies_dir": "/nowhere"})
+    cases.append((configured, None, "policy.policies_dir: /nowhere is not a folder"))
+    for settings, policies, message in cases:
+        with pytest.raises(PipelineError) as info:
+            run_recommend(RunContext(ctx.spark, settings), [D1], policies_dir=policies)
+        assert re.search(message, str(info.value)) and "\n" not in str(info.value), info.value
+    assert (version(ctx, RECS), version(ctx, LOG)) == before
+
+    tokens = RunContext(ctx.spark, test_settings(tmp_path / "tokens"))
+    write_reference(tokens.settings)
+    token = "u_" + "ab" * 12  # what score writes when pseudonymizing; ops.pseudonyms is gone
+    tokens.lake.replace_dates(
+        ctx.spark.createDataFrame(
+            [risk_row(D1, "user", token, 97, [sig("impossible_travel", "idp")], "break_glass")],
+            ENTITY_RISK.schema,
+        ),
+        "gold.entity_risk",
+        [D1],
+    )
+    with pytest.raises(PipelineError, match=r"\d+ decision\(s\) are about pseudonym tokens"):
+        run_recommend(tokens, [D1], policies_dir=POLICIES)
+    assert not tokens.lake.exists(LOG) and not tokens.lake.exists(RECS)
 
 
 def test_feedback_file_errors_name_the_lines(tmp_path: Path) -> None:

@@ -228,10 +228,20 @@ class ScoringSettings(_Section):
         return merged
 
 
+# What the recommend stage may run without when the configuration says so by name (it fails
+# closed otherwise, docs/policies.md "Missing inputs fail closed").
+MissingInput = Literal["identity_directory", "asset_inventory", "guardrails", "policies_dir"]
+
+
 class PolicySettings(_Section):
     # Folder of policy YAML, guardrails.yaml and exceptions.yaml; a relative path resolves
-    # against the working directory, then the repository's own policies/.
+    # against the working directory. Left at its default, a missing ./policies falls back to
+    # the repository's own policies/; set explicitly, a missing folder stops recommend.
     policies_dir: str = "policies"
+    # Inputs recommend may do without (each named on purpose; default: none, it refuses):
+    # identity_directory, asset_inventory (privileged users, asset criticality), guardrails
+    # (guardrails.yaml: built-in defaults instead), policies_dir (the bundled policies instead)
+    allow_missing: tuple[MissingInput, ...] = ()
 
 
 class MetricsSettings(_Section):

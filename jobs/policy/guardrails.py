@@ -96,6 +96,12 @@ def _high_impact_because(rules: Guardrails, action: str, context: Mapping[str, A
     reasons = []
     if context.get("asset_criticality") in approval.asset_criticality:
         reasons.append(f"asset criticality {context.get('asset_criticality')}")
+    elif (
+        approval.unknown_asset_criticality
+        and context.get("entity_type") == "host"
+        and not context.get("asset_criticality")
+    ):
+        reasons.append("asset criticality unknown (not in the asset inventory)")
     if approval.privileged and context.get("privileged") is True:
         reasons.append("privileged account")
     if context.get("user_type") in approval.user_types:

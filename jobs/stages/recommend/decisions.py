@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, StringType, StructField, StructType
 
@@ -17,15 +18,37 @@ from jobs.core.tables import DECISION_LOG, POLICY_RECOMMENDATIONS, SIGNAL
 from jobs.governance.decisions import (
     apply_analyst_decisions,
 )
+from jobs.governance.privacy import TOKEN_ID_PATTERN
 from jobs.policy.engine import DECISIONS_DDL, decide_partitions
-from jobs.policy.schema import PolicyLoadError, PolicySet, load_policy_set
+from jobs.policy.schema import PolicyLoadError, PolicySet, load_policy_set, resolve_policies_dir
 
 
-def load_policies_or_fail(directory: Path) -> PolicySet:
+def load_policies_or_fail(directory: Path, require_guardrails: bool = True) -> PolicySet:
     try:
-        return load_policy_set(directory)
+        return load_policy_set(directory, require_guardrails=require_guardrails)
     except PolicyLoadError as exc:
         raise PipelineError(f"recommend: policy set not loaded, nothing written: {exc}") from None
+
+
+def policy_set_for(settings: Any, override: Path | str | None = None) -> PolicySet:
+    """The configured policy set, or a one-line PipelineError: a configured folder that is
+    missing, or a missing guardrails.yaml, stops recommend unless `policy.allow_missing`
+    names it (fail closed)."""
+    allowed = set(settings.policy.allow_missing) if settings is not None else set()
+    try:
+        directory = resolve_policies_dir(settings, override)
+    except PolicyLoadError as exc:
+        raise PipelineError(f"recommend: policy set not loaded, nothing written: {exc}") from None
+    return load_policies_or_fail(directory, require_guardrails="guardrails" not in allowed)
+
+
+def unresolved_pseudonyms() -> Column:
+    """An aggregate: decisions whose account or host id is still a pseudonym token (guardrail
+    patterns, exceptions and break-glass accounts can only match real ids)."""
+    token = F.col("target_type").isin("user", "service_account", "host") & F.col("target_id").rlike(
+        TOKEN_ID_PATTERN
+    )
+    return F.sum(F.when(token, 1).otherwise(0))
 
 
 # --- transforms (pure) ----------------------------------------------------------------

@@ -20,20 +20,27 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from jobs.core.context import RunContext, StageResult
-from jobs.core.errors import PipelineError
+from jobs.core.errors import PipelineError, ReferenceDataError
 from jobs.core.lake import dates_predicate
 from jobs.core.spark import Checkpoints
-from jobs.core.tables import ANALYST_DECISIONS, DECISION_LOG, ENTITY_RISK, POLICY_RECOMMENDATIONS
+from jobs.core.tables import (
+    ANALYST_DECISIONS,
+    DECISION_LOG,
+    ENTITY_RISK,
+    POLICY_RECOMMENDATIONS,
+    PSEUDONYMS,
+)
 from jobs.governance.audit import audit_key, record_chain
 from jobs.governance.decisions import latest_decisions
 from jobs.governance.privacy import resolve_pseudonyms
-from jobs.policy.schema import resolve_policies_dir
+from jobs.reference.files import asset_inventory, identity_directory
 from jobs.stages.recommend.decisions import (
     conform_loose,
     decision_log_frame,
     evaluate,
-    load_policies_or_fail,
+    policy_set_for,
     recommendations_frame,
+    unresolved_pseudonyms,
 )
 from jobs.stages.recommend.inputs import degraded_sources_by_date
 from jobs.stages.recommend.recommendations import merge_recommendations
@@ -44,13 +51,34 @@ COMMIT_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 # --- I/O ------------------------------------------------------------------------------
 
 
+def require_reference_data(ctx: RunContext) -> None:
+    """Stop unless the identity directory and the asset inventory are there (privileged
+    accounts and asset criticality decide what waits for approval), or
+    `policy.allow_missing` names the missing one: missing reference data fails closed."""
+    allowed = set(ctx.settings.policy.allow_missing)
+    for name, read in (
+        ("identity_directory", identity_directory),
+        ("asset_inventory", asset_inventory),
+    ):
+        if name in allowed:
+            continue
+        try:
+            read(ctx.spark, ctx.settings).schema  # noqa: B018 - resolve the path now
+        except ReferenceDataError as exc:
+            raise PipelineError(
+                f"recommend: {exc}; without it privileged accounts and critical assets are "
+                f"not recognised, so nothing is decided (policy.allow_missing: [{name}] runs "
+                "without it)"
+            ) from None
+
+
 def run_recommend(
     ctx: RunContext, dates: list[date], *, policies_dir: Path | str | None = None
 ) -> StageResult:
     """Stage entry: evaluate policies over gold.entity_risk for `dates`, write both outputs."""
-    directory = resolve_policies_dir(ctx.settings, policies_dir)
-    policy_set = load_policies_or_fail(directory)
+    policy_set = policy_set_for(ctx.settings, policies_dir)
     audit_key()  # a bad POLICYLAKE_AUDIT_KEY stops the stage before any write (docs/audit.md)
+    require_reference_data(ctx)
     lake, spark = ctx.lake, ctx.spark
     if not lake.exists(ENTITY_RISK):
         raise PipelineError(f"recommend: {ENTITY_RISK} does not exist; run the score stage first")
@@ -72,9 +100,18 @@ def run_recommend(
             .agg(
                 F.count(F.lit(1)).alias("n"),
                 F.array_distinct(F.flatten(F.collect_list("expired_exceptions"))).alias("expired"),
+                unresolved_pseudonyms().alias("unresolved"),
             )
             .collect()
         )
+        unresolved = sum(int(r["unresolved"] or 0) for r in summary)
+        if unresolved:
+            raise PipelineError(
+                f"recommend: {unresolved} decision(s) are about pseudonym tokens that "
+                f"{PSEUDONYMS} does not resolve, so allowlists, exceptions and break-glass "
+                "accounts cannot match them; nothing written (re-run score with the key that "
+                "made the tokens)"
+            )
         absent = sorted(d.isoformat() for d in set(dates) - {r["run_date"] for r in summary})
         if absent:
             raise PipelineError(
