@@ -35,7 +35,7 @@ from jobs.governance.audit import (
 )
 from jobs.stages.recommend.stage import run_recommend
 from tests.conftest import test_settings
-from tests.test_recommend import POLICIES, risk_row, sig, write_reference
+from tests.test_recommend import POLICIES, risk_row, sig, write_day_inputs, write_reference
 
 D1, D2 = date(2026, 10, 1), date(2026, 10, 2)
 LOG = "gold.decision_log"
@@ -73,6 +73,8 @@ def chained(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ch
     work = tmp_path_factory.mktemp("audit")
     ctx = RunContext(spark, test_settings(work))
     write_reference(ctx.settings)
+    write_day_inputs(ctx, D1)
+    write_day_inputs(ctx, D2)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(AUDIT_KEY_ENV, KEY)
         ctx.lake.replace_dates(

@@ -182,6 +182,23 @@ def write_reference(settings: Any, directory: str = "", inventory: str = "") -> 
     (folder / "asset_inventory.csv").write_text(INVENTORY_HEADER + inventory)
 
 
+def write_day_inputs(ctx: RunContext, day: date, **status: str) -> None:
+    """ops.source_status (every source ok unless named: `windows="degraded"`) and
+    ops.model_runs (signals only) of a day, as validate and score write them: without them
+    recommend treats the evidence as degraded (fail closed)."""
+    from jobs.core.config import SOURCES
+    from jobs.core.tables import MODEL_RUNS
+
+    spark = ctx.spark
+    rows = [(day, s, status.get(s, "ok"), [] if status.get(s, "ok") == "ok" else ["test"])
+            for s in SOURCES]  # fmt: skip
+    ctx.lake.replace_dates(
+        spark.createDataFrame(rows, SOURCE_STATUS.schema), "ops.source_status", [day]
+    )
+    run = [(day, "policylake-session-risk", None, None, "none", "signals only")]
+    ctx.lake.replace_dates(spark.createDataFrame(run, MODEL_RUNS.schema), "ops.model_runs", [day])
+
+
 @dataclass
 class Scenario:
     ctx: RunContext
@@ -239,11 +256,8 @@ def scenario(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> S
     ctx = RunContext(spark, test_settings(work))
     write_reference(ctx.settings)
     lake = ctx.lake
-    status = spark.createDataFrame(
-        [(D1, "windows", "degraded", ["volume below 0.5 x median"]), (D1, "idp", "ok", [])],
-        SOURCE_STATUS.schema,
-    )
-    lake.replace_dates(status, "ops.source_status", [D1])
+    write_day_inputs(ctx, D1, windows="degraded")
+    write_day_inputs(ctx, D2)
     lake.replace_dates(spark.createDataFrame(DAY_ONE, ENTITY_RISK.schema), "gold.entity_risk", [D1])
     day_one = run_recommend(ctx, [D1], policies_dir=POLICIES)
     versions = {"day_one": version(ctx, RECS)}

@@ -121,6 +121,8 @@ def test_each_scenario_gets_the_action_its_policy_says(
         inputs = json.loads(r["inputs"])
         if policy["mode"] == "shadow":
             want = {"shadow"}
+        elif "blast_radius" in json.loads(r["guardrails"]):  # the run's limit was reached
+            want = {"pending_approval"}
         elif r["action"] in rules["approval"]["actions"] and needs_approval(
             r, inputs, rules["approval"]
         ):
@@ -171,7 +173,7 @@ def test_high_impact_actions_wait_for_approval_and_every_recommendation_is_logge
     assert high, "the month should hold isolate/block decisions"
     for r in high:
         inputs = json.loads(r["inputs"])
-        needs = needs_approval(r, inputs, rules)
+        needs = needs_approval(r, inputs, rules) or "blast_radius" in json.loads(r["guardrails"])
         assert r["status"] == ("pending_approval" if needs else "approved"), r
     # every recommendation has its decision-log row, whose reason names the policy
     recs = pipeline_month.ctx.lake.read("gold.policy_recommendations")

@@ -866,6 +866,43 @@ ENTITY_RISK = _table(
     docs="docs/scoring.md",
 )
 
+MODEL_RUNS = _table(
+    "ops.model_runs",
+    (
+        column(
+            "run_date",
+            DateType(),
+            "The logical date (UTC day) of the run that wrote the row",
+            nullable=False,
+        ),
+        column("model_name", StringType(), "Registered model name (scoring.model_name)"),
+        column(
+            "model_version",
+            StringType(),
+            "Registered version that scored the date (null: no model)",
+        ),
+        column(
+            "model_digest",
+            StringType(),
+            "Digest of the model artifact checked before loading (null: not provided)",
+        ),
+        column(
+            "status",
+            StringType(),
+            "Champion (scored with it) | none (no champion: signals only) | refused (a "
+            "champion exists but did not pass its checks)",
+            nullable=False,
+        ),
+        column("reason", StringType(), "Why the model was not used, in plain language"),
+    ),
+    "Per scored date: which model scored it; recommend treats model evidence as degraded "
+    "on a date whose model is missing, refused, or changed since the previous date",
+    owner="score",
+    writer=_SCORE_WRITER,
+    readers=("recommend", "policy diff"),
+    docs="docs/scoring.md",
+)
+
 # ---------------------------------------------------------------------------------------
 # gold: decisions
 # ---------------------------------------------------------------------------------------
@@ -1197,6 +1234,7 @@ CATALOGUE: dict[str, Table] = {
         BASELINES,
         SESSION_SCORES,
         ENTITY_RISK,
+        MODEL_RUNS,
         POLICY_RECOMMENDATIONS,
         DECISION_LOG,
         DECISION_LOG_CHAIN,

@@ -271,6 +271,30 @@ class DegradedEvidence(_Model):
         return self
 
 
+class BlastRadiusLimit(_Model):
+    max_new: int = Field(ge=0, description="Automatically approved actions per run date.")
+    max_share: float = Field(
+        gt=0, le=1, description="... and at most this share of the entities evaluated."
+    )
+
+
+class BlastRadius(_Model):
+    """How many entities one run may isolate or block automatically, per domain and run date:
+    the lower of `max_new` and `max_share` of the entities the domain's policies evaluated.
+    The rest (lowest risk first) wait for an analyst (pending_approval)."""
+
+    actions: list[Action] = Field(default_factory=_high_impact_actions)
+    max_new: int = Field(default=50, ge=0)
+    max_share: float = Field(default=0.25, gt=0, le=1)
+    domains: dict[Domain, BlastRadiusLimit] = Field(
+        default_factory=dict, description="Per-domain limits instead of the two above."
+    )
+
+    def limit(self, domain: str) -> tuple[int, float]:
+        own = self.domains.get(cast(Domain, domain))
+        return (own.max_new, own.max_share) if own else (self.max_new, self.max_share)
+
+
 class Guardrails(_Model):
     version: str = Field(default="1", pattern=r"^\d+(\.\d+){0,2}$")
     max_action: dict[Domain, Action] = Field(
@@ -281,6 +305,7 @@ class Guardrails(_Model):
     break_glass: BreakGlass = BreakGlass()
     approval: Approval = Approval()
     degraded_evidence: DegradedEvidence = DegradedEvidence()
+    blast_radius: BlastRadius = BlastRadius()
 
     @field_validator("version", mode="before")
     @classmethod

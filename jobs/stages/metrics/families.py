@@ -533,12 +533,29 @@ def risk_metrics(
     )
 
 
+# --- guardrails that held actions back -------------------------------------------------------
+
+
+def blast_radius_metrics(decision_log: DataFrame) -> DataFrame:
+    """`blast_radius_held` per date and domain: entities whose isolate/block the run's
+    blast-radius limit sent to pending_approval (their decisions' `guardrails` JSON has a
+    `blast_radius` member)."""
+    held = (
+        decision_log.where(F.get_json_object("guardrails", "$.blast_radius.limit").isNotNull())
+        .select("run_date", "domain", "target_type", "target_id")
+        .distinct()
+        .groupBy("run_date", "domain")
+        .count()
+    )
+    return metric_rows(held, "blast_radius_held", F.col("count"), {"domain": F.col("domain")})
+
+
 # --- alerts: what the report's banner shows -----------------------------------------------
 
 
 def alert_metrics(metrics: DataFrame, dates: DataFrame) -> DataFrame:
-    """`alert` rows for drift at the alert level, a source gap, or a failed data-quality gate,
-    and `alerts_total` per date (0 included). Derived from the other rows, so the banner of
+    """`alert` rows for drift at the alert level, a source gap, a failed data-quality gate, or
+    a blast-radius limit that held actions back, and `alerts_total` per date (0 included). Derived from the other rows, so the banner of
     the report and the table always agree."""
     dims = F.col("dimensions")
     drift = metrics.where(
@@ -581,7 +598,15 @@ def alert_metrics(metrics: DataFrame, dates: DataFrame) -> DataFrame:
         ).alias("dimensions"),
         "value",
     )
-    alerts = union_all([drift, gaps, gates]).withColumn(
+    held = metrics.where((F.col("metric") == "blast_radius_held") & (F.col("value") > 0)).select(
+        "run_date",
+        F.lit("alert").alias("metric"),
+        F.create_map(
+            F.lit("condition"), F.lit("blast_radius"), F.lit("domain"), dims["domain"]
+        ).alias("dimensions"),
+        "value",
+    )
+    alerts = union_all([drift, gaps, gates, held]).withColumn(
         "dimensions", F.col("dimensions").cast(METRIC_DIMENSIONS)
     )
     totals = dates.join(alerts.groupBy("run_date").count(), "run_date", "left").withColumn(

@@ -61,6 +61,7 @@ from jobs.stages.metrics.families import (
     alert_metrics,
     analyst_decision_metrics,
     analyst_incidents,
+    blast_radius_metrics,
     conform_metrics,
     confusion_metrics,
     coverage_metrics,
@@ -100,6 +101,7 @@ class MetricsInputs:
     source_status: DataFrame | None = None
     dq_results: DataFrame | None = None
     reconciliation: DataFrame | None = None
+    guardrails: DataFrame | None = None  # run_date, domain, target, guardrails (decision log)
 
 
 def family_metrics(
@@ -146,6 +148,8 @@ def family_metrics(
             ),
             time_to_detect(incidents, days, dates, window, "ground_truth"),
         ]
+    if inputs.guardrails is not None:
+        families.append(blast_radius_metrics(inputs.guardrails))
     if inputs.population is not None and inputs.entity_daily is not None:
         families.append(coverage_metrics(inputs.entity_daily, inputs.population, dates))
     if inputs.source_status is not None or inputs.dq_results is not None:
@@ -409,6 +413,9 @@ def _run_metrics(ctx: RunContext, dates: list[date], keep: Checkpoints) -> Stage
         owners=owners,
         population=population,
         entity_daily=_materialize(keep, read(ENTITY_DAILY, ("run_date", "entity_id"))),
+        guardrails=read(
+            DECISION_LOG, ("run_date", "domain", "target_type", "target_id", "guardrails")
+        ),
         source_status=_materialize(keep, read(SOURCE_STATUS, ("run_date", "source", "status"))),
         dq_results=_materialize(
             keep,

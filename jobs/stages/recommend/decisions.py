@@ -20,7 +20,14 @@ from jobs.governance.decisions import (
 )
 from jobs.governance.privacy import TOKEN_ID_PATTERN
 from jobs.policy.engine import DECISIONS_DDL, decide_partitions
-from jobs.policy.schema import PolicyLoadError, PolicySet, load_policy_set, resolve_policies_dir
+from jobs.policy.schema import (
+    BlastRadius,
+    PolicyLoadError,
+    PolicySet,
+    load_policy_set,
+    resolve_policies_dir,
+)
+from jobs.policy.vocabulary import DOMAINS
 
 
 def load_policies_or_fail(directory: Path, require_guardrails: bool = True) -> PolicySet:
@@ -114,6 +121,98 @@ def evaluate(
             "expired_exceptions", F.from_json("expired_exceptions_json", ArrayType(StringType()))
         )
         .drop("signals_json", "exceptions_checked_json", "expired_exceptions_json")
+    )
+
+
+APPROVED_BECAUSE = '"status":"approved","status_because":"no approval required"}'
+
+
+def limit_blast_radius(decisions: DataFrame, rules: BlastRadius) -> DataFrame:
+    """Automatically approved isolate/block beyond the run's limit wait for an analyst.
+
+    Per run date and domain the limit is on entities: the lower of `max_new` and
+    `max_share` x the entities the domain's policies evaluated (rounded up). Entities with
+    an approved decision whose action is in `rules.actions` are ranked by risk (then type
+    and id); the decisions of those past the limit get `pending_approval`, a `blast_radius`
+    member in `guardrails` (what the metrics stage counts and alerts on) and a sentence in
+    `reason`. Only those candidates are ranked: the shuffle is over the few high-impact
+    decisions, not every entity.
+    """
+    target = ["run_date", "domain", "target_type", "target_id"]
+    spark = decisions.sparkSession
+    limits = spark.createDataFrame(
+        [(d, *rules.limit(d)) for d in DOMAINS], "domain string, max_new int, max_share double"
+    )
+    entities = (
+        decisions.select(*target)
+        .distinct()
+        .groupBy("run_date", "domain")
+        .agg(F.count(F.lit(1)).alias("entities"))
+        .join(F.broadcast(limits), "domain")
+        .withColumn(
+            "limit",
+            F.least(F.col("max_new"), F.ceil(F.col("entities") * F.col("max_share")).cast("int")),
+        )
+    )
+    candidate = (F.col("status") == "approved") & F.col("action").isin(list(rules.actions))
+    rank = Window.partitionBy("run_date", "domain").orderBy(
+        F.col("risk").desc(), "target_type", "target_id"
+    )
+    held = (
+        decisions.where(candidate)
+        .groupBy(*target)
+        .agg(F.max("risk").alias("risk"))
+        .withColumn("rank", F.row_number().over(rank))
+        .join(F.broadcast(entities.select("run_date", "domain", "limit", "entities")),
+              ["run_date", "domain"])
+        .where(F.col("rank") > F.col("limit"))
+        .select(*target, "rank", "limit", "entities", F.lit(True).alias("_held"))
+    )  # fmt: skip
+    joined = decisions.join(held, target, "left").withColumn(
+        "_held", F.coalesce(F.col("_held"), F.lit(False)) & candidate
+    )
+    because = F.format_string(
+        "blast-radius limit: at most %d automatic %s per run date in %s (of %d entities); "
+        "this was number %d by risk",
+        F.col("limit"),
+        F.lit("/".join(rules.actions)),
+        F.col("domain"),
+        F.col("entities"),
+        F.col("rank"),
+    )
+    tail = F.to_json(
+        F.struct(
+            F.struct(
+                F.col("limit").alias("limit"),
+                F.col("rank").alias("rank"),
+                F.col("entities").alias("entities"),
+            ).alias("blast_radius"),
+            F.lit("pending_approval").alias("status"),
+            because.alias("status_because"),
+        )
+    )
+    prefix = F.expr(f"substring(guardrails, 1, length(guardrails) - {len(APPROVED_BECAUSE)})")
+    guardrails = F.concat(prefix, F.expr("substring(_tail, 2)"))
+    sentence = F.concat(F.lit("status pending_approval ("), because, F.lit(")"))
+    reason = F.when(
+        F.col("reason").contains("status approved (no approval required)"),
+        F.regexp_replace("reason", r"status approved \(no approval required\)", sentence),
+    ).otherwise(F.concat("reason", F.lit(" Then "), sentence, F.lit(".")))
+    held_now = F.col("_held")
+    # the engine writes guardrails as sorted compact JSON, so an approved decision's ends with
+    # APPROVED_BECAUSE; anything else is still held, with the member added at the end
+    rewritten = F.when(F.col("guardrails").endswith(APPROVED_BECAUSE), guardrails).otherwise(
+        F.concat(F.expr("substring(guardrails, 1, length(guardrails) - 1)"), F.lit(","),
+                 F.expr("substring(_tail, 2)"))
+    )  # fmt: skip
+    return (
+        joined.withColumn("_tail", tail)
+        .withColumn("reason", F.when(held_now, reason).otherwise(F.col("reason")))
+        .withColumn("guardrails", F.when(held_now, rewritten).otherwise(F.col("guardrails")))
+        .withColumn(
+            "status", F.when(held_now, F.lit("pending_approval")).otherwise(F.col("status"))
+        )
+        .drop("_held", "_tail", "rank", "limit", "entities")
     )
 
 

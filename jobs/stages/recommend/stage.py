@@ -1,9 +1,11 @@
 """Recommend stage: gold.entity_risk -> policies + guardrails -> recommendations and decision log.
 
 Extract: gold.entity_risk for the dates (at a recorded Delta version), the day's
-degraded/missing sources (ops.source_status) and analyst decisions. Transform:
-`mapInPandas` evaluates every applicable policy for every entity on the executors
-(policies are small picklable objects; no entity row is collected to the driver).
+degraded/missing sources (ops.source_status; no row means degraded) and model
+(ops.model_runs), and analyst decisions. Transform: `mapInPandas` evaluates every
+applicable policy for every entity on the executors (policies are small picklable objects;
+no entity row is collected to the driver), then the blast-radius limit holds back the
+run's automatic isolate/block beyond `guardrails.yaml`'s limit.
 Load: gold.decision_log (one row per entity and policy, allow included) replaces the
 dates; gold.policy_recommendations (non-allow only, Change Data Feed on) is MERGEd on
 rec_id and rewrites only rows that changed, so re-running a date emits no changes to
@@ -38,6 +40,7 @@ from jobs.stages.recommend.decisions import (
     conform_loose,
     decision_log_frame,
     evaluate,
+    limit_blast_radius,
     policy_set_for,
     recommendations_frame,
     unresolved_pseudonyms,
@@ -93,7 +96,11 @@ def run_recommend(
     entity_risk = resolve_pseudonyms(lake, entity_risk, ENTITY_RISK)
     degraded = degraded_sources_by_date(ctx, dates)
     with Checkpoints() as keep:
-        decisions = keep(evaluate(entity_risk, policy_set, degraded))
+        decisions = keep(
+            limit_blast_radius(
+                evaluate(entity_risk, policy_set, degraded), policy_set.guardrails.blast_radius
+            )
+        )
         # One small aggregate (dates x actions x statuses) answers every check and count.
         summary = (
             decisions.groupBy("run_date", "action", "status")
@@ -101,6 +108,9 @@ def run_recommend(
                 F.count(F.lit(1)).alias("n"),
                 F.array_distinct(F.flatten(F.collect_list("expired_exceptions"))).alias("expired"),
                 unresolved_pseudonyms().alias("unresolved"),
+                F.sum(
+                    F.when(F.col("guardrails").contains('"blast_radius":'), 1).otherwise(0)
+                ).alias("held"),
             )
             .collect()
         )
@@ -159,6 +169,8 @@ def run_recommend(
             "actions": actions,
             "statuses": statuses,
             "pending_approval": statuses.get("pending_approval", 0),
+            # isolate/block the blast-radius limit sent to pending_approval (docs/policies.md)
+            "blast_radius_held": sum(int(r["held"] or 0) for r in summary),
             "expired_exceptions": ",".join(expired_register) or "none",
             "expired_exceptions_matched": expired,
             "audit_chain": chain,  # audit: dates chained, relinked, heads

@@ -233,6 +233,11 @@ def alert_messages(data: ReportData, metrics_cfg: MetricsSettings) -> list[str]:
             )
         elif condition == "source_gap":
             lines.append(f"Telemetry gap: source {d.get('source')} is {d.get('status')}")
+        elif condition == "blast_radius":
+            lines.append(
+                f"Blast-radius limit: {m.value:.0f} isolate/block decision(s) in "
+                f"{d.get('domain')} wait for approval (more than one run may enforce alone)"
+            )
         elif condition == "dq_gate_failed":
             lines.append(
                 f"Data-quality gate failed: source {d.get('source')} failed "
