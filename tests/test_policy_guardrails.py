@@ -111,7 +111,12 @@ def test_plain_block_is_approved_with_time_limited_validity(shipped: PolicySet) 
         24,
     )
     assert d["guardrails"] == json.dumps(
-        {"applied": [], "status": "approved", "status_because": "no approval required"},
+        {
+            "applied": [],
+            "ceiling": "block",
+            "status": "approved",
+            "status_because": "no approval required",
+        },
         sort_keys=True,
         separators=(",", ":"),
     )

@@ -199,6 +199,47 @@ def write_day_inputs(ctx: RunContext, day: date, **status: str) -> None:
     ctx.lake.replace_dates(spark.createDataFrame(run, MODEL_RUNS.schema), "ops.model_runs", [day])
 
 
+# Analysts with their signing keys (fixed seeds: the same keys every run).
+ANALYST_SEEDS = {"ana@corp.example": b"a" * 32, "ben@corp.example": b"b" * 32}
+
+
+def analyst_key(analyst: str) -> Any:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(ANALYST_SEEDS[analyst])
+
+
+def write_registry(settings: Any, **extra: dict[str, Any]) -> Path:
+    """The operator's registry of analyst keys (paths.analyst_keys) for ANALYST_SEEDS."""
+    import yaml
+
+    from jobs.governance.decisions import public_key_text
+
+    entries = [
+        {"id": name, "public_key": public_key_text(analyst_key(name).public_key()),
+         **extra.get(name, {})}
+        for name in ANALYST_SEEDS
+    ]  # fmt: skip
+    path = Path(settings.paths.analyst_keys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"analysts": entries}, default_flow_style=False))
+    return path
+
+
+def signed_decisions(path: Path, rows: list[dict[str, Any]], sign: bool = True) -> Path:
+    """An analyst decisions file, each row signed by its analyst's key (when it has one)."""
+    from jobs.governance.decisions import AnalystDecisionIn, render_decisions, sign_decision
+
+    decisions = []
+    for row in rows:
+        d = AnalystDecisionIn.model_validate(row)
+        if sign and d.analyst in ANALYST_SEEDS and d.signature is None:
+            d = d.model_copy(update={"signature": sign_decision(analyst_key(d.analyst), d)})
+        decisions.append(d)
+    path.write_text(render_decisions(decisions, path.suffix))
+    return path
+
+
 @dataclass
 class Scenario:
     ctx: RunContext
@@ -270,14 +311,22 @@ def scenario(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> S
     pending = rec_of(ctx, "db-nyc-fin01", "isolate")["rec_id"]
     carol = rec_of(ctx, "carol@corp.example", "block")["rec_id"]
     alice = rec_of(ctx, "alice@corp.example", "block")["rec_id"]
-    decisions = work / "decisions.csv"
-    decisions.write_text(
-        "rec_id,decision,override_action,verdict,analyst,reason,decided_at\n"
-        f"{pending},approve,,true_positive,ana@corp.example,,2026-10-02T08:00:00Z\n"
-        f"{carol},approve,,,ana@corp.example,,2026-10-02T08:01:00+00:00\n"
-        f"{carol},reject,,false_positive,ben@corp.example,admin on a planned trip,2026-10-02T09:30:00Z\n"
-        f"{alice},override,limit,true_positive,ana@corp.example,sales lead; limit instead of block,2026-10-02T08:05:00Z\n"
-    )
+    write_registry(ctx.settings)
+    ana, ben = "ana@corp.example", "ben@corp.example"
+    decisions = signed_decisions(
+        work / "decisions.csv",
+        [
+            {"rec_id": pending, "decision": "approve", "verdict": "true_positive",
+             "analyst": ana, "decided_at": "2026-10-02T08:00:00Z"},
+            {"rec_id": carol, "decision": "approve", "analyst": ana,
+             "decided_at": "2026-10-02T08:01:00+00:00"},
+            {"rec_id": carol, "decision": "reject", "verdict": "false_positive", "analyst": ben,
+             "reason": "admin on a planned trip", "decided_at": "2026-10-02T09:30:00Z"},
+            {"rec_id": alice, "decision": "override", "override_action": "limit",
+             "verdict": "true_positive", "analyst": ana,
+             "reason": "sales lead; limit instead of block", "decided_at": "2026-10-02T08:05:00Z"},
+        ],
+    )  # fmt: skip
     feedback = run_feedback(ctx, decisions)
     versions["feedback"] = version(ctx, RECS)
 
@@ -465,7 +514,11 @@ def test_cdf_consumer_sees_only_the_new_date_after_day_two(scenario: Scenario) -
 
 
 def test_analyst_decisions_change_status(scenario: Scenario) -> None:
-    assert scenario.feedback.rows == {"ops.analyst_decisions": 4, RECS: 3}
+    assert scenario.feedback.rows == {
+        "ops.analyst_decisions": 4,
+        RECS: 3,
+        "ops.refused_decisions": 0,
+    }
     assert scenario.feedback.details["true_positive"] == 2
     labels = (
         scenario.ctx.lake.read("ops.analyst_decisions")
@@ -648,10 +701,11 @@ def test_feedback_file_errors_name_the_lines(tmp_path: Path) -> None:
 def test_feedback_for_an_unknown_recommendation_is_refused(
     scenario: Scenario, tmp_path: Path
 ) -> None:
-    path = tmp_path / "d.csv"
-    path.write_text(
-        f"rec_id,decision,analyst,decided_at\n{'b' * 64},approve,ana,2026-10-02T08:00:00Z\n"
-    )
+    path = signed_decisions(
+        tmp_path / "d.csv",
+        [{"rec_id": "b" * 64, "decision": "approve", "analyst": "ana@corp.example",
+          "decided_at": "2026-10-02T08:00:00Z"}],
+    )  # fmt: skip
     with pytest.raises(FeedbackError, match="rec_id not found"):
         run_feedback(scenario.ctx, path)
 

@@ -35,6 +35,7 @@ app.command("import-evtx")(mapped(evtx_import.import_evtx))
 # policies and governance
 app.add_typer(policy_app, name="policy")
 app.command("feedback")(mapped(governance.feedback))
+app.add_typer(governance.analyst_app, name="analyst")
 app.command("verify")(mapped(governance.verify))
 app.command("forget")(mapped(governance.forget))
 app.add_typer(governance.pseudonym_app, name="pseudonym")

@@ -1,5 +1,6 @@
-"""Governance commands: `feedback` (analyst decisions), `verify` (the decision log's hash
-chain), `forget` (a data subject's erasure) and `pseudonym resolve|of`.
+"""Governance commands: `feedback` (analyst decisions), `analyst keygen|sign` (their signing
+keys), `verify` (the decision log's hash chain), `forget` (a data subject's erasure) and
+`pseudonym resolve|of`.
 
 Exit codes: 0 ok; 1 verification failed, a token unknown, a decisions file refused; 2 bad
 input (one line). docs/audit.md (verify), docs/privacy.md (forget, pseudonyms),
@@ -9,16 +10,20 @@ docs/policies.md (feedback).
 from __future__ import annotations
 
 import getpass
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pyspark.sql import functions as F
 from rich.table import Table
 
 from jobs.cli.common import (
     ConfigOpt,
     WorkdirOpt,
+    console,
     context,
     mapped,
     out,
@@ -26,14 +31,28 @@ from jobs.cli.common import (
     settings,
 )
 from jobs.core.errors import PipelineError, UsageError
-from jobs.core.tables import PSEUDONYMS
+from jobs.core.tables import PSEUDONYMS, REFUSED_DECISIONS
 from jobs.governance.audit import verify_chain
 from jobs.governance.decision_files import analyst_decision_files, analyst_decisions_dir
-from jobs.governance.decisions import parse_decisions
+from jobs.governance.decisions import (
+    check_decision_folders,
+    load_analyst_registry,
+    parse_decisions,
+    public_key_text,
+    render_decisions,
+    sign_decision,
+)
 from jobs.governance.erasure import erase_user, plan_erasure, summary_rows
 from jobs.governance.feedback import run_feedback
 from jobs.governance.privacy import PREFIX, pseudonym_key, read_pseudonyms, token_of
 
+analyst_app = typer.Typer(
+    name="analyst",
+    help="Analysts' signing keys and signed decision files (docs/policies.md).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 pseudonym_app = typer.Typer(
     name="pseudonym",
     help="Resolve pseudonym tokens of the BI tables (authorized analysts; docs/privacy.md).",
@@ -46,43 +65,114 @@ pseudonym_app = typer.Typer(
 def feedback(
     file: Annotated[
         list[Path] | None,
-        typer.Option("--file", "-f", help="Analyst decisions, .csv or .jsonl (repeatable)."),
+        typer.Option("--file", "-f", help="Signed analyst decisions, .csv or .jsonl (repeatable)."),
     ] = None,
     date_: Annotated[
         str | None,
         typer.Option(
             "--date",
-            help="Instead of --file: every file in <raw_root>/analyst_decisions/<date>/ "
+            help="Instead of --file: every file in <paths.analyst_decisions>/<date>/ "
             "(the feedback DAG's drop folder).",
         ),
     ] = None,
     config: ConfigOpt = None,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Ingest analyst decisions (approve/reject/override, verdicts) and update statuses."""
+    """Ingest signed analyst decisions (approve/reject/override, verdicts) and update statuses.
+
+    Each decision must be signed by a key in the operator's registry (paths.analyst_keys),
+    dated between its recommendation and now, and within the guardrails; others are
+    refused and recorded in ops.refused_decisions (docs/policies.md)."""
     if bool(file) == (date_ is not None):
         raise UsageError("give --file (one or more) or --date, not both")
     cfg = settings(config, workdir)
+    check_decision_folders(cfg.paths)
     files = list(file or [])
-    if date_ is not None:
-        day = parse_date(date_).isoformat()
-        files = analyst_decision_files(cfg.paths.raw_root, day)
+    day = parse_date(date_) if date_ is not None else None
+    if day is not None:
+        files = analyst_decision_files(cfg.paths.analyst_decisions, day.isoformat())
         if not files:
             out.print(
                 f"feedback: no analyst decision files in "
-                f"{analyst_decisions_dir(cfg.paths.raw_root, day)}; nothing to do",
+                f"{analyst_decisions_dir(cfg.paths.analyst_decisions, day.isoformat())}; "
+                "nothing to do",
                 highlight=False,
                 soft_wrap=True,
             )
             return
     for path in files:  # every file must be valid before any is ingested
         parse_decisions(path)
+    load_analyst_registry(cfg.paths)  # no registry, nothing to authenticate with: stop now
     ctx = context(cfg)
     for path in files:
-        result = run_feedback(ctx, path)
+        result = run_feedback(ctx, path, run_date=day)
         rows = ", ".join(f"{k}={v}" for k, v in result.rows.items())
-        details = ", ".join(f"{k}={v}" for k, v in result.details.items() if k != "file")
+        details = ", ".join(
+            f"{k}={v}"
+            for k, v in result.details.items()
+            if k not in ("file", "refused", "refused_rules")
+        )
         out.print(f"feedback from {path}: {rows}; {details}", highlight=False, soft_wrap=True)
+        if result.details.get("refused"):
+            rules = ", ".join(
+                f"{k}={v}" for k, v in sorted(result.details["refused_rules"].items())
+            )
+            console.print(
+                f"feedback: refused {result.details['refused']} decision(s) from {path} "
+                f"({rules}); see {REFUSED_DECISIONS.name}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+# --- analysts' keys and signed files ------------------------------------------------------------
+
+
+@analyst_app.command("keygen")
+@mapped
+def keygen(
+    analyst: Annotated[str, typer.Option(help="The analyst id decision files name.")],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Private key to write (PEM, mode 0600): keep it private.")
+    ],
+) -> None:
+    """Make an analyst's Ed25519 signing key; print the entry for the operator's registry."""
+    if out_file.exists() or out_file.is_symlink():
+        raise UsageError(f"{out_file} exists: refusing to overwrite a key")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    typer.echo("# add to the analyst key registry (paths.analyst_keys), under analysts:")
+    typer.echo(f"  - id: {analyst}")
+    typer.echo(f"    public_key: {public_key_text(key.public_key())}")
+
+
+@analyst_app.command("sign")
+@mapped
+def sign(
+    file: Annotated[Path, typer.Option("--file", "-f", help="Decisions to sign, .csv or .jsonl.")],
+    key: Annotated[Path, typer.Option(help="The analyst's private key (from `analyst keygen`).")],
+    analyst: Annotated[str, typer.Option(help="Who signs: every row must name this analyst.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Signed file (default: <name>.signed<suffix>).")
+    ] = None,
+) -> None:
+    """Sign each decision of a file with the analyst's key (adds the `signature` column)."""
+    loaded = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise UsageError(f"{key}: not an Ed25519 private key")
+    rows = parse_decisions(file)
+    others = sorted({d.analyst for d in rows if d.analyst.lower() != analyst.strip().lower()})
+    if others:
+        raise UsageError(f"{file}: rows of other analysts ({', '.join(others)}): not signed")
+    target = out_file or file.with_name(f"{file.stem}.signed{file.suffix}")
+    signed = [d.model_copy(update={"signature": sign_decision(loaded, d)}) for d in rows]
+    target.write_text(render_decisions(signed, target.suffix), encoding="utf-8")
+    typer.echo(f"signed {len(signed)} decision(s) into {target}")
 
 
 def verify(

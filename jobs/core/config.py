@@ -73,6 +73,12 @@ class PathSettings(_Section):
     # A generator's injected scenarios (demo and evaluation only); metrics score the
     # recommendations against it when the file exists.
     ground_truth: str = "ground_truth.jsonl"
+    # The analysts' drop folder, one sub-folder per day (<analyst_decisions>/<YYYY-MM-DD>/); a
+    # local folder of its own, never under raw_root (log shippers write there).
+    analyst_decisions: str = "analyst_decisions"
+    # The operator's registry of analyst public keys (Ed25519, YAML); a local file outside
+    # raw_root and the drop folder (docs/policies.md, Analyst decisions).
+    analyst_keys: str = "analyst_keys.yaml"
 
 
 class GeoSettings(_Section):
@@ -278,6 +284,13 @@ class ReportSettings(_Section):
     history_days: int = Field(default=30, ge=1, le=366)
 
 
+class FeedbackSettings(_Section):
+    """Analyst decisions (docs/policies.md)."""
+
+    # a decision dated later than now plus this is refused (clock skew between machines)
+    max_clock_skew_minutes: int = Field(default=5, ge=0, le=60)
+
+
 class PrivacySettings(_Section):
     """Pseudonymized BI tables (docs/privacy.md)."""
 
@@ -377,6 +390,7 @@ class Settings(_Section):
     baselines: BaselineSettings = BaselineSettings()
     scoring: ScoringSettings = ScoringSettings()
     policy: PolicySettings = PolicySettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     metrics: MetricsSettings = MetricsSettings()
     report: ReportSettings = ReportSettings()
     privacy: PrivacySettings = PrivacySettings()

@@ -15,9 +15,7 @@ from pyspark.sql.types import ArrayType, DataType, StringType, StructField, Stru
 from jobs.core.errors import PipelineError
 from jobs.core.lake import require_columns
 from jobs.core.tables import DECISION_LOG, POLICY_RECOMMENDATIONS, SIGNAL
-from jobs.governance.decisions import (
-    apply_analyst_decisions,
-)
+from jobs.governance.decisions import action_of, apply_analyst_decisions, severity
 from jobs.governance.privacy import TOKEN_ID_PATTERN
 from jobs.policy.engine import DECISIONS_DDL, decide_partitions
 from jobs.policy.schema import (
@@ -220,27 +218,30 @@ def decision_log_frame(decisions: DataFrame) -> DataFrame:
     return conform_loose(decisions, DECISION_LOG.schema, "recommend: gold.decision_log output")
 
 
-def recommendations_frame(decisions: DataFrame, latest: DataFrame | None = None) -> DataFrame:
-    """Non-allow decisions, one row per rec_id, with validity times and analyst status.
+def resolved_recommendations(decisions: DataFrame, latest: DataFrame | None = None) -> DataFrame:
+    """Non-allow decisions, one row per rec_id, with validity times and analyst status; the
+    analyst columns and `_refused` (an override the guardrails overrule) are still there.
 
     Several policies can reach the same action for the same target on a day (identity
     and cloud both `block` a user): rec_id is the same, so they become one row, owned by
-    the enforcing (non-shadow) policy of the first domain, with every domain in `domains`.
+    the enforcing (non-shadow) policy of the first domain, with every domain in `domains`
+    and the lowest `ceiling` of them (what an override may reach).
     """
     acted = decisions.where(F.col("action") != "allow")
-    primary = Window.partitionBy("rec_id").orderBy(
+    by_rec = Window.partitionBy("rec_id")
+    primary = by_rec.orderBy(
         (F.col("policy_mode") == "shadow").asc(),
         F.col("domain_rank").asc(),
         F.col("policy_id").asc(),
     )
     valid_from = F.to_timestamp(F.date_add("run_date", 1))
     recs = (
-        acted.withColumn(
-            "domains",
-            F.array_sort(F.collect_set("domain").over(Window.partitionBy("rec_id"))),
-        )
+        acted.withColumn("domains", F.array_sort(F.collect_set("domain").over(by_rec)))
+        .withColumn("_lowest", F.min(severity(F.col("ceiling"))).over(by_rec))
+        .withColumn("_unknown", F.max(F.col("ceiling").isNull().cast("int")).over(by_rec))
         .withColumn("_n", F.row_number().over(primary))
         .where("_n = 1")
+        .withColumn("ceiling", F.when(F.col("_unknown") == 0, action_of(F.col("_lowest"))))
         .withColumn("valid_from", valid_from)
         .withColumn(
             "valid_until",
@@ -249,8 +250,13 @@ def recommendations_frame(decisions: DataFrame, latest: DataFrame | None = None)
             ),
         )
     )
+    return apply_analyst_decisions(recs, latest)
+
+
+def recommendations_frame(decisions: DataFrame, latest: DataFrame | None = None) -> DataFrame:
+    """`resolved_recommendations` as gold.policy_recommendations holds them."""
     return conform_loose(
-        apply_analyst_decisions(recs, latest),
+        resolved_recommendations(decisions, latest),
         POLICY_RECOMMENDATIONS.schema,
         "recommend: gold.policy_recommendations output",
     )

@@ -33,7 +33,7 @@ from jobs.core.tables import (
     PSEUDONYMS,
 )
 from jobs.governance.audit import audit_key, record_chain
-from jobs.governance.decisions import latest_decisions
+from jobs.governance.decisions import latest_decisions, record_refusals, refusals_from_frame
 from jobs.governance.privacy import resolve_pseudonyms
 from jobs.reference.files import asset_inventory, identity_directory
 from jobs.stages.recommend.decisions import (
@@ -42,13 +42,17 @@ from jobs.stages.recommend.decisions import (
     evaluate,
     limit_blast_radius,
     policy_set_for,
-    recommendations_frame,
+    resolved_recommendations,
     unresolved_pseudonyms,
 )
 from jobs.stages.recommend.inputs import degraded_sources_by_date
 from jobs.stages.recommend.recommendations import merge_recommendations
 
 COMMIT_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+# what `refusals_from_frame` needs of an overruled override
+OVERRULED_COLUMNS = ("run_date", "rec_id", "status", "policy_mode", "ceiling",
+                     "analyst_override_action", "analyst_name", "analyst_decided_at",
+                     "analyst_source_file")  # fmt: skip
 
 
 # --- I/O ------------------------------------------------------------------------------
@@ -131,8 +135,24 @@ def run_recommend(
         latest = None
         if lake.exists(ANALYST_DECISIONS):
             latest = latest_decisions(lake.read_dates(ANALYST_DECISIONS, dates))
-        recs = recommendations_frame(decisions, latest)
-        statuses = {r["status"]: r["count"] for r in recs.groupBy("status").count().collect()}
+        resolved = resolved_recommendations(decisions, latest)
+        recs = conform_loose(
+            resolved, POLICY_RECOMMENDATIONS.schema, "recommend: gold.policy_recommendations output"
+        )
+        statuses: dict[str, int] = {}
+        overruled_count = 0
+        for r in resolved.groupBy("status", "_refused").count().collect():  # a handful
+            statuses[r["status"]] = statuses.get(r["status"], 0) + r["count"]
+            overruled_count += r["count"] if r["_refused"] else 0
+        # an earlier override the guardrails overrule now (a new break-glass account, a policy
+        # moved to shadow): the engine's status stands and the refusal is recorded
+        overruled = (
+            refusals_from_frame(
+                resolved.where("_refused").select(*OVERRULED_COLUMNS).collect(), "recommend"
+            )
+            if overruled_count
+            else []
+        )
         metadata = {
             "stage": "recommend",
             "dates": sorted(d.isoformat() for d in dates),
@@ -148,6 +168,7 @@ def run_recommend(
             merge_recommendations(lake, recs, dates)
         finally:
             spark.conf.unset(COMMIT_METADATA_CONF)
+    record_refusals(lake, overruled)
     # hash-chain the decision log just written (docs/audit.md)
     chain = record_chain(ctx, dates)
 
@@ -169,6 +190,7 @@ def run_recommend(
             "actions": actions,
             "statuses": statuses,
             "pending_approval": statuses.get("pending_approval", 0),
+            "overrides_overruled": len(overruled),
             # isolate/block the blast-radius limit sent to pending_approval (docs/policies.md)
             "blast_radius_held": sum(int(r["held"] or 0) for r in summary),
             "expired_exceptions": ",".join(expired_register) or "none",
