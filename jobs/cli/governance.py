@@ -32,7 +32,7 @@ from jobs.cli.common import (
 )
 from jobs.core.errors import PipelineError, UsageError
 from jobs.core.tables import PSEUDONYMS, REFUSED_DECISIONS
-from jobs.governance.audit import verify_chain
+from jobs.governance.audit import chained_dates, verify_dates, verify_trail
 from jobs.governance.decision_files import analyst_decision_files, analyst_decisions_dir
 from jobs.governance.decisions import (
     check_decision_folders,
@@ -176,18 +176,38 @@ def sign(
 
 
 def verify(
-    date_: Annotated[str, typer.Option("--date", help="Run date to verify, YYYY-MM-DD.")],
+    date_: Annotated[
+        str | None, typer.Option("--date", help="Run date to verify, YYYY-MM-DD.")
+    ] = None,
+    all_dates: Annotated[
+        bool, typer.Option("--all", help="Every chained date (and every date the anchor has).")
+    ] = False,
     workdir: WorkdirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Check a day's decision log against its hash chain (rows, head, HMAC, previous-day link)."""
-    day = parse_date(date_)
-    ctx = context(settings(config, workdir))
-    result = verify_chain(ctx, day)
-    typer.echo(result.summary())
-    if not result.ok:
-        for line in result.details():
-            typer.echo(f"  {line}")
+    """Check decision logs against their hash chain (rows, order, head, HMAC, previous-day
+    link, the anchor's copy of the head) and the trail against the anchor (deleted days, a
+    truncated tail). Exit 1 on any difference, and on an unsigned or unchecked head."""
+    if (date_ is None) == (not all_dates):
+        raise UsageError("give --date or --all")
+    cfg = settings(config, workdir)
+    ctx = context(cfg)
+    if all_dates:
+        days = sorted(chained_dates(ctx))
+        if not days:
+            raise PipelineError(f"verify: no chained date in {cfg.paths.lake_root}")
+    else:
+        days = [parse_date(str(date_))]
+    failed = False
+    for _, result in sorted(verify_dates(ctx, days).items()):
+        typer.echo(result.summary())
+        if not result.ok:
+            failed = True
+            for line in result.details():
+                typer.echo(f"  {line}")
+    trail = verify_trail(ctx)
+    typer.echo(trail.summary())
+    if failed or not trail.ok:
         raise typer.Exit(1)
 
 

@@ -79,6 +79,9 @@ class PathSettings(_Section):
     # The operator's registry of analyst public keys (Ed25519, YAML); a local file outside
     # raw_root and the drop folder (docs/policies.md, Analyst decisions).
     analyst_keys: str = "analyst_keys.yaml"
+    # Every audit-chain head is appended here too, outside the lake: a local file (make it
+    # append-only) or an object-store prefix ending in / under object lock (docs/audit.md).
+    audit_anchor: str = "audit_anchor.jsonl"
 
 
 class GeoSettings(_Section):

@@ -59,7 +59,13 @@ from jobs.core.tables import (
     PSEUDONYMS,
     SILVER_QUARANTINE,
 )
-from jobs.governance.audit import AUDIT_KEY_ENV, audit_key, record_chain, verify_dates
+from jobs.governance.audit import (
+    AUDIT_KEY_ENV,
+    audit_key,
+    record_chain,
+    refuse_chain_gaps,
+    verify_dates,
+)
 from jobs.governance.privacy import token_of
 from jobs.reference.files import user_aliases
 from jobs.stages.recommend.recommendations import withdraw_and_redact
@@ -529,6 +535,9 @@ def erase_user(
     result.erasure_id = hashlib.sha256(f"{ref[0]}|{at.isoformat()}".encode()).hexdigest()
     log_dates = sorted(d for d in plan.get(DECISION_LOG.name, {}) if d is not None)
     verified = verify_dates(ctx, log_dates) if lake.exists(AUDIT_HEADS) else {}
+    rechain = [d for d in log_dates if d in verified and verified[d].intact]
+    # re-chaining must not link over a lost day: refuse before any table is rewritten
+    refuse_chain_gaps(ctx, rechain, getattr(ctx, "accept_audit_gap", None))
     spark = lake.spark
     spark.conf.set(
         COMMIT_METADATA_CONF, json.dumps({"stage": "forget", "erasure_id": result.erasure_id})
@@ -540,8 +549,9 @@ def erase_user(
         spark.conf.unset(COMMIT_METADATA_CONF)
     touched = list(plan)
     if log_dates and lake.exists(AUDIT_HEADS):
-        result.rechained = [d for d in log_dates if verified[d].ok]
-        result.chain_left_broken = [d for d in log_dates if not verified[d].ok]
+        # intact: nothing differs from the recorded chain (its HMAC may be unchecked)
+        result.rechained = [d for d in log_dates if verified[d].intact]
+        result.chain_left_broken = [d for d in log_dates if not verified[d].intact]
         if result.rechained:
             n = result.deleted.get(DECISION_LOG.name, 0)
             record_chain(

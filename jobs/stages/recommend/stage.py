@@ -32,7 +32,7 @@ from jobs.core.tables import (
     POLICY_RECOMMENDATIONS,
     PSEUDONYMS,
 )
-from jobs.governance.audit import audit_key, record_chain
+from jobs.governance.audit import audit_key_for, record_chain, refuse_chain_gaps
 from jobs.governance.decisions import latest_decisions, record_refusals, refusals_from_frame
 from jobs.governance.privacy import resolve_pseudonyms
 from jobs.reference.files import asset_inventory, identity_directory
@@ -84,7 +84,10 @@ def run_recommend(
 ) -> StageResult:
     """Stage entry: evaluate policies over gold.entity_risk for `dates`, write both outputs."""
     policy_set = policy_set_for(ctx.settings, policies_dir)
-    audit_key()  # a bad POLICYLAKE_AUDIT_KEY stops the stage before any write (docs/audit.md)
+    # a bad (or, in prod, missing) POLICYLAKE_AUDIT_KEY, or a chain that would link over
+    # days the lake lost, stop the stage before any write (docs/audit.md)
+    audit_key_for(ctx.settings)
+    refuse_chain_gaps(ctx, dates, ctx.accept_audit_gap)
     require_reference_data(ctx)
     lake, spark = ctx.lake, ctx.spark
     if not lake.exists(ENTITY_RISK):
