@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -554,6 +554,15 @@ def test_export_manifest_checksum_matches(scenario: Scenario) -> None:
     assert manifest["rows"] == len(data.decode().splitlines()) == 12
     assert manifest["run_date"] == "2026-10-01"
     assert manifest["table_version"] == scenario.versions["rerun"]
+    # issue 24, finding 5: the data file is named by its content and named by the manifest;
+    # the policy list is pinned to a decision-log version
+    assert (
+        manifest["file"]
+        == result.data_file.name
+        == f"policy_recommendations.{result.sha256[:16]}.jsonl"
+    )
+    assert (result.data_file.parent / "policy_recommendations.jsonl").read_bytes() == data
+    assert manifest["decision_log_version"] == version(scenario.ctx, LOG)
     assert {p["id"] for p in manifest["policies"]} == {
         "identity-sessions",
         "endpoint-containment",
@@ -565,6 +574,57 @@ def test_export_manifest_checksum_matches(scenario: Scenario) -> None:
     assert first["valid_from"] == "2026-10-02T00:00:00Z"
     again = export_day(scenario.ctx, D1, result.data_file.parent.parent)
     assert again.sha256 == result.sha256
+
+
+def test_re_export_never_replaces_the_file_an_earlier_manifest_names(
+    scenario: Scenario, spark: SparkSession, tmp_path: Path
+) -> None:
+    """Issue 24, finding 5: a consumer holding the old manifest still reads the bytes it
+    describes after a re-export of a changed table; the new manifest names new bytes."""
+    ctx = RunContext(spark, test_settings(tmp_path))
+    rows = scenario.ctx.lake.read_dates(RECS, [D1])
+    ctx.lake.replace_dates(rows, RECS, [D1])
+    first = export_day(ctx, D1, tmp_path / "exports")
+    old = json.loads(first.manifest_file.read_text())
+    ctx.lake.replace_dates(rows.orderBy("rec_id").limit(5), RECS, [D1])
+    second = export_day(ctx, D1, tmp_path / "exports")
+    new = json.loads(second.manifest_file.read_text())
+    assert (old["rows"], new["rows"]) == (12, 5) and old["file"] != new["file"]
+    held = first.data_file.parent / old["file"]
+    assert hashlib.sha256(held.read_bytes()).hexdigest() == old["sha256"]
+    assert (
+        hashlib.sha256((second.data_file.parent / new["file"]).read_bytes()).hexdigest()
+        == (new["sha256"])
+    )
+    assert new["decision_log_version"] is None  # no decision log in this lake: no policies
+    ctx.lake.replace_dates(rows.orderBy("rec_id").limit(3), RECS, [D1])
+    third = export_day(ctx, D1, tmp_path / "exports")  # drops the first one's file
+    names = sorted(p.name for p in first.data_file.parent.glob("policy_recommendations.*"))
+    assert names == sorted(["policy_recommendations.jsonl", new["file"], third.data_file.name])
+
+
+def test_export_runs_under_the_date_lock_and_the_stage_journal(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """Issue 24, finding 5: `policylake export` goes through the pipeline runner: it waits
+    for no one holding the date (one-line error) and is journalled."""
+    from typer.testing import CliRunner
+
+    from jobs.cli.app import app
+    from jobs.core.locks import lock_dates
+    from jobs.pipeline.journal import FINISHED, StageJournal
+
+    work = Path(scenario.ctx.settings.paths.lake_root).parent
+    args = ["export", "--date", D1.isoformat(), "--out", str(tmp_path), "--workdir", str(work)]
+    with lock_dates(scenario.ctx.settings.paths.lake_root, [D1], "a recommend run"):
+        held = CliRunner().invoke(app, args)
+    assert held.exit_code == 1
+    assert "2026-10-01 is being processed by another run" in held.output
+    assert not (tmp_path / D1.isoformat()).exists()
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    run = StageJournal(scenario.ctx.lake).get("export", D1)
+    assert run is not None and run.status == FINISHED
 
 
 def test_evaluation_runs_distributed_in_map_in_pandas(scenario: Scenario) -> None:
@@ -717,13 +777,14 @@ def consumer_example() -> str:
     return match.group(1)
 
 
-def test_consumer_example_from_docs_runs_without_a_jvm(scenario: Scenario, tmp_path: Path) -> None:
+def run_consumer_example(scenario: Scenario, tmp_path: Path, now: str) -> dict[str, Any]:
     script = tmp_path / "consumer.py"
     script.write_text(consumer_example())
     env = {
         **os.environ,
         "POLICYLAKE_LAKE": scenario.ctx.settings.paths.lake_root,
         "POLICYLAKE_LAST_SEEN_VERSION": str(scenario.versions["day_one"]),
+        "POLICYLAKE_NOW": now,
         "JAVA_HOME": "/nonexistent",  # prove no JVM is needed
     }
     done = subprocess.run(
@@ -735,11 +796,33 @@ def test_consumer_example_from_docs_runs_without_a_jvm(scenario: Scenario, tmp_p
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_consumer_example_from_docs_runs_without_a_jvm(scenario: Scenario, tmp_path: Path) -> None:
+    now = datetime(2026, 10, 3, 1, 0, tzinfo=UTC)
+    summary = run_consumer_example(scenario, tmp_path, now.isoformat())
     assert summary["run_date"] == "2026-10-02"
-    assert summary["to_enforce"] == 2  # alice challenge + eve block, both approved
+    # what is valid at `now`, restated from the table: approved or overridden, in its window
+    naive = now.replace(tzinfo=None)
+    valid = sorted(
+        r["rec_id"]
+        for r in scenario.ctx.lake.read(RECS).collect()
+        if r["status"] in ("approved", "overridden") and r["valid_from"] <= naive < r["valid_until"]
+    )
+    assert summary["enforced_rec_ids"] == valid and summary["to_enforce"] == 2  # alice, eve
     assert summary["cursor"] == version(scenario.ctx, RECS)
     assert set(summary["inserted_rec_ids"]) == {r["rec_id"] for r in scenario.cdf_after_day_two}
+
+
+def test_consumer_example_enforces_nothing_once_every_recommendation_expired(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """Issue 24, finding 5: if the pipeline stops, its blocks expire at valid_until instead
+    of lasting forever (the example used to enforce the latest run date whatever the time)."""
+    summary = run_consumer_example(scenario, tmp_path, "2026-11-01T00:00:00+00:00")
+    assert summary["run_date"] == "2026-10-02"
+    assert (summary["to_enforce"], summary["enforced_rec_ids"]) == (0, [])
 
 
 def test_policy_diff_replays_the_date_as_it_was_written(scenario: Scenario, tmp_path: Path) -> None:
