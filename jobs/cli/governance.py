@@ -42,7 +42,12 @@ from jobs.governance.decisions import (
     render_decisions,
     sign_decision,
 )
-from jobs.governance.erasure import erase_user, plan_erasure, summary_rows
+from jobs.governance.erasure import (
+    VACUUM_RETENTION_HOURS,
+    erase_user,
+    plan_erasure,
+    summary_rows,
+)
 from jobs.governance.feedback import run_feedback
 from jobs.governance.privacy import PREFIX, pseudonym_key, read_pseudonyms, token_of
 
@@ -219,10 +224,19 @@ def forget(
     by: Annotated[
         str | None, typer.Option("--by", help="Who requested it (default: the OS user).")
     ] = None,
+    not_in_directory: Annotated[
+        bool,
+        typer.Option(
+            "--not-in-directory",
+            help="Erase an identifier the identity directory does not know (a typo otherwise "
+            "erases a stranger's mentions).",
+        ),
+    ] = False,
 ) -> None:
-    """Erase one user from every table of the lake, vacuum, and record the erasure."""
+    """Erase one user from every table of the lake (their rows deleted, lines naming them
+    redacted), vacuum, and record the erasure. Shared and system accounts are refused."""
     ctx = context(settings(config, workdir))
-    plan = plan_erasure(ctx, user)
+    plan = plan_erasure(ctx, user, allow_unknown=not_in_directory)
     subject = plan.subject
     where = "identity directory" if subject.in_directory else "not in the identity directory"
     typer.echo(
@@ -247,7 +261,13 @@ def forget(
         )
     # with --yes the plan shown is applied at once; after a confirmation (a human pause)
     # every table is scanned again, so rows written meanwhile are erased too
-    done = erase_user(ctx, user, by or getpass.getuser(), planned=plan if yes else None)
+    done = erase_user(
+        ctx,
+        user,
+        by or getpass.getuser(),
+        planned=plan if yes else None,
+        allow_unknown=not_in_directory,
+    )
     deleted = sum(done.deleted.values())
     redacted = sum(done.redacted.values())
     typer.echo(
@@ -255,6 +275,13 @@ def forget(
         f"vacuumed {len(done.vacuumed)} table(s); audit chain re-recorded for "
         f"{len(done.rechained)} date(s); erasure {done.erasure_id} recorded in ops.erasures"
     )
+    if done.resync_below:
+        typer.echo(
+            f"vacuumed with {VACUUM_RETENTION_HOURS:g} hours retention: Change Data Feed "
+            "consumers whose cursor is below "
+            + ", ".join(f"{t} version {v}" for t, v in sorted(done.resync_below.items()))
+            + " must resync from a snapshot (docs/privacy.md)"
+        )
     if done.chain_left_broken:
         typer.echo(
             "audit chain left as it was (it failed verify before the erasure): "
