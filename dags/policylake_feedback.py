@@ -1,8 +1,9 @@
 """Analyst feedback: ingest the approvals, rejections, overrides and verdicts of one day.
 
-Wiring only. Analysts (or their case tool) drop CSV or JSON-lines files into
-`<paths.raw_root>/analyst_decisions/<YYYY-MM-DD>/` during the day; the run for day D
-(at D+1 00:00 UTC) ingests that folder into `ops.analyst_decisions` and updates the
+Wiring only. Analysts (or their case tool) drop signed CSV or JSON-lines files into
+`<paths.analyst_decisions>/<YYYY-MM-DD>/` during the day; the run for day D
+(at D+1 00:00 UTC) ingests that folder into `ops.analyst_decisions` (refused decisions:
+`ops.refused_decisions`, docs/policies.md) and updates the
 statuses in `gold.policy_recommendations` (a MERGE on a deterministic decision id, so
 re-running a day changes nothing). A day with no file skips the ingest task, so no
 asset event is published; otherwise the `ops.analyst_decisions` asset triggers the

@@ -162,7 +162,7 @@ def ingest_plan(day: str) -> list[list[str]]:
 def analyst_decisions_arrived(day: str) -> bool:
     """ShortCircuit callable of the feedback DAG: False (skip ingest, publish no asset event,
     so training is not re-triggered) when no analyst file landed for `day`."""
-    root = load_rooted().paths.raw_root
+    root = load_rooted().paths.analyst_decisions
     files = analyst_decision_files(root, day)
     log.info(
         "analyst decision files for %s in %s: %d", day, analyst_decisions_dir(root, day), len(files)

@@ -7,7 +7,7 @@ key set, then a re-run of the first date); every tampering test works on its own
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -18,28 +18,35 @@ from pyspark.testing import assertDataFrameEqual
 from typer.testing import CliRunner
 
 from jobs.core.context import RunContext, StageResult
-from jobs.core.errors import ConfigError
+from jobs.core.errors import ConfigError, PipelineError
 from jobs.core.tables import AUDIT_HEADS, DECISION_LOG_CHAIN, ENTITY_RISK
 from jobs.governance.audit import (
     AUDIT_KEY_ENV,
     ChainedRow,
     RowChange,
     audit_key,
+    audit_key_for,
     build_chain,
     chain_seed,
     compare_rows,
     fold_chain,
+    latest_anchored,
+    missing_days,
+    read_anchor,
     record_chain,
+    refuse_chain_gaps,
     row_hashes,
     verify_chain,
+    verify_trail,
 )
 from jobs.stages.recommend.stage import run_recommend
 from tests.conftest import test_settings
-from tests.test_recommend import POLICIES, risk_row, sig
+from tests.test_recommend import POLICIES, risk_row, sig, write_day_inputs, write_reference
 
 D1, D2 = date(2026, 10, 1), date(2026, 10, 2)
 LOG = "gold.decision_log"
 KEY = "audit-key-for-tests-0123456789abcdef"  # 36 bytes
+ANCHOR = "audit_anchor.jsonl"  # paths.audit_anchor, rooted at the workdir
 DAY_ONE = [
     risk_row(D1, "user", "alice@corp.example", 94, [sig("impossible_travel", "idp")], "human"),
     risk_row(D1, "user", "bob@corp.example", 12, [], "human", False),
@@ -72,6 +79,9 @@ def _rows(ctx: RunContext, table: str) -> list[Row]:
 def chained(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Chained:
     work = tmp_path_factory.mktemp("audit")
     ctx = RunContext(spark, test_settings(work))
+    write_reference(ctx.settings)
+    write_day_inputs(ctx, D1)
+    write_day_inputs(ctx, D2)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(AUDIT_KEY_ENV, KEY)
         ctx.lake.replace_dates(
@@ -100,7 +110,9 @@ def keyed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def copy_of(chained: Chained, spark: SparkSession, where: Path) -> RunContext:
+    """The lake and its audit anchor (outside the lake), copied to `where`."""
     shutil.copytree(chained.work / "lake", where / "lake")
+    shutil.copy(chained.work / ANCHOR, where / ANCHOR)
     return RunContext(spark, test_settings(where))
 
 
@@ -304,6 +316,13 @@ def _forge(ctx: RunContext, key: bytes | None) -> None:
     )
 
 
+def anchor_differs(ctx: RunContext, spark: SparkSession) -> str:
+    at = latest_anchored(read_anchor(ctx.settings, spark) or [])[D1].recorded_at
+    return (
+        f"the head differs from the audit anchor's (recorded {at}): rewritten after it was chained"
+    )
+
+
 def test_forged_head_without_the_key_is_detected(
     chained: Chained, spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -314,7 +333,8 @@ def test_forged_head_without_the_key_is_detected(
     assert result.changes == [] and result.hmac == "bad"
     assert result.problems == [
         "HMAC of the head does not match: head forged or rewritten without the key "
-        "(or POLICYLAKE_AUDIT_KEY differs from the recording key)"
+        "(or POLICYLAKE_AUDIT_KEY differs from the recording key)",
+        anchor_differs(wrong_key, spark),
     ]
     assert verify_chain(wrong_key, D2).problems == [
         "link to the previous day broken: the head of 2026-10-01 changed after 2026-10-02 "
@@ -324,12 +344,18 @@ def test_forged_head_without_the_key_is_detected(
     _forge(unsigned, None)
     assert verify_chain(unsigned, D1).problems == [
         "head is not signed although POLICYLAKE_AUDIT_KEY is set (recorded without the key, "
-        "or its HMAC was removed)"
+        "or its HMAC was removed)",
+        anchor_differs(unsigned, spark),
     ]
-    # Without the key at verification time a consistent forgery of the last day passes:
-    # this is why production sets POLICYLAKE_AUDIT_KEY (docs/audit.md).
+    # Without the key at verification time the HMAC cannot be checked: never "ok" (issue 24,
+    # finding 2), and the anchor outside the lake still holds the head that was recorded.
     monkeypatch.delenv(AUDIT_KEY_ENV)
-    assert verify_chain(unsigned, D1).ok
+    blind = verify_chain(unsigned, D1)
+    assert not blind.ok and blind.intact is False
+    assert blind.problems == [anchor_differs(unsigned, spark)]
+    assert blind.unchecked == [
+        "head is not signed (and POLICYLAKE_AUDIT_KEY is not set to check one)"
+    ]
 
 
 def test_re_chaining_relinks_later_days_but_never_launders_them(
@@ -364,8 +390,9 @@ def test_cli_verify_exit_codes(
     runner = CliRunner()
     ok = runner.invoke(app, ["verify", "--date", "2026-10-01", "--workdir", str(chained.work)])
     assert ok.exit_code == 0, ok.output
-    (line,) = ok.output.splitlines()
+    line, trail = ok.output.splitlines()
     assert line.startswith("ok: 6 rows, head ") and line.endswith("(2026-10-01; HMAC verified)")
+    assert trail == "trail ok: 2 chained day(s), 2 in the anchor"
 
     ctx = copy_of(chained, spark, tmp_path)
     position, rec = position_of(ctx, D1, "bob@corp.example", "identity-sessions")
@@ -375,6 +402,142 @@ def test_cli_verify_exit_codes(
     assert bad.output.splitlines() == [
         "FAILED 2026-10-01: 1 changed, 0 deleted, 0 inserted row(s)",
         f"  changed row at position {position}: rec_id {rec} policy_id identity-sessions",
+        "trail ok: 2 chained day(s), 2 in the anchor",
     ]
     usage = runner.invoke(app, ["verify", "--date", "yesterday", "--workdir", str(tmp_path)])
     assert usage.exit_code == 2
+
+
+# --- issue 24, finding 2: prod needs the key; the anchor outside the lake ---------------------
+
+
+def test_prod_requires_the_audit_key_at_start(tmp_path: Path) -> None:
+    """`environment: prod` without POLICYLAKE_AUDIT_KEY stops every command before Spark."""
+    from jobs.cli.app import app
+
+    prod = test_settings(tmp_path).model_copy(update={"environment": "prod"})
+    with pytest.raises(ConfigError, match="environment is prod but POLICYLAKE_AUDIT_KEY"):
+        audit_key_for(prod, {})
+    assert audit_key_for(prod, {AUDIT_KEY_ENV: KEY}) == KEY.encode()
+    assert audit_key_for(test_settings(tmp_path), {}) is None  # dev: optional
+    out = CliRunner().invoke(
+        app,
+        ["verify", "--all", "--workdir", str(tmp_path)],
+        env={"POLICYLAKE__ENVIRONMENT": "prod", AUDIT_KEY_ENV: ""},
+    )
+    assert out.exit_code == 2  # a configuration error: EXIT_USAGE
+    assert "environment is prod but POLICYLAKE_AUDIT_KEY is not set" in out.output
+
+
+def test_every_head_is_appended_to_the_anchor_outside_the_lake(
+    chained: Chained, spark: SparkSession, tmp_path: Path
+) -> None:
+    ctx = RunContext(spark, test_settings(chained.work))
+    records = read_anchor(ctx.settings, spark)
+    assert records is not None
+    assert [(r.kind, r.run_date) for r in records] == [("head", D1), ("head", D2), ("head", D1)]
+    heads = {r["run_date"]: r["head"] for r in chained.again}
+    assert {d: r.head for d, r in latest_anchored(records).items()} == heads
+    inside = test_settings(tmp_path, paths={"audit_anchor": "lake/anchor.jsonl"})
+    with pytest.raises(ConfigError, match="is inside the lake"):
+        read_anchor(inside, spark)
+
+
+def test_reordered_chain_rows_are_detected(
+    chained: Chained, spark: SparkSession, tmp_path: Path, keyed: None
+) -> None:
+    ctx = copy_of(chained, spark, tmp_path)
+    rows = ctx.lake.read_dates(DECISION_LOG_CHAIN.name, [D1]).collect()
+    swap = {1: 2, 2: 1}
+    moved = [r.asDict() | {"position": swap.get(r["position"], r["position"])} for r in rows]
+    ctx.lake.replace_dates(
+        spark.createDataFrame(moved, DECISION_LOG_CHAIN.schema), DECISION_LOG_CHAIN.name, [D1]
+    )
+    result = verify_chain(ctx, D1)
+    assert not result.ok
+    assert "ops.decision_log_chain rows reordered at position 2" in " ".join(result.problems)
+
+
+def _delete_day(ctx: RunContext, day: date) -> None:
+    from delta.tables import DeltaTable
+
+    for table in (AUDIT_HEADS.name, DECISION_LOG_CHAIN.name, LOG):  # log, chain and head
+        DeltaTable.forPath(ctx.spark, ctx.lake.path(table)).delete(F.col("run_date") == F.lit(day))
+
+
+def test_a_deleted_day_cannot_be_laundered_by_re_chaining(
+    chained: Chained, spark: SparkSession, tmp_path: Path, keyed: None
+) -> None:
+    """Delete D1 whole, then re-chain D2 so that its link no longer names D1: before the
+    anchor, `verify` passed. Now the re-chain refuses, and `verify` names the lost day."""
+    ctx = copy_of(chained, spark, tmp_path)
+    _delete_day(ctx, D1)
+    trail = verify_trail(ctx)
+    assert trail.problems == ["day(s) chained but gone from the lake: 2026-10-01"]
+    with pytest.raises(PipelineError, match=r"would link over day\(s\) the lake lost: 2026-10-01"):
+        record_chain(ctx, [D2])
+    assert ctx.lake.read_dates(AUDIT_HEADS.name, [D2]).first()["previous_date"] == D1  # type: ignore[index]
+    summary = record_chain(ctx, [D2], accept_gap="INC-42: D1 lost with the old bucket")
+    assert summary["gaps_accepted"] == ["2026-10-01"]
+    (head,) = ctx.lake.read_dates(AUDIT_HEADS.name, [D2]).collect()
+    assert head["previous_date"] is None and "INC-42" in head["reason"]
+    assert verify_chain(ctx, D2).ok  # relinked on purpose, the gap logged
+    accepted = verify_trail(ctx)
+    assert accepted.ok and "2026-10-01 (INC-42: D1 lost with the old bucket" in accepted.summary()
+    kinds = [r.kind for r in read_anchor(ctx.settings, spark) or []]
+    assert kinds[-2:] == ["gap_accepted", "head"]
+
+
+def test_a_truncated_tail_is_detected_and_not_chained_over(
+    chained: Chained, spark: SparkSession, tmp_path: Path, keyed: None
+) -> None:
+    """Delete the most recent day: the next night would chain onto D1 as if D2 never was."""
+    from jobs.cli.app import app
+
+    ctx = copy_of(chained, spark, tmp_path)
+    _delete_day(ctx, D2)
+    assert verify_chain(ctx, D1).ok
+    trail = verify_trail(ctx)
+    assert trail.problems == [
+        "tail truncated: the anchor records 2026-10-02 after the lake's last chained day "
+        "(2026-10-01)"
+    ]
+    d3 = date(2026, 10, 3)
+    with pytest.raises(PipelineError, match="lake lost: 2026-10-02"):
+        refuse_chain_gaps(ctx, [d3], None)
+    assert refuse_chain_gaps(ctx, [d3], "restored from backup elsewhere") == [D2]
+    out = CliRunner().invoke(app, ["verify", "--all", "--workdir", str(tmp_path)])
+    assert out.exit_code == 1
+    assert out.output.splitlines()[-1].startswith("FAILED trail: tail truncated")
+    assert "FAILED 2026-10-02: " in out.output  # the anchor's date, gone from the lake
+
+
+def test_verify_exits_non_zero_when_the_head_is_unsigned_or_unchecked(
+    chained: Chained, spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs.cli.app import app
+
+    monkeypatch.delenv(AUDIT_KEY_ENV, raising=False)
+    runner = CliRunner()
+    out = runner.invoke(app, ["verify", "--date", "2026-10-01", "--workdir", str(chained.work)])
+    assert out.exit_code == 1
+    assert out.output.splitlines()[0] == (
+        "FAILED 2026-10-01: 0 changed, 0 deleted, 0 inserted row(s); "
+        "HMAC not checked: POLICYLAKE_AUDIT_KEY is not set"
+    )
+    monkeypatch.setenv(AUDIT_KEY_ENV, KEY)
+    (tmp_path / "lake").mkdir()
+    shutil.copytree(chained.work / "lake", tmp_path / "lake", dirs_exist_ok=True)
+    no_anchor = runner.invoke(app, ["verify", "--date", "2026-10-01", "--workdir", str(tmp_path)])
+    assert no_anchor.exit_code == 1
+    assert "no audit anchor at" in no_anchor.output
+
+
+def test_missing_days_are_anchored_or_linked_and_not_accepted() -> None:
+    d0 = date(2026, 9, 30)
+    heads = {d: build_chain(d, [], None, "recommend", None).head for d in (d0, D2)}
+    heads[D2] = replace(heads[D2], previous_date=D1)
+    assert missing_days(heads, {}, {}) == [D1]  # a surviving head's link names it
+    assert missing_days(heads, {}, {D1: "accepted"}) == []
+    anchored = dict.fromkeys((d0, D1, D2, date(2026, 10, 3)), None)
+    assert missing_days(heads, anchored, {}) == [D1, date(2026, 10, 3)]  # type: ignore[arg-type]

@@ -114,14 +114,14 @@ def test_feedback_day_without_files_is_a_clean_no_op(
 ) -> None:
     code, out, _ = _run(capsys, "feedback", "--date", "2026-10-02", "--workdir", ".")
     assert code == 0
-    folder = workdir.resolve() / "raw" / "analyst_decisions" / "2026-10-02"
+    folder = workdir.resolve() / "analyst_decisions" / "2026-10-02"
     assert out.strip() == f"feedback: no analyst decision files in {folder}; nothing to do"
 
 
 def test_feedback_with_a_bad_file_fails_before_anything_starts(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = workdir / "raw" / "analyst_decisions" / "2026-10-02"
+    folder = workdir / "analyst_decisions" / "2026-10-02"
     folder.mkdir(parents=True)
     (folder / "decisions.csv").write_text(
         "rec_id,decision,analyst,decided_at\nnot-a-rec,approve,ana,2026-10-02T08:00:00Z\n"

@@ -143,3 +143,66 @@ def test_checkpoints_are_one_node_plans_with_the_same_rows_released_on_exit(spar
     assert _stored_rdds(spark) == before  # released even when the stage fails
     with pytest.raises(Exception, match="unpersisted"):
         kept.count()  # its blocks are gone: nothing reads a released checkpoint by mistake
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "named"),
+    [
+        (  # GCS service-account private key
+            "spark:\n  conf:\n    spark.hadoop.fs.gs.auth.service.account.private.key: x\n",
+            "spark.conf.spark.hadoop.fs.gs.auth.service.account.private.key",
+        ),
+        (  # an Azure SAS key for one container
+            "spark:\n  conf:\n    fs.azure.sas.logs.corp.blob.core.windows.net: sv=2024&sp=r\n",
+            "spark.conf.fs.azure.sas.logs.corp.blob.core.windows.net",
+        ),
+        (  # an SSE-C / client-side encryption key for S3
+            "spark:\n  conf:\n    spark.hadoop.fs.s3a.encryption.key: x\n",
+            "spark.conf.spark.hadoop.fs.s3a.encryption.key",
+        ),
+        (  # a URI whose password contains '/'
+            "paths:\n  mlflow_uri: https://bob:pa/ss+w0rd@mlflow.corp:5000\n",
+            "paths.mlflow_uri",
+        ),
+        (  # a bearer token in a query string
+            "paths:\n  mlflow_uri: https://mlflow.corp:5000/api?token=abc123\n",
+            "paths.mlflow_uri",
+        ),
+        (  # ... in a spark.conf value as well
+            "spark:\n  conf:\n    spark.hadoop.fs.defaultFS: abfss://c@a.dfs.core.windows.net/?sig=abc\n",
+            "spark.conf.spark.hadoop.fs.defaultFS",
+        ),
+    ],
+    ids=[
+        "gcs-private-key",
+        "azure-sas",
+        "s3a-encryption-key",
+        "uri-password-slash",
+        "query-token",
+        "conf-value-sas-signature",
+    ],
+)
+def test_common_secrets_are_refused_as_credentials(
+    tmp_path: Path, yaml_text: str, named: str
+) -> None:
+    """Issue 24, finding 8: each of these secrets is refused, by key, never echoing the value."""
+    cfg = tmp_path / "policylake.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(ConfigError, match="looks like a credential") as err:
+        load_settings(cfg, environ={})
+    assert f"'{named}'" in str(err.value)
+    for secret in ("abc123", "pa/ss", "sv=2024", "sig=abc"):
+        assert secret not in str(err.value)
+
+
+def test_settings_that_name_a_mechanism_or_a_plain_uri_stay_allowed(tmp_path: Path) -> None:
+    cfg = tmp_path / "policylake.yaml"
+    cfg.write_text(
+        "paths:\n  mlflow_uri: http://mlflow.corp:5000/\n  lake_root: s3a://bucket/lake\n"
+        "spark:\n  conf:\n"
+        "    spark.hadoop.fs.azure.sas.token.provider.type: org.example.SasTokenProvider\n"
+        "    spark.hadoop.fs.s3a.encryption.algorithm: SSE-KMS\n"
+    )
+    settings = load_settings(cfg, environ={})
+    assert settings.paths.mlflow_uri == "http://mlflow.corp:5000/"
+    assert len(settings.spark.conf) == 2

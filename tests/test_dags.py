@@ -371,17 +371,17 @@ def test_failure_callback_logs_one_matchable_line(caplog: pytest.LogCaptureFixtu
 
 
 def test_analyst_decision_files_of_a_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = tmp_path / "raw" / "analyst_decisions" / "2026-10-02"
+    folder = tmp_path / "analyst_decisions" / "2026-10-02"
     folder.mkdir(parents=True)
     for name in ("b.jsonl", "a.csv", ".a.csv.swp", "_partial.csv", "notes.txt"):
         (folder / name).write_text("x")
-    raw = str(tmp_path / "raw")
-    assert [p.name for p in analyst_decision_files(raw, "2026-10-02")] == ["a.csv", "b.jsonl"]
-    assert analyst_decision_files(raw, "2026-10-03") == []
+    drop = str(tmp_path / "analyst_decisions")
+    assert [p.name for p in analyst_decision_files(drop, "2026-10-02")] == ["a.csv", "b.jsonl"]
+    assert analyst_decision_files(drop, "2026-10-03") == []
     with pytest.raises(ConfigError, match="local or mounted folder"):
-        analyst_decision_files("s3a://lake/raw", "2026-10-02")
+        analyst_decision_files("s3a://lake/analyst_decisions", "2026-10-02")
     monkeypatch.delenv("POLICYLAKE_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path / "raw")  # relative paths must not resolve against the cwd
+    monkeypatch.chdir(folder)  # relative paths must not resolve against the cwd
     monkeypatch.setenv("POLICYLAKE_WORKDIR", str(tmp_path))
     assert orchestration.analyst_decisions_arrived("2026-10-02") is True
     assert orchestration.analyst_decisions_arrived("2026-10-03") is False
@@ -610,7 +610,7 @@ def test_feedback_day_without_files_skips_ingest_and_publishes_nothing(
 ) -> None:
     """No JVM: the short-circuit finds no analyst file, so the Spark task is skipped (and no
     asset event can trigger training)."""
-    (tmp_path / "raw" / "analyst_decisions" / "2026-10-03").mkdir(parents=True)
+    (tmp_path / "analyst_decisions" / "2026-10-03").mkdir(parents=True)
     monkeypatch.setenv("POLICYLAKE_WORKDIR", str(tmp_path))
     monkeypatch.delenv("POLICYLAKE_CONFIG", raising=False)
     state, tis = _dag_test(dagbag.dags["policylake_feedback"], date(2026, 10, 3))

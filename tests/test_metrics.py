@@ -672,9 +672,23 @@ def build_tiny_lake(spark: SparkSession, work: Path) -> RunContext:
     )
     lake.replace_dates(
         spark.createDataFrame(
-            [(d, "bob", "block" if d == D2 else "allow", "enforce") for d in LAKE_DATES]
-            + [(d, "carol", "challenge" if d == D3 else "allow", "enforce") for d in LAKE_DATES],
-            LOG_DDL,
+            [
+                (d, "bob", "block" if d == D2 else "allow", "enforce", "identity", "user", "{}")
+                for d in LAKE_DATES
+            ]
+            + [
+                (
+                    d,
+                    "carol",
+                    "challenge" if d == D3 else "allow",
+                    "enforce",
+                    "identity",
+                    "user",
+                    "{}",
+                )
+                for d in LAKE_DATES
+            ],
+            LOG_DDL + ", domain string, target_type string, guardrails string",
         ),
         "gold.decision_log",
         LAKE_DATES,

@@ -111,7 +111,12 @@ def test_plain_block_is_approved_with_time_limited_validity(shipped: PolicySet) 
         24,
     )
     assert d["guardrails"] == json.dumps(
-        {"applied": [], "status": "approved", "status_because": "no approval required"},
+        {
+            "applied": [],
+            "ceiling": "block",
+            "status": "approved",
+            "status_because": "no approval required",
+        },
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -395,3 +400,18 @@ def test_analyst_decision_ids_are_deterministic() -> None:
     assert first.decided_at.isoformat() == "2026-10-02T08:00:00+00:00"  # stored in UTC
     other = AnalystDecisionIn.model_validate({**row, "decision": "reject", "reason": "benign"})
     assert other.decision_id != first.decision_id
+
+
+def test_high_impact_on_a_host_of_unknown_criticality_waits_for_approval(
+    shipped: PolicySet,
+) -> None:
+    """Issue 24, finding 4: a host the inventory does not know might be critical."""
+    unknown = decide(
+        entity("host", "ws-nyc-09999", 92, [sig("exfiltration_volume", "zeek_conn", 8e9, 1e9)]),
+        policy(shipped, "endpoint-containment"),
+        shipped.guardrails,
+        (),
+        DAY,
+    )
+    assert (unknown["action"], unknown["status"]) == ("isolate", "pending_approval")
+    assert "asset criticality unknown" in unknown["reason"]

@@ -259,7 +259,10 @@ def test_exception_naming_an_unknown_policy_fails_the_set(tmp_path: Path) -> Non
 
 def test_guardrails_validation(tmp_path: Path) -> None:
     path = tmp_path / "guardrails.yaml"
-    assert load_guardrails(path).domain_max("endpoint") == "block"  # absent file: defaults
+    # absent file: the defaults only when asked for (issue 24, finding 4: fail closed)
+    assert load_guardrails(path, required=False).domain_max("endpoint") == "block"
+    with pytest.raises(PolicyLoadError, match="guardrails file not found"):
+        load_guardrails(path)
     path.write_text("degraded_evidence:\n  actions: [limit]\n  fallback_action: block\n")
     with pytest.raises(
         PolicyLoadError, match="fallback_action block must be less severe than limit"
@@ -306,3 +309,32 @@ def test_shipped_policies_validate_against_the_exported_json_schema() -> None:
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**VALID, "mode": "audit"}, schema)
+
+
+def test_a_policy_set_without_guardrails_or_a_configured_folder_fails_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24, finding 4: no silent defaults for guardrails, no silent bundled policies."""
+    from jobs.core.config import load_settings
+    from jobs.policy.schema import resolve_policies_dir
+
+    folder = tmp_path / "without-guardrails"
+    shutil.copytree(POLICIES, folder)
+    (folder / "guardrails.yaml").unlink()
+    with pytest.raises(PolicyLoadError, match=r"guardrails\.yaml: guardrails file not found"):
+        load_policy_set(folder)
+    assert load_policy_set(folder, require_guardrails=False).guardrails.break_glass.accounts == []
+    monkeypatch.chdir(tmp_path)
+    configured = load_settings(None, environ={"POLICYLAKE__POLICY__POLICIES_DIR": "mine"})
+    with pytest.raises(PolicyLoadError, match=r"policy\.policies_dir: mine is not a folder"):
+        resolve_policies_dir(configured)
+    allowed = load_settings(
+        None,
+        environ={
+            "POLICYLAKE__POLICY__POLICIES_DIR": "mine",
+            "POLICYLAKE__POLICY__ALLOW_MISSING": "[policies_dir]",
+        },
+    )
+    assert resolve_policies_dir(allowed) == POLICIES  # the bundled policies, on purpose
+    # left at its default, a missing ./policies still means the bundled ones
+    assert resolve_policies_dir(load_settings(None, environ={})) == POLICIES

@@ -47,6 +47,7 @@ def tier(name: str, when: str, action: str) -> dict[str, Any]:
 def folder(tmp_path: Path, *policies: dict[str, Any]) -> Path:
     out = tmp_path / "policies"
     out.mkdir()
+    (out / "guardrails.yaml").write_text('version: "1"\n')  # the defaults, written down
     for p in policies:
         (out / f"{p['id']}.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     return out

@@ -8,7 +8,11 @@ from the score stage's hand-built inputs; B is copied for the credential and era
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,7 +53,7 @@ from jobs.stages.recommend.stage import run_recommend
 from jobs.stages.score.stage import run_score
 from tests.conftest import test_settings
 from tests.scoring_frames import DAY, baseline, baselines_df, events_df, history, peer
-from tests.test_recommend import POLICIES
+from tests.test_recommend import INVENTORY_HEADER, POLICIES, consumer_example
 from tests.test_score import _lake_inputs
 
 KEY_ENV = "POLICYLAKE_PSEUDONYM_KEY"
@@ -57,6 +61,7 @@ KEY = "pseudonym-key-for-tests-0123456789abcdef"
 AUDIT_KEY = "audit-key-for-privacy-tests-0123456789"
 SCORES, RISK = "gold.session_scores", "gold.entity_risk"
 RECS, LOG = "gold.policy_recommendations", "gold.decision_log"
+ERASED = re.compile(r"\[erased:[0-9a-f]{12}\]")  # the erasure's pseudonym in redacted text
 U1_ALIASES = ("u1@x", "user.one", "user.one@x.example", "corp\\user.one")
 DIRECTORY = (
     "user_id,display_name,upn,sam_account,email,aliases,department,role,peer_group,"
@@ -272,6 +277,7 @@ def _inputs(spark: SparkSession, ctx: RunContext) -> None:
     folder = Path(ctx.settings.paths.reference_root)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "identity_directory.csv").write_text(DIRECTORY)
+    (folder / "asset_inventory.csv").write_text(INVENTORY_HEADER)
 
 
 @pytest.fixture(scope="module")
@@ -633,11 +639,23 @@ def test_other_users_rows_are_untouched(forgotten: Forgotten, spark: SparkSessio
         assert _others(now[table], "entity_id", lambda v: True) == _others(
             before[table], "entity_id", not_u1
         )
-    bronze_lines = sorted(r["_line"] for r in now["bronze.idp"])
-    kept = sorted(r["_line"] for r in before["bronze.idp"] if "u1@x" not in (r["raw"] or "")
-                  and "user.one" not in (r["raw"] or "").lower())  # fmt: skip
-    assert bronze_lines == kept and len(kept) < len(before["bronze.idp"]) - 2
-    assert [r["raw"] for r in now["silver.quarantine"]] == ['{"x": 1}']
+
+    # issue 24, finding 6: raw evidence is redacted (the erasure's pseudonym), never deleted
+    def names_u1(raw: str | None) -> bool:
+        return "u1@x" in (raw or "") or "user.one" in (raw or "").lower()
+
+    lines = {r["_line"]: r["raw"] for r in now["bronze.idp"]}
+    was = {r["_line"]: r["raw"] for r in before["bronze.idp"]}
+    assert sorted(lines) == sorted(was)
+    named = [n for n, raw in was.items() if names_u1(raw)]
+    assert len(named) > 2 and not any(names_u1(lines[n]) for n in named)
+    assert all(ERASED.search(lines[n]) for n in named)
+    assert {n: raw for n, raw in lines.items() if n not in named} == {
+        n: raw for n, raw in was.items() if n not in named
+    }
+    quarantined = sorted(r["raw"] for r in now["silver.quarantine"])
+    assert len(quarantined) == 2 and quarantined[1] == '{"x": 1}'
+    assert ERASED.search(quarantined[0]) and not names_u1(quarantined[0])
     host = {r["entity_id"]: r for r in now["gold.entity_daily"]}
     assert set(host) == {"ws-1"} and host["ws-1"]["users"] == {"u2@x": 1}
     baselines = {r["entity_id"]: r for r in now["gold.baselines"]}
@@ -647,7 +665,7 @@ def test_other_users_rows_are_untouched(forgotten: Forgotten, spark: SparkSessio
     was = {r["entity_id"]: r for r in before["gold.baselines"]}
     assert baselines["u2@x"] == was["u2@x"]
     decisions = {r["decision_id"]: r for r in now["ops.analyst_decisions"]}
-    assert set(decisions) == {"d-2"} and decisions["d-2"]["analyst"] == "[erased]"
+    assert set(decisions) == {"d-2"} and ERASED.fullmatch(decisions["d-2"]["analyst"])
     mapped = {r["identifier"] for r in now[PSEUDONYMS.name]}
     assert "u1@x" not in mapped and "u2@x" in mapped
 
@@ -660,11 +678,12 @@ def test_erasure_is_recorded_without_the_user_id_and_the_chain_verifies(
     assert erasure["requested_by"] == "dpo@corp.example"
     assert erasure["subject_ref_kind"] == f"hmac-sha256:{KEY_ENV}"
     assert erasure["rows_deleted"][LOG] == 2  # identity-sessions and cloud-iam on u1@x
-    assert erasure["rows_deleted"]["bronze.idp"] == len(forgotten.before["bronze.idp"]) - len(
-        ctx.lake.read("bronze.idp").collect()
-    )
+    assert "bronze.idp" not in erasure["rows_deleted"]  # redacted, never deleted
+    named = [r for r in forgotten.before["bronze.idp"]
+             if "u1@x" in (r["raw"] or "") or "user.one" in (r["raw"] or "").lower()]  # fmt: skip
     assert erasure["rows_redacted"] == {
-        "gold.baselines": 2, "gold.entity_daily": 1, "ops.analyst_decisions": 1
+        "gold.baselines": 2, "gold.entity_daily": 1, "ops.analyst_decisions": 1,
+        "bronze.idp": len(named), "silver.quarantine": 1,
     }  # fmt: skip
     assert erasure["rechained_dates"] == [DAY]
     assert {LOG, RECS, SCORES, RISK, PSEUDONYMS.name, "bronze.idp"} <= set(erasure["tables"])
@@ -674,3 +693,73 @@ def test_erasure_is_recorded_without_the_user_id_and_the_chain_verifies(
     assert result.ok, result.summary()
     (head,) = ctx.lake.read_dates(AUDIT_HEADS.name, [DAY]).collect()
     assert head["reason"].startswith(f"erasure {erasure['erasure_id'][:16]}: 2 decision(s)")
+
+
+# --- issue 24, finding 6: forget cannot destroy evidence ---------------------------------------
+
+
+def test_shared_and_system_accounts_are_never_a_subject() -> None:
+    from jobs.governance.erasure import ErasureError, Subject, check_subject, shared_account
+
+    for name in ("root", "Administrator", "CORP\\Administrator", "SYSTEM", "nobody@x"):
+        assert shared_account(name.lower(), [name.lower()], None), name
+    assert shared_account("svc-backup@x", ["svc-backup@x"], "service") == (
+        "'svc-backup@x' is a service account in the identity directory"
+    )
+    assert shared_account("u1@x", ["u1@x", "user.one"], "human") is None
+    with pytest.raises(ErasureError, match="shared or system account"):
+        check_subject(Subject("root", ("root",), (), True, "'root' is a shared or system account"))
+    stranger = Subject("jdoe2", ("jdoe2",), (), False)
+    with pytest.raises(ErasureError, match="not in the identity directory"):
+        check_subject(stranger)
+    check_subject(stranger, allow_unknown=True)
+
+
+def test_forget_refuses_root_a_stranger_and_a_locked_date(
+    forgotten: Forgotten, tmp_path: Path
+) -> None:
+    """`forget --user root --yes` used to delete every sshd/Windows line naming root; a typo
+    was accepted; nothing stopped a pipeline run writing the same dates."""
+    from jobs.cli.app import app
+    from jobs.core.locks import lock_dates
+
+    ctx = forgotten.ctx
+    work = Path(ctx.settings.paths.lake_root).parent
+    config = work / "policylake.yaml"
+    before = {t: ctx.lake.version(t) for t in list_tables(ctx.lake)}
+    runner = CliRunner()
+
+    def forget(*args: str) -> Any:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(KEY_ENV, KEY)
+            mp.setenv(AUDIT_KEY_ENV, AUDIT_KEY)
+            return runner.invoke(
+                app, ["forget", *args, "--yes", "--workdir", str(work), "--config", str(config)]
+            )
+
+    root = forget("--user", "root")
+    assert root.exit_code == 1 and "'root' is a shared or system account" in root.output
+    typo = forget("--user", "user.onee@x.example")
+    assert typo.exit_code == 1 and "is not in the identity directory" in typo.output
+    with lock_dates(ctx.settings.paths.lake_root, [DAY], "a nightly run"):
+        locked = forget("--user", "u2@x")
+    assert locked.exit_code == 1 and "is being processed by another run" in locked.output
+    assert {t: ctx.lake.version(t) for t in list_tables(ctx.lake)} == before  # nothing written
+
+
+def test_cdf_consumers_resync_after_an_erasure(forgotten: Forgotten, tmp_path: Path) -> None:
+    """The zero-retention vacuum removes the change data of older versions: the consumer
+    example (docs/policies.md) notices and resyncs from the snapshot, as forget tells."""
+    assert "must resync from a snapshot" in forgotten.result.output
+    script = tmp_path / "consumer.py"
+    script.write_text(consumer_example())
+    env = {**os.environ, "POLICYLAKE_LAKE": forgotten.ctx.settings.paths.lake_root,
+           "POLICYLAKE_LAST_SEEN_VERSION": "0", "JAVA_HOME": "/nonexistent"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["resync"] is True and summary["change_rows"] == 0
+    assert summary["cursor"] == forgotten.ctx.lake.version(RECS)

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,81 @@ DAY_TWO = [
 ]
 
 
+DIRECTORY_HEADER = (
+    "user_id,display_name,upn,sam_account,email,aliases,department,role,peer_group,"
+    "account_type,privileged,home_country,home_city,timezone,work_start_hour,work_end_hour,"
+    "devices,manager,created\n"
+)
+INVENTORY_HEADER = "asset_id,fqdn,ip,asset_type,os,criticality,tags,owner,site,timezone\n"
+
+
+def write_reference(settings: Any, directory: str = "", inventory: str = "") -> None:
+    """The identity directory and asset inventory recommend requires (fail closed): header
+    lines plus the rows given (entity risk already carries what the tests need)."""
+    folder = Path(settings.paths.reference_root)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "identity_directory.csv").write_text(DIRECTORY_HEADER + directory)
+    (folder / "asset_inventory.csv").write_text(INVENTORY_HEADER + inventory)
+
+
+def write_day_inputs(ctx: RunContext, day: date, **status: str) -> None:
+    """ops.source_status (every source ok unless named: `windows="degraded"`) and
+    ops.model_runs (signals only) of a day, as validate and score write them: without them
+    recommend treats the evidence as degraded (fail closed)."""
+    from jobs.core.config import SOURCES
+    from jobs.core.tables import MODEL_RUNS
+
+    spark = ctx.spark
+    rows = [(day, s, status.get(s, "ok"), [] if status.get(s, "ok") == "ok" else ["test"])
+            for s in SOURCES]  # fmt: skip
+    ctx.lake.replace_dates(
+        spark.createDataFrame(rows, SOURCE_STATUS.schema), "ops.source_status", [day]
+    )
+    run = [(day, "policylake-session-risk", None, None, "none", "signals only")]
+    ctx.lake.replace_dates(spark.createDataFrame(run, MODEL_RUNS.schema), "ops.model_runs", [day])
+
+
+# Analysts with their signing keys (fixed seeds: the same keys every run).
+ANALYST_SEEDS = {"ana@corp.example": b"a" * 32, "ben@corp.example": b"b" * 32}
+
+
+def analyst_key(analyst: str) -> Any:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(ANALYST_SEEDS[analyst])
+
+
+def write_registry(settings: Any, **extra: dict[str, Any]) -> Path:
+    """The operator's registry of analyst keys (paths.analyst_keys) for ANALYST_SEEDS."""
+    import yaml
+
+    from jobs.governance.decisions import public_key_text
+
+    entries = [
+        {"id": name, "public_key": public_key_text(analyst_key(name).public_key()),
+         **extra.get(name, {})}
+        for name in ANALYST_SEEDS
+    ]  # fmt: skip
+    path = Path(settings.paths.analyst_keys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"analysts": entries}, default_flow_style=False))
+    return path
+
+
+def signed_decisions(path: Path, rows: list[dict[str, Any]], sign: bool = True) -> Path:
+    """An analyst decisions file, each row signed by its analyst's key (when it has one)."""
+    from jobs.governance.decisions import AnalystDecisionIn, render_decisions, sign_decision
+
+    decisions = []
+    for row in rows:
+        d = AnalystDecisionIn.model_validate(row)
+        if sign and d.analyst in ANALYST_SEEDS and d.signature is None:
+            d = d.model_copy(update={"signature": sign_decision(analyst_key(d.analyst), d)})
+        decisions.append(d)
+    path.write_text(render_decisions(decisions, path.suffix))
+    return path
+
+
 @dataclass
 class Scenario:
     ctx: RunContext
@@ -220,12 +295,10 @@ def rec_of(ctx: RunContext, target_id: str, action: str, day: date = D1) -> dict
 def scenario(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     work = tmp_path_factory.mktemp("recommend")
     ctx = RunContext(spark, test_settings(work))
+    write_reference(ctx.settings)
     lake = ctx.lake
-    status = spark.createDataFrame(
-        [(D1, "windows", "degraded", ["volume below 0.5 x median"]), (D1, "idp", "ok", [])],
-        SOURCE_STATUS.schema,
-    )
-    lake.replace_dates(status, "ops.source_status", [D1])
+    write_day_inputs(ctx, D1, windows="degraded")
+    write_day_inputs(ctx, D2)
     lake.replace_dates(spark.createDataFrame(DAY_ONE, ENTITY_RISK.schema), "gold.entity_risk", [D1])
     day_one = run_recommend(ctx, [D1], policies_dir=POLICIES)
     versions = {"day_one": version(ctx, RECS)}
@@ -238,14 +311,22 @@ def scenario(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> S
     pending = rec_of(ctx, "db-nyc-fin01", "isolate")["rec_id"]
     carol = rec_of(ctx, "carol@corp.example", "block")["rec_id"]
     alice = rec_of(ctx, "alice@corp.example", "block")["rec_id"]
-    decisions = work / "decisions.csv"
-    decisions.write_text(
-        "rec_id,decision,override_action,verdict,analyst,reason,decided_at\n"
-        f"{pending},approve,,true_positive,ana@corp.example,,2026-10-02T08:00:00Z\n"
-        f"{carol},approve,,,ana@corp.example,,2026-10-02T08:01:00+00:00\n"
-        f"{carol},reject,,false_positive,ben@corp.example,admin on a planned trip,2026-10-02T09:30:00Z\n"
-        f"{alice},override,limit,true_positive,ana@corp.example,sales lead; limit instead of block,2026-10-02T08:05:00Z\n"
-    )
+    write_registry(ctx.settings)
+    ana, ben = "ana@corp.example", "ben@corp.example"
+    decisions = signed_decisions(
+        work / "decisions.csv",
+        [
+            {"rec_id": pending, "decision": "approve", "verdict": "true_positive",
+             "analyst": ana, "decided_at": "2026-10-02T08:00:00Z"},
+            {"rec_id": carol, "decision": "approve", "analyst": ana,
+             "decided_at": "2026-10-02T08:01:00+00:00"},
+            {"rec_id": carol, "decision": "reject", "verdict": "false_positive", "analyst": ben,
+             "reason": "admin on a planned trip", "decided_at": "2026-10-02T09:30:00Z"},
+            {"rec_id": alice, "decision": "override", "override_action": "limit",
+             "verdict": "true_positive", "analyst": ana,
+             "reason": "sales lead; limit instead of block", "decided_at": "2026-10-02T08:05:00Z"},
+        ],
+    )  # fmt: skip
     feedback = run_feedback(ctx, decisions)
     versions["feedback"] = version(ctx, RECS)
 
@@ -433,7 +514,11 @@ def test_cdf_consumer_sees_only_the_new_date_after_day_two(scenario: Scenario) -
 
 
 def test_analyst_decisions_change_status(scenario: Scenario) -> None:
-    assert scenario.feedback.rows == {"ops.analyst_decisions": 4, RECS: 3}
+    assert scenario.feedback.rows == {
+        "ops.analyst_decisions": 4,
+        RECS: 3,
+        "ops.refused_decisions": 0,
+    }
     assert scenario.feedback.details["true_positive"] == 2
     labels = (
         scenario.ctx.lake.read("ops.analyst_decisions")
@@ -469,6 +554,15 @@ def test_export_manifest_checksum_matches(scenario: Scenario) -> None:
     assert manifest["rows"] == len(data.decode().splitlines()) == 12
     assert manifest["run_date"] == "2026-10-01"
     assert manifest["table_version"] == scenario.versions["rerun"]
+    # issue 24, finding 5: the data file is named by its content and named by the manifest;
+    # the policy list is pinned to a decision-log version
+    assert (
+        manifest["file"]
+        == result.data_file.name
+        == f"policy_recommendations.{result.sha256[:16]}.jsonl"
+    )
+    assert (result.data_file.parent / "policy_recommendations.jsonl").read_bytes() == data
+    assert manifest["decision_log_version"] == version(scenario.ctx, LOG)
     assert {p["id"] for p in manifest["policies"]} == {
         "identity-sessions",
         "endpoint-containment",
@@ -480,6 +574,57 @@ def test_export_manifest_checksum_matches(scenario: Scenario) -> None:
     assert first["valid_from"] == "2026-10-02T00:00:00Z"
     again = export_day(scenario.ctx, D1, result.data_file.parent.parent)
     assert again.sha256 == result.sha256
+
+
+def test_re_export_never_replaces_the_file_an_earlier_manifest_names(
+    scenario: Scenario, spark: SparkSession, tmp_path: Path
+) -> None:
+    """Issue 24, finding 5: a consumer holding the old manifest still reads the bytes it
+    describes after a re-export of a changed table; the new manifest names new bytes."""
+    ctx = RunContext(spark, test_settings(tmp_path))
+    rows = scenario.ctx.lake.read_dates(RECS, [D1])
+    ctx.lake.replace_dates(rows, RECS, [D1])
+    first = export_day(ctx, D1, tmp_path / "exports")
+    old = json.loads(first.manifest_file.read_text())
+    ctx.lake.replace_dates(rows.orderBy("rec_id").limit(5), RECS, [D1])
+    second = export_day(ctx, D1, tmp_path / "exports")
+    new = json.loads(second.manifest_file.read_text())
+    assert (old["rows"], new["rows"]) == (12, 5) and old["file"] != new["file"]
+    held = first.data_file.parent / old["file"]
+    assert hashlib.sha256(held.read_bytes()).hexdigest() == old["sha256"]
+    assert (
+        hashlib.sha256((second.data_file.parent / new["file"]).read_bytes()).hexdigest()
+        == (new["sha256"])
+    )
+    assert new["decision_log_version"] is None  # no decision log in this lake: no policies
+    ctx.lake.replace_dates(rows.orderBy("rec_id").limit(3), RECS, [D1])
+    third = export_day(ctx, D1, tmp_path / "exports")  # drops the first one's file
+    names = sorted(p.name for p in first.data_file.parent.glob("policy_recommendations.*"))
+    assert names == sorted(["policy_recommendations.jsonl", new["file"], third.data_file.name])
+
+
+def test_export_runs_under_the_date_lock_and_the_stage_journal(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """Issue 24, finding 5: `policylake export` goes through the pipeline runner: it waits
+    for no one holding the date (one-line error) and is journalled."""
+    from typer.testing import CliRunner
+
+    from jobs.cli.app import app
+    from jobs.core.locks import lock_dates
+    from jobs.pipeline.journal import FINISHED, StageJournal
+
+    work = Path(scenario.ctx.settings.paths.lake_root).parent
+    args = ["export", "--date", D1.isoformat(), "--out", str(tmp_path), "--workdir", str(work)]
+    with lock_dates(scenario.ctx.settings.paths.lake_root, [D1], "a recommend run"):
+        held = CliRunner().invoke(app, args)
+    assert held.exit_code == 1
+    assert "2026-10-01 is being processed by another run" in held.output
+    assert not (tmp_path / D1.isoformat()).exists()
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    run = StageJournal(scenario.ctx.lake).get("export", D1)
+    assert run is not None and run.status == FINISHED
 
 
 def test_evaluation_runs_distributed_in_map_in_pandas(scenario: Scenario) -> None:
@@ -504,6 +649,50 @@ def test_broken_policy_stops_the_stage_and_writes_nothing(
     assert "\n" not in message
     assert "endpoint-containment.yaml: tiers[0].when" in message and "nothing written" in message
     assert (version(scenario.ctx, RECS), version(scenario.ctx, LOG)) == before
+
+
+def test_missing_inputs_stop_recommend_before_anything_is_written(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """Issue 24, finding 4: a missing directory, inventory, guardrails file or configured
+    policies folder, or ids still pseudonymized, stop the stage (one line, exit 1)."""
+    ctx = scenario.ctx
+    before = version(ctx, RECS), version(ctx, LOG)
+    no_guardrails = tmp_path / "policies"
+    shutil.copytree(POLICIES, no_guardrails)
+    (no_guardrails / "guardrails.yaml").unlink()
+    cases = []
+    for missing in ("identity_directory.csv", "asset_inventory.csv"):
+        settings = test_settings(tmp_path / missing)
+        settings = settings.model_copy(
+            update={"paths": settings.paths.model_copy(update={"lake_root": ctx.lake.root})}
+        )
+        write_reference(settings)
+        (Path(settings.paths.reference_root) / missing).unlink()
+        cases.append((settings, POLICIES, f"{missing} \\(.*policy.allow_missing: \\["))
+    cases.append((ctx.settings, no_guardrails, "guardrails file not found"))
+    configured = test_settings(Path(ctx.lake.root).parent, policy={"policies_dir": "/nowhere"})
+    cases.append((configured, None, "policy.policies_dir: /nowhere is not a folder"))
+    for settings, policies, message in cases:
+        with pytest.raises(PipelineError) as info:
+            run_recommend(RunContext(ctx.spark, settings), [D1], policies_dir=policies)
+        assert re.search(message, str(info.value)) and "\n" not in str(info.value), info.value
+    assert (version(ctx, RECS), version(ctx, LOG)) == before
+
+    tokens = RunContext(ctx.spark, test_settings(tmp_path / "tokens"))
+    write_reference(tokens.settings)
+    token = "u_" + "ab" * 12  # what score writes when pseudonymizing; ops.pseudonyms is gone
+    tokens.lake.replace_dates(
+        ctx.spark.createDataFrame(
+            [risk_row(D1, "user", token, 97, [sig("impossible_travel", "idp")], "break_glass")],
+            ENTITY_RISK.schema,
+        ),
+        "gold.entity_risk",
+        [D1],
+    )
+    with pytest.raises(PipelineError, match=r"\d+ decision\(s\) are about pseudonym tokens"):
+        run_recommend(tokens, [D1], policies_dir=POLICIES)
+    assert not tokens.lake.exists(LOG) and not tokens.lake.exists(RECS)
 
 
 def test_feedback_file_errors_name_the_lines(tmp_path: Path) -> None:
@@ -572,10 +761,11 @@ def test_feedback_file_errors_name_the_lines(tmp_path: Path) -> None:
 def test_feedback_for_an_unknown_recommendation_is_refused(
     scenario: Scenario, tmp_path: Path
 ) -> None:
-    path = tmp_path / "d.csv"
-    path.write_text(
-        f"rec_id,decision,analyst,decided_at\n{'b' * 64},approve,ana,2026-10-02T08:00:00Z\n"
-    )
+    path = signed_decisions(
+        tmp_path / "d.csv",
+        [{"rec_id": "b" * 64, "decision": "approve", "analyst": "ana@corp.example",
+          "decided_at": "2026-10-02T08:00:00Z"}],
+    )  # fmt: skip
     with pytest.raises(FeedbackError, match="rec_id not found"):
         run_feedback(scenario.ctx, path)
 
@@ -587,13 +777,14 @@ def consumer_example() -> str:
     return match.group(1)
 
 
-def test_consumer_example_from_docs_runs_without_a_jvm(scenario: Scenario, tmp_path: Path) -> None:
+def run_consumer_example(scenario: Scenario, tmp_path: Path, now: str) -> dict[str, Any]:
     script = tmp_path / "consumer.py"
     script.write_text(consumer_example())
     env = {
         **os.environ,
         "POLICYLAKE_LAKE": scenario.ctx.settings.paths.lake_root,
         "POLICYLAKE_LAST_SEEN_VERSION": str(scenario.versions["day_one"]),
+        "POLICYLAKE_NOW": now,
         "JAVA_HOME": "/nonexistent",  # prove no JVM is needed
     }
     done = subprocess.run(
@@ -605,11 +796,33 @@ def test_consumer_example_from_docs_runs_without_a_jvm(scenario: Scenario, tmp_p
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_consumer_example_from_docs_runs_without_a_jvm(scenario: Scenario, tmp_path: Path) -> None:
+    now = datetime(2026, 10, 3, 1, 0, tzinfo=UTC)
+    summary = run_consumer_example(scenario, tmp_path, now.isoformat())
     assert summary["run_date"] == "2026-10-02"
-    assert summary["to_enforce"] == 2  # alice challenge + eve block, both approved
+    # what is valid at `now`, restated from the table: approved or overridden, in its window
+    naive = now.replace(tzinfo=None)
+    valid = sorted(
+        r["rec_id"]
+        for r in scenario.ctx.lake.read(RECS).collect()
+        if r["status"] in ("approved", "overridden") and r["valid_from"] <= naive < r["valid_until"]
+    )
+    assert summary["enforced_rec_ids"] == valid and summary["to_enforce"] == 2  # alice, eve
     assert summary["cursor"] == version(scenario.ctx, RECS)
     assert set(summary["inserted_rec_ids"]) == {r["rec_id"] for r in scenario.cdf_after_day_two}
+
+
+def test_consumer_example_enforces_nothing_once_every_recommendation_expired(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """Issue 24, finding 5: if the pipeline stops, its blocks expire at valid_until instead
+    of lasting forever (the example used to enforce the latest run date whatever the time)."""
+    summary = run_consumer_example(scenario, tmp_path, "2026-11-01T00:00:00+00:00")
+    assert summary["run_date"] == "2026-10-02"
+    assert (summary["to_enforce"], summary["enforced_rec_ids"]) == (0, [])
 
 
 def test_policy_diff_replays_the_date_as_it_was_written(scenario: Scenario, tmp_path: Path) -> None:

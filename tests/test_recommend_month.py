@@ -46,6 +46,21 @@ def _yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+def needs_approval(row: dict[str, Any], inputs: dict[str, Any], approval: dict[str, Any]) -> bool:
+    """The approval rule of guardrails.yaml, restated: a privileged account, an approval user
+    type, a critical asset or a host of unknown criticality."""
+    return (
+        inputs.get("privileged") is True
+        or inputs.get("user_type") in approval["user_types"]
+        or inputs.get("asset_criticality") in approval["asset_criticality"]
+        or (
+            approval.get("unknown_asset_criticality", True)
+            and row["target_type"] == "host"
+            and not inputs.get("asset_criticality")
+        )
+    )
+
+
 @pytest.fixture(scope="module")
 def month_log(pipeline_month: PipelineMonth) -> list[dict[str, Any]]:
     rows = pipeline_month.ctx.lake.read("gold.decision_log").select(*LOG_COLUMNS).collect()
@@ -106,10 +121,10 @@ def test_each_scenario_gets_the_action_its_policy_says(
         inputs = json.loads(r["inputs"])
         if policy["mode"] == "shadow":
             want = {"shadow"}
-        elif r["action"] in rules["approval"]["actions"] and (
-            inputs.get("privileged") is True
-            or inputs.get("user_type") in rules["approval"]["user_types"]
-            or inputs.get("asset_criticality") in rules["approval"]["asset_criticality"]
+        elif "blast_radius" in json.loads(r["guardrails"]):  # the run's limit was reached
+            want = {"pending_approval"}
+        elif r["action"] in rules["approval"]["actions"] and needs_approval(
+            r, inputs, rules["approval"]
         ):
             want = {"pending_approval", "alert_only"}
         else:
@@ -158,11 +173,7 @@ def test_high_impact_actions_wait_for_approval_and_every_recommendation_is_logge
     assert high, "the month should hold isolate/block decisions"
     for r in high:
         inputs = json.loads(r["inputs"])
-        needs = (
-            inputs.get("privileged") is True
-            or inputs.get("user_type") in rules["user_types"]
-            or inputs.get("asset_criticality") in rules["asset_criticality"]
-        )
+        needs = needs_approval(r, inputs, rules) or "blast_radius" in json.loads(r["guardrails"])
         assert r["status"] == ("pending_approval" if needs else "approved"), r
     # every recommendation has its decision-log row, whose reason names the policy
     recs = pipeline_month.ctx.lake.read("gold.policy_recommendations")

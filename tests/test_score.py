@@ -264,6 +264,9 @@ def test_run_score_writes_both_tables_idempotently(spark: SparkSession, tmp_path
     entities = ctx.lake.read("gold.entity_risk")
     assert result.rows == {"session_scores": sessions.count(), "entity_risk": entities.count()}
     assert result.details["model_version"] is None  # no champion: signals only
+    # which model scored the date, for recommend's degraded-model rule (issue 24, finding 3)
+    (run,) = ctx.lake.read("ops.model_runs").collect()
+    assert (run.run_date, run.model_version, run.status) == (DAY, None, "none")
 
     top = (
         sessions.where(F.col("risk") >= CFG.band_high)

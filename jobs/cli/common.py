@@ -19,6 +19,7 @@ from jobs.core.config import Settings, load_rooted
 from jobs.core.context import RunContext, StageResult
 from jobs.core.errors import PolicylakeError, UsageError
 from jobs.core.spark import build_spark
+from jobs.governance.audit import audit_key_for
 from jobs.pipeline.runner import run_stages
 
 P = ParamSpec("P")
@@ -84,7 +85,10 @@ def settings(config: Path | None, workdir: Path | None = None) -> Settings:
 
 
 def context(settings: Settings) -> RunContext:
-    """The run context: the Spark session (started here, never at import) and settings."""
+    """The run context: the Spark session (started here, never at import) and settings.
+
+    `environment: prod` without POLICYLAKE_AUDIT_KEY stops here, before Spark starts."""
+    audit_key_for(settings)
     return RunContext(spark=build_spark(settings), settings=settings)
 
 

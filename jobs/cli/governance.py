@@ -1,5 +1,6 @@
-"""Governance commands: `feedback` (analyst decisions), `verify` (the decision log's hash
-chain), `forget` (a data subject's erasure) and `pseudonym resolve|of`.
+"""Governance commands: `feedback` (analyst decisions), `analyst keygen|sign` (their signing
+keys), `verify` (the decision log's hash chain), `forget` (a data subject's erasure) and
+`pseudonym resolve|of`.
 
 Exit codes: 0 ok; 1 verification failed, a token unknown, a decisions file refused; 2 bad
 input (one line). docs/audit.md (verify), docs/privacy.md (forget, pseudonyms),
@@ -9,16 +10,20 @@ docs/policies.md (feedback).
 from __future__ import annotations
 
 import getpass
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pyspark.sql import functions as F
 from rich.table import Table
 
 from jobs.cli.common import (
     ConfigOpt,
     WorkdirOpt,
+    console,
     context,
     mapped,
     out,
@@ -26,14 +31,33 @@ from jobs.cli.common import (
     settings,
 )
 from jobs.core.errors import PipelineError, UsageError
-from jobs.core.tables import PSEUDONYMS
-from jobs.governance.audit import verify_chain
+from jobs.core.tables import PSEUDONYMS, REFUSED_DECISIONS
+from jobs.governance.audit import chained_dates, verify_dates, verify_trail
 from jobs.governance.decision_files import analyst_decision_files, analyst_decisions_dir
-from jobs.governance.decisions import parse_decisions
-from jobs.governance.erasure import erase_user, plan_erasure, summary_rows
+from jobs.governance.decisions import (
+    check_decision_folders,
+    load_analyst_registry,
+    parse_decisions,
+    public_key_text,
+    render_decisions,
+    sign_decision,
+)
+from jobs.governance.erasure import (
+    VACUUM_RETENTION_HOURS,
+    erase_user,
+    plan_erasure,
+    summary_rows,
+)
 from jobs.governance.feedback import run_feedback
 from jobs.governance.privacy import PREFIX, pseudonym_key, read_pseudonyms, token_of
 
+analyst_app = typer.Typer(
+    name="analyst",
+    help="Analysts' signing keys and signed decision files (docs/policies.md).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 pseudonym_app = typer.Typer(
     name="pseudonym",
     help="Resolve pseudonym tokens of the BI tables (authorized analysts; docs/privacy.md).",
@@ -46,58 +70,149 @@ pseudonym_app = typer.Typer(
 def feedback(
     file: Annotated[
         list[Path] | None,
-        typer.Option("--file", "-f", help="Analyst decisions, .csv or .jsonl (repeatable)."),
+        typer.Option("--file", "-f", help="Signed analyst decisions, .csv or .jsonl (repeatable)."),
     ] = None,
     date_: Annotated[
         str | None,
         typer.Option(
             "--date",
-            help="Instead of --file: every file in <raw_root>/analyst_decisions/<date>/ "
+            help="Instead of --file: every file in <paths.analyst_decisions>/<date>/ "
             "(the feedback DAG's drop folder).",
         ),
     ] = None,
     config: ConfigOpt = None,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Ingest analyst decisions (approve/reject/override, verdicts) and update statuses."""
+    """Ingest signed analyst decisions (approve/reject/override, verdicts) and update statuses.
+
+    Each decision must be signed by a key in the operator's registry (paths.analyst_keys),
+    dated between its recommendation and now, and within the guardrails; others are
+    refused and recorded in ops.refused_decisions (docs/policies.md)."""
     if bool(file) == (date_ is not None):
         raise UsageError("give --file (one or more) or --date, not both")
     cfg = settings(config, workdir)
+    check_decision_folders(cfg.paths)
     files = list(file or [])
-    if date_ is not None:
-        day = parse_date(date_).isoformat()
-        files = analyst_decision_files(cfg.paths.raw_root, day)
+    day = parse_date(date_) if date_ is not None else None
+    if day is not None:
+        files = analyst_decision_files(cfg.paths.analyst_decisions, day.isoformat())
         if not files:
             out.print(
                 f"feedback: no analyst decision files in "
-                f"{analyst_decisions_dir(cfg.paths.raw_root, day)}; nothing to do",
+                f"{analyst_decisions_dir(cfg.paths.analyst_decisions, day.isoformat())}; "
+                "nothing to do",
                 highlight=False,
                 soft_wrap=True,
             )
             return
     for path in files:  # every file must be valid before any is ingested
         parse_decisions(path)
+    load_analyst_registry(cfg.paths)  # no registry, nothing to authenticate with: stop now
     ctx = context(cfg)
     for path in files:
-        result = run_feedback(ctx, path)
+        result = run_feedback(ctx, path, run_date=day)
         rows = ", ".join(f"{k}={v}" for k, v in result.rows.items())
-        details = ", ".join(f"{k}={v}" for k, v in result.details.items() if k != "file")
+        details = ", ".join(
+            f"{k}={v}"
+            for k, v in result.details.items()
+            if k not in ("file", "refused", "refused_rules")
+        )
         out.print(f"feedback from {path}: {rows}; {details}", highlight=False, soft_wrap=True)
+        if result.details.get("refused"):
+            rules = ", ".join(
+                f"{k}={v}" for k, v in sorted(result.details["refused_rules"].items())
+            )
+            console.print(
+                f"feedback: refused {result.details['refused']} decision(s) from {path} "
+                f"({rules}); see {REFUSED_DECISIONS.name}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+# --- analysts' keys and signed files ------------------------------------------------------------
+
+
+@analyst_app.command("keygen")
+@mapped
+def keygen(
+    analyst: Annotated[str, typer.Option(help="The analyst id decision files name.")],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Private key to write (PEM, mode 0600): keep it private.")
+    ],
+) -> None:
+    """Make an analyst's Ed25519 signing key; print the entry for the operator's registry."""
+    if out_file.exists() or out_file.is_symlink():
+        raise UsageError(f"{out_file} exists: refusing to overwrite a key")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    typer.echo("# add to the analyst key registry (paths.analyst_keys), under analysts:")
+    typer.echo(f"  - id: {analyst}")
+    typer.echo(f"    public_key: {public_key_text(key.public_key())}")
+
+
+@analyst_app.command("sign")
+@mapped
+def sign(
+    file: Annotated[Path, typer.Option("--file", "-f", help="Decisions to sign, .csv or .jsonl.")],
+    key: Annotated[Path, typer.Option(help="The analyst's private key (from `analyst keygen`).")],
+    analyst: Annotated[str, typer.Option(help="Who signs: every row must name this analyst.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Signed file (default: <name>.signed<suffix>).")
+    ] = None,
+) -> None:
+    """Sign each decision of a file with the analyst's key (adds the `signature` column)."""
+    loaded = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise UsageError(f"{key}: not an Ed25519 private key")
+    rows = parse_decisions(file)
+    others = sorted({d.analyst for d in rows if d.analyst.lower() != analyst.strip().lower()})
+    if others:
+        raise UsageError(f"{file}: rows of other analysts ({', '.join(others)}): not signed")
+    target = out_file or file.with_name(f"{file.stem}.signed{file.suffix}")
+    signed = [d.model_copy(update={"signature": sign_decision(loaded, d)}) for d in rows]
+    target.write_text(render_decisions(signed, target.suffix), encoding="utf-8")
+    typer.echo(f"signed {len(signed)} decision(s) into {target}")
 
 
 def verify(
-    date_: Annotated[str, typer.Option("--date", help="Run date to verify, YYYY-MM-DD.")],
+    date_: Annotated[
+        str | None, typer.Option("--date", help="Run date to verify, YYYY-MM-DD.")
+    ] = None,
+    all_dates: Annotated[
+        bool, typer.Option("--all", help="Every chained date (and every date the anchor has).")
+    ] = False,
     workdir: WorkdirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Check a day's decision log against its hash chain (rows, head, HMAC, previous-day link)."""
-    day = parse_date(date_)
-    ctx = context(settings(config, workdir))
-    result = verify_chain(ctx, day)
-    typer.echo(result.summary())
-    if not result.ok:
-        for line in result.details():
-            typer.echo(f"  {line}")
+    """Check decision logs against their hash chain (rows, order, head, HMAC, previous-day
+    link, the anchor's copy of the head) and the trail against the anchor (deleted days, a
+    truncated tail). Exit 1 on any difference, and on an unsigned or unchecked head."""
+    if (date_ is None) == (not all_dates):
+        raise UsageError("give --date or --all")
+    cfg = settings(config, workdir)
+    ctx = context(cfg)
+    if all_dates:
+        days = sorted(chained_dates(ctx))
+        if not days:
+            raise PipelineError(f"verify: no chained date in {cfg.paths.lake_root}")
+    else:
+        days = [parse_date(str(date_))]
+    failed = False
+    for _, result in sorted(verify_dates(ctx, days).items()):
+        typer.echo(result.summary())
+        if not result.ok:
+            failed = True
+            for line in result.details():
+                typer.echo(f"  {line}")
+    trail = verify_trail(ctx)
+    typer.echo(trail.summary())
+    if failed or not trail.ok:
         raise typer.Exit(1)
 
 
@@ -109,10 +224,19 @@ def forget(
     by: Annotated[
         str | None, typer.Option("--by", help="Who requested it (default: the OS user).")
     ] = None,
+    not_in_directory: Annotated[
+        bool,
+        typer.Option(
+            "--not-in-directory",
+            help="Erase an identifier the identity directory does not know (a typo otherwise "
+            "erases a stranger's mentions).",
+        ),
+    ] = False,
 ) -> None:
-    """Erase one user from every table of the lake, vacuum, and record the erasure."""
+    """Erase one user from every table of the lake (their rows deleted, lines naming them
+    redacted), vacuum, and record the erasure. Shared and system accounts are refused."""
     ctx = context(settings(config, workdir))
-    plan = plan_erasure(ctx, user)
+    plan = plan_erasure(ctx, user, allow_unknown=not_in_directory)
     subject = plan.subject
     where = "identity directory" if subject.in_directory else "not in the identity directory"
     typer.echo(
@@ -137,7 +261,13 @@ def forget(
         )
     # with --yes the plan shown is applied at once; after a confirmation (a human pause)
     # every table is scanned again, so rows written meanwhile are erased too
-    done = erase_user(ctx, user, by or getpass.getuser(), planned=plan if yes else None)
+    done = erase_user(
+        ctx,
+        user,
+        by or getpass.getuser(),
+        planned=plan if yes else None,
+        allow_unknown=not_in_directory,
+    )
     deleted = sum(done.deleted.values())
     redacted = sum(done.redacted.values())
     typer.echo(
@@ -145,6 +275,13 @@ def forget(
         f"vacuumed {len(done.vacuumed)} table(s); audit chain re-recorded for "
         f"{len(done.rechained)} date(s); erasure {done.erasure_id} recorded in ops.erasures"
     )
+    if done.resync_below:
+        typer.echo(
+            f"vacuumed with {VACUUM_RETENTION_HOURS:g} hours retention: Change Data Feed "
+            "consumers whose cursor is below "
+            + ", ".join(f"{t} version {v}" for t, v in sorted(done.resync_below.items()))
+            + " must resync from a snapshot (docs/privacy.md)"
+        )
     if done.chain_left_broken:
         typer.echo(
             "audit chain left as it was (it failed verify before the erasure): "

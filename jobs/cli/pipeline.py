@@ -104,6 +104,15 @@ def run(
             help="Fail after validate unless these sources are ok (comma-separated, or all)."
         ),
     ] = None,
+    accept_gap: Annotated[
+        str | None,
+        typer.Option(
+            "--accept-gap",
+            metavar="REASON",
+            help="Let recommend chain the decision log over days the lake lost (the audit "
+            "anchor records them); REASON is logged in the anchor and the heads.",
+        ),
+    ] = None,
     workdir: WorkdirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -122,7 +131,12 @@ def run(
     if sources == []:
         console.print("ingest: no configured source to ingest; nothing to do")
         return
+    if accept_gap is not None and not accept_gap.strip():
+        raise UsageError("--accept-gap needs a reason")
+    if accept_gap is not None and "recommend" not in stages:
+        raise UsageError("--accept-gap applies to the recommend stage")
     ctx = context(cfg)
+    ctx.accept_audit_gap = accept_gap
     results = run_pipeline(ctx, stages, dates, "run", sources)
     for result in results:
         if result.stage == "validate":

@@ -80,6 +80,15 @@ class PathSettings(_Section):
     # A generator's injected scenarios (demo and evaluation only); metrics score the
     # recommendations against it when the file exists.
     ground_truth: str = "ground_truth.jsonl"
+    # The analysts' drop folder, one sub-folder per day (<analyst_decisions>/<YYYY-MM-DD>/); a
+    # local folder of its own, never under raw_root (log shippers write there).
+    analyst_decisions: str = "analyst_decisions"
+    # The operator's registry of analyst public keys (Ed25519, YAML); a local file outside
+    # raw_root and the drop folder (docs/policies.md, Analyst decisions).
+    analyst_keys: str = "analyst_keys.yaml"
+    # Every audit-chain head is appended here too, outside the lake: a local file (make it
+    # append-only) or an object-store prefix ending in / under object lock (docs/audit.md).
+    audit_anchor: str = "audit_anchor.jsonl"
 
 
 class GeoSettings(_Section):
@@ -296,10 +305,20 @@ class DetectionSettings(_Section):
         return merged
 
 
+# What the recommend stage may run without when the configuration says so by name (it fails
+# closed otherwise, docs/policies.md "Missing inputs fail closed").
+MissingInput = Literal["identity_directory", "asset_inventory", "guardrails", "policies_dir"]
+
+
 class PolicySettings(_Section):
     # Folder of policy YAML, guardrails.yaml and exceptions.yaml; a relative path resolves
-    # against the working directory, then the repository's own policies/.
+    # against the working directory. Left at its default, a missing ./policies falls back to
+    # the repository's own policies/; set explicitly, a missing folder stops recommend.
     policies_dir: str = "policies"
+    # Inputs recommend may do without (each named on purpose; default: none, it refuses):
+    # identity_directory, asset_inventory (privileged users, asset criticality), guardrails
+    # (guardrails.yaml: built-in defaults instead), policies_dir (the bundled policies instead)
+    allow_missing: tuple[MissingInput, ...] = ()
 
 
 class MetricsSettings(_Section):
@@ -336,6 +355,13 @@ class ReportSettings(_Section):
     history_days: int = Field(default=30, ge=1, le=366)
 
 
+class FeedbackSettings(_Section):
+    """Analyst decisions (docs/policies.md)."""
+
+    # a decision dated later than now plus this is refused (clock skew between machines)
+    max_clock_skew_minutes: int = Field(default=5, ge=0, le=60)
+
+
 class PrivacySettings(_Section):
     """Pseudonymized BI tables (docs/privacy.md)."""
 
@@ -347,36 +373,68 @@ class PrivacySettings(_Section):
 
 
 # Credentials come from the environment or the standard provider chains, never from the config:
-# a spark.conf key like these (Spark's own redaction pattern) or a URI with user:password@.
-CREDENTIAL_KEY = re.compile(r"secret|password|token|access.key|account\.key", re.IGNORECASE)
+# a spark.conf key like these (Spark's own redaction pattern, plus the object stores' key and
+# token settings) or a value that carries a secret (a URI with user:password@, a signed or
+# token-bearing query string).
+CREDENTIAL_KEY = re.compile(
+    r"secret|password|token|access.key|account\.key"
+    # GCS service-account private key (fs.gs.auth.service.account.private.key[.id])
+    r"|private.key"
+    # Azure SAS keys: fs.azure.sas.<container>.<account>..., fs.azure.sas.fixed.token
+    r"|(?:^|\.)sas(?:\.|$)"
+    # client-side / SSE-C encryption keys: fs.s3a.encryption.key, ...server-side-encryption.key
+    r"|encryption[.-]key",
+    re.IGNORECASE,
+)
 # ... except settings that name a mechanism, not a secret (a provider class, a token binding)
 CREDENTIAL_KEY_EXEMPT = (".provider", ".provider.type", ".binding", ".enabled")
-URI_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
+# scheme://user:password@ where the password may hold any character but `@` and spaces
+# (a `/` in it is common in generated secrets, though RFC 3986 wants it percent-encoded)
+URI_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s:]*:[^@\s]*@", re.IGNORECASE)
+# a query string that carries a bearer token, a signature or a key (?token=..., SAS sig=...)
+QUERY_SECRET = re.compile(
+    r"[?&](?:token|access_token|id_token|refresh_token|sig|signature|x-amz-signature|"
+    r"x-amz-security-token|x-amz-credential|x-goog-signature|x-goog-credential|"
+    r"api[_-]?key|password|secret|client_secret)=",
+    re.IGNORECASE,
+)
+
+
+def _secret_value(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    return bool(URI_WITH_PASSWORD.match(text) or QUERY_SECRET.search(text))
+
+
+def _secret_values(tree: Any, prefix: str) -> list[str]:
+    """Dotted keys of every string under `tree` that carries a secret (any depth)."""
+    if isinstance(tree, dict):
+        return [
+            key
+            for name, value in tree.items()
+            for key in _secret_values(value, f"{prefix}.{name}" if prefix else str(name))
+        ]
+    if isinstance(tree, list | tuple):
+        return [key for value in tree for key in _secret_values(value, prefix)]
+    return [prefix] if _secret_value(tree) else []
 
 
 def credential_settings(tree: dict[str, Any]) -> list[str]:
-    """Keys of a raw config tree that hold credentials (spark.conf secrets, URIs with a password)."""
+    """Keys of a raw config tree that hold credentials: spark.conf keys named like secrets,
+    and values anywhere that carry one (a URI with a password, a token in a query string)."""
     found = []
     spark = tree.get("spark")
     conf = spark.get("conf") if isinstance(spark, dict) else None
     if isinstance(conf, dict):
         found += [
             f"spark.conf.{key}"
-            for key, value in conf.items()
-            if (
-                CREDENTIAL_KEY.search(str(key))
-                and not str(key).lower().endswith(CREDENTIAL_KEY_EXEMPT)
-            )
-            or (isinstance(value, str) and URI_WITH_PASSWORD.match(value.strip()))
+            for key in conf
+            if CREDENTIAL_KEY.search(str(key))
+            and not str(key).lower().endswith(CREDENTIAL_KEY_EXEMPT)
         ]
-    for section, values in tree.items():
-        if isinstance(values, dict):
-            found += [
-                f"{section}.{key}"
-                for key, value in values.items()
-                if isinstance(value, str) and URI_WITH_PASSWORD.match(value.strip())
-            ]
-    return sorted(found)
+    found += _secret_values(tree, "")
+    return sorted(set(found))
 
 
 def refuse_credentials(tree: dict[str, Any], origin: str) -> None:
@@ -404,6 +462,7 @@ class Settings(_Section):
     scoring: ScoringSettings = ScoringSettings()
     detections: DetectionSettings = DetectionSettings()
     policy: PolicySettings = PolicySettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     metrics: MetricsSettings = MetricsSettings()
     report: ReportSettings = ReportSettings()
     privacy: PrivacySettings = PrivacySettings()

@@ -19,6 +19,9 @@ class RunContext:
 
     spark: SparkSession
     settings: Settings
+    # a reason to chain the decision log over days the lake lost (`run --accept-gap`),
+    # logged in the audit anchor and the heads (docs/audit.md); None refuses such a gap
+    accept_audit_gap: str | None = None
 
     @property
     def lake(self) -> Lake:

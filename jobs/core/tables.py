@@ -932,6 +932,43 @@ ENTITY_RISK = _table(
     docs="docs/scoring.md",
 )
 
+MODEL_RUNS = _table(
+    "ops.model_runs",
+    (
+        column(
+            "run_date",
+            DateType(),
+            "The logical date (UTC day) of the run that wrote the row",
+            nullable=False,
+        ),
+        column("model_name", StringType(), "Registered model name (scoring.model_name)"),
+        column(
+            "model_version",
+            StringType(),
+            "Registered version that scored the date (null: no model)",
+        ),
+        column(
+            "model_digest",
+            StringType(),
+            "Digest of the model artifact checked before loading (null: not provided)",
+        ),
+        column(
+            "status",
+            StringType(),
+            "Champion (scored with it) | none (no champion: signals only) | refused (a "
+            "champion exists but did not pass its checks)",
+            nullable=False,
+        ),
+        column("reason", StringType(), "Why the model was not used, in plain language"),
+    ),
+    "Per scored date: which model scored it; recommend treats model evidence as degraded "
+    "on a date whose model is missing, refused, or changed since the previous date",
+    owner="score",
+    writer=_SCORE_WRITER,
+    readers=("recommend", "policy diff"),
+    docs="docs/scoring.md",
+)
+
 # ---------------------------------------------------------------------------------------
 # gold: decisions
 # ---------------------------------------------------------------------------------------
@@ -1157,6 +1194,43 @@ ANALYST_DECISIONS = _table(
     docs="docs/policies.md",
 )
 
+REFUSED_DECISIONS = _table(
+    "ops.refused_decisions",
+    (
+        column("refusal_id", StringType(), "Sha256 of what was refused and why", nullable=False),
+        column(
+            "run_date",
+            DateType(),
+            "The logical date of the run that refused it (feedback: the drop folder's day, "
+            "else the UTC day it ran; recommend: the run date)",
+            nullable=False,
+        ),
+        column("refused_at", TimestampType(), "UTC, wall clock", nullable=False),
+        column("stage", StringType(), "Feedback | recommend", nullable=False),
+        column(
+            "rule",
+            StringType(),
+            "Unknown_analyst | key_expired | not_permitted | unsigned | bad_signature | "
+            "future | before_recommendation | shadow | above_ceiling",
+            nullable=False,
+        ),
+        column("reason", StringType(), "Why, in plain language", nullable=False),
+        column("rec_id", StringType(), "The recommendation the decision was about"),
+        column("decision", StringType(), "Approve | reject | override"),
+        column("override_action", StringType(), "The action the override asked for"),
+        column("analyst", StringType(), "Who the file says decided (not authenticated)"),
+        column("decided_at", TimestampType(), "When the file says it was decided (UTC)"),
+        column("source_file", StringType(), "The analyst decision file"),
+        column("line", IntegerType(), "Its line in the file"),
+    ),
+    "Analyst decisions refused (unauthenticated, out of time bounds, or against a "
+    "guardrail), with the rule and the reason; never applied",
+    owner="feedback (and recommend, when a guardrail overrules an earlier override)",
+    writer="jobs.governance.decisions",
+    readers=("metrics", "report (through metrics)", "auditors"),
+    docs="docs/policies.md",
+)
+
 # ---------------------------------------------------------------------------------------
 # gold: metrics
 # ---------------------------------------------------------------------------------------
@@ -1263,11 +1337,13 @@ CATALOGUE: dict[str, Table] = {
         BASELINES,
         SESSION_SCORES,
         ENTITY_RISK,
+        MODEL_RUNS,
         POLICY_RECOMMENDATIONS,
         DECISION_LOG,
         DECISION_LOG_CHAIN,
         AUDIT_HEADS,
         ANALYST_DECISIONS,
+        REFUSED_DECISIONS,
         METRICS_DAILY,
         PSEUDONYMS,
         ERASURES,

@@ -17,18 +17,26 @@ recompute a consistent chain; with the key set, the head's HMAC cannot be forged
 
 Tables: ops.decision_log_chain (one row per decision: position, rec_id, policy_id,
 row_hash, chain_hash) and ops.audit_heads (one row per date: rows, head, previous_head,
-previous_date, hmac, reason). Only `record_chain` and `verify_chain` do I/O.
+previous_date, hmac, reason). Every head recorded is also appended to the *anchor*
+(`paths.audit_anchor`), outside the lake: an append-only file, or one object per head under
+an object-store prefix with object lock. `verify` compares the lake with it, so deleting a
+day, or the most recent days, is detected even by someone who can rewrite every table;
+re-chaining over a day the anchor knows but the lake lost is refused unless accepted
+explicitly (`accept_gap`, logged in the anchor and the heads). With `environment: prod` the
+key is required. Only `record_chain`, `verify_dates` and the anchor functions do I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pyspark.sql import Column, DataFrame
@@ -44,27 +52,40 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from jobs.core.errors import ConfigError, SchemaMismatchError
+from jobs.core.errors import ConfigError, PipelineError, SchemaMismatchError
 from jobs.core.lake import Lake
+from jobs.core.locks import local_root
 from jobs.core.tables import AUDIT_HEADS, DECISION_LOG, DECISION_LOG_CHAIN
 
 __all__ = [
     "AUDIT_KEY_ENV",
+    "AnchorRecord",
     "ChainedRow",
     "Head",
     "RowChange",
+    "TrailResult",
     "VerifyResult",
+    "accepted_gaps",
+    "append_anchor",
     "audit_key",
+    "audit_key_for",
     "build_chain",
     "canonical_json",
+    "chain_gaps",
     "chain_seed",
+    "chained_dates",
     "compare_rows",
     "fold_chain",
+    "latest_anchored",
+    "missing_days",
+    "read_anchor",
     "record_chain",
+    "refuse_chain_gaps",
     "row_hashes",
     "sign_head",
     "verify_chain",
     "verify_dates",
+    "verify_trail",
 ]
 
 AUDIT_KEY_ENV = "POLICYLAKE_AUDIT_KEY"
@@ -73,6 +94,7 @@ GENESIS = "0" * 64
 CHAIN_VERSION = "policylake-decision-log-chain/v1"
 ROW_ORDER = ("rec_id", "policy_id", "row_hash")
 MAX_CHANGES_SHOWN = 20
+log = logging.getLogger(__name__)
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -91,6 +113,201 @@ def audit_key(environ: Mapping[str, str] | None = None) -> bytes | None:
             "`openssl rand -hex 32`"
         )
     return key
+
+
+def audit_key_for(settings: Any, environ: Mapping[str, str] | None = None) -> bytes | None:
+    """`audit_key`, required with `environment: prod` (a one-line ConfigError without it):
+    production never records or checks a head it cannot sign."""
+    key = audit_key(environ)
+    if key is None and getattr(settings, "environment", None) == "prod":
+        raise ConfigError(
+            f"environment is prod but {AUDIT_KEY_ENV} is not set: the decision log's heads "
+            "must be signed (docs/audit.md)"
+        )
+    return key
+
+
+# --- the anchor: heads outside the lake ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnchorRecord:
+    """One line (or object) of the anchor: a recorded head, or a gap accepted on purpose."""
+
+    kind: Literal["head", "gap_accepted"]
+    run_date: date | None
+    recorded_at: str
+    head: str | None = None
+    rows: int | None = None
+    previous_head: str | None = None
+    previous_date: date | None = None
+    hmac: str | None = None
+    reason: str | None = None
+    dates: tuple[date, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "run_date": self.run_date.isoformat() if self.run_date else None,
+                "recorded_at": self.recorded_at,
+                "head": self.head,
+                "rows": self.rows,
+                "previous_head": self.previous_head,
+                "previous_date": self.previous_date.isoformat() if self.previous_date else None,
+                "hmac": self.hmac,
+                "reason": self.reason,
+                "dates": [d.isoformat() for d in self.dates],
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> AnchorRecord:
+        v = json.loads(text)
+
+        def day(x: Any) -> date | None:
+            return date.fromisoformat(x) if x else None
+
+        return cls(
+            kind=v["kind"],
+            run_date=day(v.get("run_date")),
+            recorded_at=v.get("recorded_at") or "",
+            head=v.get("head"),
+            rows=v.get("rows"),
+            previous_head=v.get("previous_head"),
+            previous_date=day(v.get("previous_date")),
+            hmac=v.get("hmac"),
+            reason=v.get("reason"),
+            dates=tuple(date.fromisoformat(d) for d in v.get("dates") or ()),
+        )
+
+    @classmethod
+    def of(cls, head: Head, at: str) -> AnchorRecord:
+        return cls("head", head.run_date, at, head.head, head.rows, head.previous_head,
+                   head.previous_date, head.hmac, head.reason)  # fmt: skip
+
+    def matches(self, head: Head) -> bool:
+        return (self.head, self.rows, self.previous_head, self.previous_date, self.hmac) == (
+            head.head, head.rows, head.previous_head, head.previous_date, head.hmac
+        )  # fmt: skip
+
+
+def _anchor_location(settings: Any) -> str:
+    """`paths.audit_anchor`, refused when it is inside the lake (its point is to survive
+    whoever can rewrite the lake)."""
+    anchor = str(settings.paths.audit_anchor)
+    root = str(settings.paths.lake_root).rstrip("/")
+    inside = anchor.rstrip("/") == root or anchor.startswith(root + "/")
+    lake, here = local_root(root), local_root(anchor.rstrip("/"))
+    if lake is not None and here is not None:
+        try:
+            here.resolve().relative_to(lake.resolve())
+            inside = True
+        except ValueError:
+            pass
+    if inside:
+        raise ConfigError(
+            f"paths.audit_anchor ({anchor}) is inside the lake: it must live where the lake's "
+            "administrators cannot rewrite it (docs/audit.md)"
+        )
+    return anchor
+
+
+def _is_prefix(anchor: str) -> bool:
+    """A prefix (ends with /): one object per record, for object stores with object lock."""
+    return anchor.endswith("/")
+
+
+def _hadoop(spark: Any, uri: str) -> tuple[Any, Any]:
+    jvm: Any = spark._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark._jsc.hadoopConfiguration()), path
+
+
+def append_anchor(settings: Any, spark: Any, records: Sequence[AnchorRecord]) -> None:
+    """Append `records` to the anchor: lines of a local file opened for appending (make it
+    append-only: `chattr +a`), or new objects under a prefix (never overwritten)."""
+    if not records:
+        return
+    anchor = _anchor_location(settings)
+    if not _is_prefix(anchor):
+        path = local_root(anchor)
+        if path is None:
+            raise ConfigError(
+                f"paths.audit_anchor {anchor!r}: an object-store anchor is a prefix ending in /"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, "".join(r.to_json() + "\n" for r in records).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return
+    for r in records:
+        name = hashlib.sha256(r.to_json().encode("utf-8")).hexdigest()[:16]
+        day = r.run_date.isoformat() if r.run_date else "gap"
+        fs, path = _hadoop(spark, f"{anchor}{r.recorded_at.replace(':', '')}-{day}-{name}.json")
+        stream = fs.create(path, False)  # never overwrite: the store's object lock backs this
+        try:
+            stream.write(bytearray((r.to_json() + "\n").encode("utf-8")))
+        finally:
+            stream.close()
+
+
+def read_anchor(settings: Any, spark: Any) -> list[AnchorRecord] | None:
+    """Every record of the anchor in the order written; None when there is no anchor yet."""
+    anchor = _anchor_location(settings)
+    if not _is_prefix(anchor):
+        path = local_root(anchor)
+        if path is None or not path.is_file():
+            return None
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [AnchorRecord.from_json(line) for line in lines if line.strip()]
+    fs, folder = _hadoop(spark, anchor)
+    if not fs.exists(folder):
+        return None
+    jvm: Any = spark._jvm
+    texts = []
+    for status in sorted(fs.listStatus(folder), key=lambda st: str(st.getPath().getName())):
+        stream = fs.open(status.getPath())
+        try:
+            texts.append(str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")))
+        finally:
+            stream.close()
+    return [AnchorRecord.from_json(t) for t in texts if t.strip()]
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def latest_anchored(records: Sequence[AnchorRecord]) -> dict[date, AnchorRecord]:
+    """The last head recorded for each date."""
+    out: dict[date, AnchorRecord] = {}
+    for r in records:
+        if r.kind == "head" and r.run_date is not None:
+            out[r.run_date] = r
+    return out
+
+
+def accepted_gaps(records: Sequence[AnchorRecord]) -> dict[date, str]:
+    out: dict[date, str] = {}
+    for r in records:
+        if r.kind == "gap_accepted":
+            for d in r.dates:
+                out[d] = f"{r.reason} (accepted {r.recorded_at})"
+    return out
+
+
+def missing_days(
+    heads: Mapping[date, Head], anchored: Mapping[date, AnchorRecord], accepted: Mapping[date, str]
+) -> list[date]:
+    """Dates the anchor, or a surviving head's link, says were chained, that the lake lost
+    (and no one accepted as gone)."""
+    known = set(anchored) | {h.previous_date for h in heads.values() if h.previous_date}
+    return sorted(d for d in known if d not in heads and d not in accepted)
 
 
 # --- canonical row content (pure, on the executors) -------------------------------------------
@@ -342,18 +559,73 @@ def _previous(heads: Mapping[date, Head], day: date) -> Head | None:
     return heads[max(earlier)] if earlier else None
 
 
-def record_chain(ctx: Any, dates: Sequence[date], reason: str = "recommend") -> dict[str, Any]:
-    """Chain the decision log of `dates`; relink later chained dates whose seed changed.
+def chain_gaps(ctx: Any, dates: Sequence[date]) -> list[date]:
+    """Days the lake lost (the anchor, or a surviving head's link, says they were chained)
+    that chaining `dates` would link over: a later date relinked past them, or a new date
+    chained onto a head older than them (a truncated tail). Recommend checks this before it
+    writes anything; `record_chain` refuses unless the gap is accepted."""
+    lake: Lake = ctx.lake
+    dates = sorted(set(dates))
+    if not dates:
+        return []
+    heads = _heads(lake)
+    records = read_anchor(ctx.settings, lake.spark) or []
+    missing = missing_days(heads, latest_anchored(records), accepted_gaps(records))
+    last = max([*dates, *(d for d in heads if d > dates[0])])
+    previous = _previous(heads, dates[0])
+    floor = previous.run_date if previous else date.min
+    return [d for d in missing if d not in dates and floor < d < last]
+
+
+def refuse_chain_gaps(ctx: Any, dates: Sequence[date], accept_gap: str | None) -> list[date]:
+    """`chain_gaps`, as a one-line PipelineError unless `accept_gap` gives a reason (then the
+    gaps, to be logged)."""
+    gaps = chain_gaps(ctx, dates)
+    if gaps and not accept_gap:
+        days = ", ".join(d.isoformat() for d in gaps)
+        raise PipelineError(
+            f"audit: chaining {', '.join(d.isoformat() for d in sorted(set(dates)))} would link "
+            f"over day(s) the lake lost: {days} (the audit anchor or a later day's link records "
+            "them); restore them, or accept the gap with --accept-gap REASON (logged)"
+        )
+    return gaps
+
+
+def record_chain(
+    ctx: Any, dates: Sequence[date], reason: str = "recommend", accept_gap: str | None = None
+) -> dict[str, Any]:
+    """Chain the decision log of `dates`; relink later chained dates whose seed changed;
+    append every head written to the anchor.
 
     A later date is relinked only when its rows still match its recorded chain: a date
     whose log was altered keeps its old chain (and so keeps failing `verify`), so
-    re-recording never launders tampering. Returns a summary for the stage result.
+    re-recording never launders tampering. Chaining over a day the lake lost is refused
+    unless `accept_gap` (or `ctx.accept_audit_gap`) gives a reason, which is logged in the
+    anchor and the heads. Returns a summary for the stage result.
     """
-    key = audit_key()
+    key = audit_key_for(getattr(ctx, "settings", None))
     lake: Lake = ctx.lake
     dates = sorted(set(dates))
     if not dates:
         return {"chained": []}
+    accept_gap = accept_gap or getattr(ctx, "accept_audit_gap", None)
+    gaps = refuse_chain_gaps(ctx, dates, accept_gap)
+    spark = lake.spark
+    note = ""
+    if gaps:
+        log.warning(
+            "audit: chaining over lost day(s) %s, accepted: %s",
+            ", ".join(d.isoformat() for d in gaps),
+            accept_gap,
+        )
+        append_anchor(
+            ctx.settings,
+            spark,
+            [AnchorRecord("gap_accepted", None, _now_text(), reason=accept_gap,
+                          dates=tuple(gaps))],
+        )  # fmt: skip
+        note = f" (gap over {', '.join(d.isoformat() for d in gaps)} accepted: {accept_gap})"
+        reason += note
     heads = _heads(lake)
     later = sorted(d for d in heads if d > dates[0] and d not in dates)
     todo = sorted({*dates, *later})
@@ -362,6 +634,7 @@ def record_chain(ctx: Any, dates: Sequence[date], reason: str = "recommend") -> 
     previous = _previous(heads, todo[0])
     chains: list[Chain] = []
     relinked, kept = [], []
+    relink_reason = f"relinked after {dates[0]} was re-chained{note}"
     for day in todo:
         if day in later:
             old = heads[day]
@@ -377,15 +650,12 @@ def record_chain(ctx: Any, dates: Sequence[date], reason: str = "recommend") -> 
                     kept.append(day)  # altered since it was chained: its evidence stays
                 previous = old
                 continue
-            chain = build_chain(
-                day, current[day], previous, f"relinked after {dates[0]} was re-chained", key
-            )
+            chain = build_chain(day, current[day], previous, relink_reason, key)
             relinked.append(day)
         else:
             chain = build_chain(day, current[day], previous, reason, key)
         chains.append(chain)
         previous = chain.head
-    spark = lake.spark
     written = [c.head.run_date for c in chains]
     rows = [row for c in chains for row in c.rows]
     lake.replace_dates(
@@ -396,11 +666,14 @@ def record_chain(ctx: Any, dates: Sequence[date], reason: str = "recommend") -> 
         AUDIT_HEADS,
         written,
     )
+    at = _now_text()
+    append_anchor(ctx.settings, spark, [AnchorRecord.of(c.head, at) for c in chains])
     return {
         "chained": [d.isoformat() for d in written],
         "relinked": [d.isoformat() for d in relinked],
         "not_relinked": [d.isoformat() for d in kept],
         "signed": key is not None,
+        "gaps_accepted": [d.isoformat() for d in gaps],
         "heads": {c.head.run_date.isoformat(): c.head.head for c in chains},
     }
 
@@ -410,13 +683,20 @@ class VerifyResult:
     run_date: date
     rows: int = 0  # decision log rows now
     head: str | None = None  # the recorded head
-    hmac: str = "unsigned"  # verified | unsigned | not checked (no key) | bad
+    hmac: str = "unsigned"  # verified | unsigned | not checked (no key) | bad | missing
     changes: list[RowChange] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # evidence of tampering
+    unchecked: list[str] = field(default_factory=list)  # what could not be checked
+
+    @property
+    def intact(self) -> bool:
+        """Nothing differs from what was recorded (the signature may be unchecked)."""
+        return not self.changes and not self.problems
 
     @property
     def ok(self) -> bool:
-        return not self.changes and not self.problems
+        """Intact, signed, HMAC verified and the head equal to the anchor's copy."""
+        return self.intact and not self.unchecked
 
     def summary(self) -> str:
         if self.ok:
@@ -426,6 +706,7 @@ class VerifyResult:
             f"{counts.get('changed', 0)} changed, {counts.get('deleted', 0)} deleted, "
             f"{counts.get('inserted', 0)} inserted row(s)",
             *self.problems,
+            *self.unchecked,
         ]
         return f"FAILED {self.run_date}: " + "; ".join(parts)
 
@@ -437,20 +718,96 @@ class VerifyResult:
 
 
 def verify_chain(ctx: Any, day: date) -> VerifyResult:
-    """Check `day`'s decision log against its recorded chain, head, HMAC and previous-day link."""
+    """Check `day`'s decision log against its recorded chain, head, HMAC, previous-day link
+    and the anchor's copy of its head."""
     return verify_dates(ctx, [day])[day]
 
 
 def verify_dates(ctx: Any, days: Sequence[date]) -> dict[date, VerifyResult]:
     """`verify_chain` for several dates with one read of each table."""
-    key = audit_key()
+    key = audit_key_for(getattr(ctx, "settings", None))
     lake: Lake = ctx.lake
     days = sorted(set(days))
     heads = _heads(lake)
     current = _current_rows(lake, days)
     recorded = _recorded_rows(lake, days)
     missing = "does not exist" if not lake.exists(AUDIT_HEADS) else None
-    return {d: _verify(d, heads, current[d], recorded[d], key, missing) for d in days}
+    records = read_anchor(ctx.settings, lake.spark)
+    anchored = latest_anchored(records) if records is not None else None
+    where = str(ctx.settings.paths.audit_anchor)
+    return {
+        d: _verify(d, heads, current[d], recorded[d], key, missing, anchored, where) for d in days
+    }
+
+
+def chained_dates(ctx: Any) -> set[date]:
+    """Every date the lake has a head for, and every date the anchor recorded."""
+    lake: Lake = ctx.lake
+    records = read_anchor(ctx.settings, lake.spark) or []
+    return set(_heads(lake)) | set(latest_anchored(records))
+
+
+@dataclass
+class TrailResult:
+    """The whole trail against the anchor: days the lake lost, a truncated tail."""
+
+    days: int = 0  # heads in the lake
+    anchored: int = 0  # dates in the anchor
+    problems: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.unchecked
+
+    def summary(self) -> str:
+        if self.ok:
+            extra = f"; {'; '.join(self.notes)}" if self.notes else ""
+            return f"trail ok: {self.days} chained day(s), {self.anchored} in the anchor{extra}"
+        return "FAILED trail: " + "; ".join([*self.problems, *self.unchecked, *self.notes])
+
+
+def verify_trail(ctx: Any) -> TrailResult:
+    """Compare the chained days of the lake with the anchor: a day the anchor (or a later
+    day's link) records that the lake no longer holds is a deleted day, the most recent
+    ones a truncated tail; gaps accepted with a reason are listed, not failed."""
+    lake: Lake = ctx.lake
+    heads = _heads(lake)
+    records = read_anchor(ctx.settings, lake.spark)
+    result = TrailResult(days=len(heads))
+    if records is None:
+        result.unchecked.append(
+            f"no audit anchor at {ctx.settings.paths.audit_anchor}: deleted days cannot be told"
+        )
+        return result
+    anchored = latest_anchored(records)
+    accepted = accepted_gaps(records)
+    result.anchored = len(anchored)
+    gone = missing_days(heads, anchored, accepted)
+    tail = [d for d in gone if not heads or d > max(heads)]
+    middle = [d for d in gone if d not in tail]
+    if middle:
+        result.problems.append(
+            "day(s) chained but gone from the lake: " + ", ".join(d.isoformat() for d in middle)
+        )
+    if tail:
+        result.problems.append(
+            f"tail truncated: the anchor records {', '.join(d.isoformat() for d in tail)} "
+            f"after the lake's last chained day "
+            f"({max(heads).isoformat() if heads else 'none'})"
+        )
+    if accepted:
+        result.notes.append(
+            "gap(s) accepted: "
+            + ", ".join(f"{d.isoformat()} ({why})" for d, why in sorted(accepted.items()))
+        )
+    return result
+
+
+def _first_out_of_order(recorded: Sequence[tuple[Any, ...]]) -> int | None:
+    keys = [(r[1], r[2], r[3]) for r in recorded]
+    return next((i for i in range(1, len(keys)) if keys[i] < keys[i - 1]), None)
 
 
 def _verify(
@@ -460,15 +817,23 @@ def _verify(
     recorded: Sequence[tuple[Any, ...]],
     key: bytes | None,
     heads_missing: str | None,
+    anchored: Mapping[date, AnchorRecord] | None = None,
+    anchor: str = "",
 ) -> VerifyResult:
     result = VerifyResult(day)
     result.rows = len(current)
     head = heads.get(day)
+    copy = anchored.get(day) if anchored is not None else None
     if head is None:
         what = heads_missing or f"has no row for {day}"
         result.problems.append(
             f"no chain recorded: {AUDIT_HEADS} {what} (head deleted, or recommend never ran)"
         )
+        if copy is not None:
+            result.problems.append(
+                f"the audit anchor recorded head {copy.head} for {day} at {copy.recorded_at}: "
+                "the day was deleted"
+            )
         result.changes = compare_rows([], current)
         return result
     result.head = head.head
@@ -477,6 +842,12 @@ def _verify(
     positions = [r[0] for r in recorded]
     if positions != list(range(1, len(recorded) + 1)):
         result.problems.append(f"{DECISION_LOG_CHAIN} positions are not 1..{len(recorded)}")
+    out_of_order = _first_out_of_order(recorded)
+    if out_of_order is not None:
+        result.problems.append(
+            f"{DECISION_LOG_CHAIN} rows reordered at position {recorded[out_of_order][0]} "
+            "(the chain is ordered by rec_id, policy_id, row_hash)"
+        )
     if len(recorded) != head.rows:
         result.problems.append(
             f"{AUDIT_HEADS} records {head.rows} rows but {DECISION_LOG_CHAIN} holds {len(recorded)}"
@@ -516,9 +887,14 @@ def _verify(
                 f"after {day} was chained"
             )
 
-    # 3. the head's signature
+    # 3. the head's signature: unsigned or unchecked never passes
     if key is None:
         result.hmac = f"not checked: {AUDIT_KEY_ENV} unset" if head.hmac else "unsigned"
+        result.unchecked.append(
+            f"HMAC not checked: {AUDIT_KEY_ENV} is not set"
+            if head.hmac
+            else f"head is not signed (and {AUDIT_KEY_ENV} is not set to check one)"
+        )
     elif head.hmac is None:
         result.hmac = "missing"
         result.problems.append(
@@ -534,6 +910,19 @@ def _verify(
     else:
         result.hmac = "verified"
 
-    # 4. the rows themselves
+    # 4. the head against the anchor's copy, outside the lake
+    if anchored is None:
+        result.unchecked.append(f"no audit anchor at {anchor}: the head is not compared")
+    elif copy is None:
+        result.problems.append(
+            f"{day} is not in the audit anchor (chained without it, or its record was removed)"
+        )
+    elif not copy.matches(head):
+        result.problems.append(
+            f"the head differs from the audit anchor's (recorded {copy.recorded_at}): "
+            "rewritten after it was chained"
+        )
+
+    # 5. the rows themselves
     result.changes = compare_rows([(r[0], r[1], r[2], r[3]) for r in recorded], current)
     return result

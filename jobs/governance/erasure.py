@@ -3,22 +3,31 @@
 1. The subject: the canonical id and every spelling of it (identity directory,
    `jobs.reference.files.user_aliases`), plus its pseudonym tokens (ops.pseudonyms, and the
    token computed with the pseudonym key when it is set).
+   The subject must be in the directory (or `allow_unknown`, `forget --not-in-directory`),
+   and never a shared or system account (`root`, `Administrator`, `SYSTEM`, ... and the
+   directory's service accounts): their names appear in everyone's evidence.
 2. Every Delta table under the lake root is scanned. A row is **deleted** when it is the
    user's: `user_id`, `user_name_raw`, `identifier` is one of the spellings, `entity_id` /
-   `target_id` of an account entity is, `token` is one of the tokens; bronze rows are found
-   through silver lineage (`bronze_file`, `bronze_line` of the user's events) and by raw
-   text naming the user, and every silver row drawn from such a bronze line goes too. A
-   row of someone else that merely **mentions** the user (a host's `users` set, a peer
-   group's member days, a reason text naming the account) is **redacted**: map entries
-   and array elements that are the user are dropped, mentions in text become `[erased]`.
+   `target_id` of an account entity is, `token` is one of the tokens. Raw evidence
+   (bronze lines, `silver.quarantine`) is never deleted: a line naming the subject may be
+   someone else's evidence (an sshd line, a Windows event about them), so it is
+   **redacted** like every other row that merely **mentions** the user (a host's `users`
+   set, a peer group's member days, a reason text naming the account): map entries and
+   array elements that are the user are dropped, mentions in text become the erasure's
+   pseudonym `[erased:<first 12 hex of subject_ref>]`, the same in every line, so the
+   lines still correlate and ops.erasures says which erasure made them.
 3. Rewrites replace only the affected dates (`replaceWhere` on run_date, so no user id is
    ever written into a commit predicate); gold.policy_recommendations is MERGEd on rec_id
    so Change Data Feed consumers see only the withdrawn rows.
 4. The audit chain of the affected decision-log dates is re-recorded with the erasure as
    its reason (dates whose chain already failed `verify` are left as they are).
-5. Every touched table is vacuumed with zero retention (the retention check is disabled
-   for that session only, then restored): older versions, CDF files and their parquet
-   files are physically gone, and time travel to them fails.
+5. Every touched table is vacuumed with zero retention (`VACUUM_RETENTION_HOURS`; the
+   retention check is disabled for that session only, then restored): older versions,
+   CDF files and their parquet files are physically gone, and time travel to them fails.
+   CDF consumers whose cursor is older than the erasure's version must resync from a
+   snapshot (docs/privacy.md; the consumer example does).
+The rewrite holds the date locks of every date it touches (and of today for tables
+without dates), so no pipeline run writes those dates meanwhile.
 6. ops.erasures records who, when, which tables and how many rows, never the user's id:
    only a keyed HMAC of it (or a plain sha256 when no key is configured).
 
@@ -48,6 +57,7 @@ from pyspark.sql.types import ArrayType, DataType, MapType, StringType, StructTy
 
 from jobs.core.errors import PipelineError, ReferenceDataError
 from jobs.core.lake import Lake
+from jobs.core.locks import lock_dates
 from jobs.core.tables import (
     AUDIT_HEADS,
     CATALOGUE,
@@ -59,30 +69,45 @@ from jobs.core.tables import (
     PSEUDONYMS,
     SILVER_QUARANTINE,
 )
-from jobs.governance.audit import AUDIT_KEY_ENV, audit_key, record_chain, verify_dates
+from jobs.governance.audit import (
+    AUDIT_KEY_ENV,
+    audit_key,
+    record_chain,
+    refuse_chain_gaps,
+    verify_dates,
+)
 from jobs.governance.privacy import token_of
-from jobs.reference.files import user_aliases
+from jobs.reference.files import identity_directory, user_aliases
 from jobs.stages.recommend.recommendations import withdraw_and_redact
 
 __all__ = [
+    "VACUUM_RETENTION_HOURS",
     "ErasureResult",
     "Subject",
+    "check_subject",
     "erase_user",
     "mention_pattern",
     "owned_rows",
     "plan_erasure",
     "redact",
     "resolve_subject",
+    "shared_account",
 ]
 
-REDACTED = "[erased]"
+REDACTED = "[erased]"  # a mention when no pseudonym is given (a dry run's count)
+VACUUM_RETENTION_HOURS = 0.0  # erasure means the bytes go; CDF consumers resync (docs/privacy.md)
+# shared and system accounts: their names are in everyone's evidence, never one person's
+SYSTEM_ACCOUNTS = frozenset({
+    "root", "administrator", "admin", "system", "nt authority\\system", "local service",
+    "network service", "localsystem", "guest", "nobody", "daemon", "krbtgt",
+    "defaultaccount", "wdagutilityaccount", "sshd", "www-data", "ubuntu", "ec2-user",
+    "anonymous", "anonymous logon", "dwm-1", "umfd-0", "umfd-1",
+})  # fmt: skip
 ACCOUNT_TYPES = ("user", "service_account")
 # hashes only, or rewritten by re-chaining the audit log
 SKIPPED_TABLES = (ERASURES.name, DECISION_LOG_CHAIN.name, AUDIT_HEADS.name)
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 COMMIT_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
-LINEAGE = ("_file", "_line")
-SILVER_LINEAGE = ("bronze_file", "bronze_line")
 # characters that continue an identifier: a mention must not touch one on either side
 _ID_CHAR = r"[\w@%+\-]"
 
@@ -97,6 +122,7 @@ class Subject:
     aliases: tuple[str, ...]  # every spelling, lower case, the canonical id included
     tokens: tuple[str, ...]  # pseudonym tokens of the user
     in_directory: bool
+    shared: str | None = None  # why it is a shared or system account, or None
 
     @property
     def needles(self) -> tuple[str, ...]:
@@ -119,11 +145,17 @@ def _is_needle(col: Column, needles: Sequence[str]) -> Column:
     return F.lower(F.trim(col)).isin(list(needles))
 
 
-def redact(col: Column, dtype: DataType, pattern: str, needles: Sequence[str]) -> Column:
+def redact(
+    col: Column,
+    dtype: DataType,
+    pattern: str,
+    needles: Sequence[str],
+    pseudonym: str = REDACTED,
+) -> Column:
     """`col` without the subject: elements/keys that are the subject dropped, text mentions
-    replaced by `[erased]`. A value without a mention comes out unchanged."""
+    replaced by `pseudonym`. A value without a mention comes out unchanged."""
     if isinstance(dtype, StringType):
-        return F.regexp_replace(col, pattern, REDACTED)
+        return F.regexp_replace(col, pattern, pseudonym.replace("\\", "\\\\").replace("$", "\\$"))
     if isinstance(dtype, ArrayType):
         element = dtype.elementType
         if isinstance(element, StringType):
@@ -141,7 +173,7 @@ def redact(col: Column, dtype: DataType, pattern: str, needles: Sequence[str]) -
             kept = F.filter(col, lambda x: ~is_subject(x)) if strings else col
         else:
             kept = col
-        return F.transform(kept, lambda x: redact(x, element, pattern, needles))
+        return F.transform(kept, lambda x: redact(x, element, pattern, needles, pseudonym))
     if isinstance(dtype, MapType):
         value_type = dtype.valueType
         kept = (
@@ -149,10 +181,15 @@ def redact(col: Column, dtype: DataType, pattern: str, needles: Sequence[str]) -
             if isinstance(dtype.keyType, StringType)
             else col
         )
-        return F.transform_values(kept, lambda _k, v: redact(v, value_type, pattern, needles))
+        return F.transform_values(
+            kept, lambda _k, v: redact(v, value_type, pattern, needles, pseudonym)
+        )
     if isinstance(dtype, StructType):
         inner = F.struct(
-            *[redact(col[f.name], f.dataType, pattern, needles).alias(f.name) for f in dtype.fields]
+            *[
+                redact(col[f.name], f.dataType, pattern, needles, pseudonym).alias(f.name)
+                for f in dtype.fields
+            ]
         )
         return F.when(col.isNull(), F.lit(None)).otherwise(inner)
     return col
@@ -165,8 +202,17 @@ def mentions(df: DataFrame, pattern: str) -> Column:
     )
 
 
+def is_raw_evidence(table: str) -> bool:
+    """Bronze lines and quarantined raw text: redacted, never deleted (other people's
+    evidence may be in the same line)."""
+    return table.startswith("bronze.") or table == SILVER_QUARANTINE.name
+
+
 def owned_rows(table: str, df: DataFrame, subject: Subject, pattern: str) -> Column:
-    """The row is the subject's own (deleted rather than redacted); never null."""
+    """The row is the subject's own (deleted rather than redacted); never null. Raw
+    evidence never is."""
+    if is_raw_evidence(table):
+        return F.lit(False)
     columns = set(df.columns)
     accounts = list(ACCOUNT_TYPES)
     conds: list[Column] = []
@@ -181,32 +227,10 @@ def owned_rows(table: str, df: DataFrame, subject: Subject, pattern: str) -> Col
             conds.append(cond)
     if "token" in columns and subject.tokens:
         conds.append(F.col("token").isin(list(subject.tokens)))
-    if "_lineage_hit" in columns:
-        conds.append(F.col("_lineage_hit"))
-    if "raw" in columns and (table.startswith("bronze.") or table == SILVER_QUARANTINE.name):
-        conds.append(F.col("raw").rlike(pattern))
     out = F.lit(False)
     for cond in conds:
         out = out | F.coalesce(cond, F.lit(False))
     return out
-
-
-def _with_lineage(table: str, df: DataFrame, keys: DataFrame | None) -> DataFrame:
-    """Flag rows drawn from (or being) a bronze line that is the subject's (`_lineage_hit`)."""
-    if keys is None:
-        return df
-    if table.startswith("bronze.") and set(LINEAGE) <= set(df.columns):
-        on = LINEAGE
-    elif table.startswith("silver.") and set(SILVER_LINEAGE) <= set(df.columns):
-        on = SILVER_LINEAGE
-    else:
-        return df
-    flagged = keys.select(
-        F.col("file").alias(on[0]), F.col("line").alias(on[1]), F.lit(True).alias("_lineage_hit")
-    )
-    return df.join(F.broadcast(flagged), list(on), "left").withColumn(
-        "_lineage_hit", F.coalesce("_lineage_hit", F.lit(False))
-    )
 
 
 # --- I/O ------------------------------------------------------------------------------------
@@ -251,6 +275,17 @@ def _subject_ref(settings: Any, user_id: str) -> tuple[str, str]:
     return hashlib.sha256(message).hexdigest(), "sha256"
 
 
+def shared_account(user_id: str, aliases: Sequence[str], account_type: str | None) -> str | None:
+    """Why `user` is a shared or system account (refused by `forget`), or None."""
+    for name in (user_id, *aliases):
+        bare = name.split("\\")[-1].split("@")[0].strip().lower()
+        if name.strip().lower() in SYSTEM_ACCOUNTS or bare in SYSTEM_ACCOUNTS:
+            return f"{name!r} is a shared or system account"
+    if (account_type or "").strip().lower() in ("service", "service_account", "shared", "system"):
+        return f"{user_id!r} is a {account_type} account in the identity directory"
+    return None
+
+
 def resolve_subject(ctx: Any, user: str) -> Subject:
     """The canonical id, every spelling and every pseudonym token of `user`."""
     wanted = user.strip().lower()
@@ -258,7 +293,7 @@ def resolve_subject(ctx: Any, user: str) -> Subject:
         raise ErasureError("forget: --user is empty")
     lake: Lake = ctx.lake
     aliases = {wanted}
-    user_id, in_directory = wanted, False
+    user_id, in_directory, account_type = wanted, False, None
     try:
         spellings = user_aliases(ctx.spark, ctx.settings)
         match = spellings.where(F.col("alias_key") == wanted).select("user_id").first()
@@ -269,6 +304,13 @@ def resolve_subject(ctx: Any, user: str) -> Subject:
                 for r in spellings.where(F.lower("user_id") == user_id).collect()
             }
             aliases.add(user_id)
+            entry = (
+                identity_directory(ctx.spark, ctx.settings)
+                .where(F.lower("user_id") == user_id)
+                .select("account_type")
+                .first()
+            )
+            account_type = entry["account_type"] if entry is not None else None
     except ReferenceDataError:
         pass
     tokens: set[str] = set()
@@ -284,45 +326,22 @@ def resolve_subject(ctx: Any, user: str) -> Subject:
     key_value = os.environ.get(ctx.settings.privacy.key_env)
     if key_value:
         tokens.add(token_of(key_value.encode("utf-8"), user_id, "user"))
-    return Subject(user_id, tuple(sorted(aliases)), tuple(sorted(tokens)), in_directory)
+    shared = shared_account(user_id, sorted(aliases), account_type)
+    return Subject(user_id, tuple(sorted(aliases)), tuple(sorted(tokens)), in_directory, shared)
 
 
-def _bronze_keys(
-    lake: Lake, tables: Sequence[str], subject: Subject, pattern: str
-) -> DataFrame | None:
-    """(file, line) of every bronze line that is the subject's: lineage of the subject's
-    silver rows, and raw text naming the subject. Collected (keys, not events)."""
-    spark = lake.spark
-    parts: list[DataFrame] = []
-    for table in tables:
-        if table.startswith("silver."):
-            df = lake.read(table)
-            if not set(SILVER_LINEAGE) <= set(df.columns):
-                continue
-            hit = owned_rows(table, df, subject, pattern)
-            parts.append(
-                df.where(hit).select(
-                    F.col("bronze_file").alias("file"), F.col("bronze_line").alias("line")
-                )
-            )
-        elif table.startswith("bronze."):
-            df = lake.read(table)
-            if not set(LINEAGE) <= set(df.columns) or "raw" not in df.columns:
-                continue
-            parts.append(
-                df.where(F.col("raw").rlike(pattern)).select(
-                    F.col("_file").alias("file"), F.col("_line").alias("line")
-                )
-            )
-    if not parts:
-        return None
-    union = parts[0]
-    for part in parts[1:]:
-        union = union.unionByName(part)
-    keys = [
-        (r["file"], r["line"]) for r in union.where(F.col("file").isNotNull()).distinct().collect()
-    ]
-    return spark.createDataFrame(keys, "file string, line long") if keys else None
+def check_subject(subject: Subject, allow_unknown: bool = False) -> None:
+    """Refuse a shared or system account always, a subject the directory does not know
+    unless `allow_unknown` (a typo would otherwise erase a stranger's mentions)."""
+    if subject.shared:
+        raise ErasureError(
+            f"forget: {subject.shared}: its name is in everyone's evidence; erase a person"
+        )
+    if not subject.in_directory and not allow_unknown:
+        raise ErasureError(
+            f"forget: {subject.user_id!r} is not in the identity directory; check the spelling, "
+            "or pass --not-in-directory to erase an identifier the directory never had"
+        )
 
 
 @dataclass
@@ -335,10 +354,11 @@ class ErasureResult:
     rechained: list[date] = field(default_factory=list)
     chain_left_broken: list[date] = field(default_factory=list)
     vacuumed: list[str] = field(default_factory=list)
+    # table -> its version after the erasure: a CDF cursor below it must resync (snapshot)
+    resync_below: dict[str, int] = field(default_factory=dict)
     outside_files: list[str] = field(default_factory=list)
     # what the scan found, so a plan applied at once is not scanned twice (not for display)
     plan: dict[str, dict[date | None, tuple[int, int]]] = field(default_factory=dict, repr=False)
-    keys: DataFrame | None = field(default=None, repr=False)
 
     @property
     def tables(self) -> list[str]:
@@ -352,7 +372,7 @@ def _affected(
 ) -> dict[date | None, tuple[int, int]]:
     """run_date -> (rows deleted, rows redacted) for one table (a small aggregate)."""
     owned = owned_rows(table, df, subject, pattern)
-    named = mentions(df.drop("_lineage_hit") if "_lineage_hit" in df.columns else df, pattern)
+    named = mentions(df, pattern)
     date_col = F.col("run_date") if "run_date" in df.columns else F.lit(None).cast("date")
     rows = (
         df.where(owned | named)
@@ -367,16 +387,20 @@ def _affected(
 
 
 def _rewritten(
-    df: DataFrame, columns: Sequence[str], subject: Subject, pattern: str, table: str
+    df: DataFrame,
+    columns: Sequence[str],
+    subject: Subject,
+    pattern: str,
+    table: str,
+    pseudonym: str,
 ) -> DataFrame:
     """The table's rows of the affected dates without the subject (same columns)."""
     owned = owned_rows(table, df, subject, pattern)
-    base = df.drop("_lineage_hit") if "_lineage_hit" in df.columns else df
-    named = mentions(base, pattern)
-    types = {f.name: f.dataType for f in base.schema.fields}
+    named = mentions(df, pattern)
+    types = {f.name: f.dataType for f in df.schema.fields}
     return df.where(~owned).select(
         *[
-            F.when(named, redact(F.col(c), types[c], pattern, subject.needles))
+            F.when(named, redact(F.col(c), types[c], pattern, subject.needles, pseudonym))
             .otherwise(F.col(c))
             .alias(c)
             for c in columns
@@ -387,10 +411,10 @@ def _rewritten(
 def _rewrite(
     lake: Lake,
     table: str,
-    keys: DataFrame | None,
     subject: Subject,
     pattern: str,
     days: Sequence[date | None],
+    pseudonym: str,
 ) -> None:
     columns = lake.read(table).columns
     if table == POLICY_RECOMMENDATIONS.name:
@@ -400,19 +424,24 @@ def _rewrite(
         named = mentions(df, pattern)
         types = {f.name: f.dataType for f in df.schema.fields}
         source = df.where(owned | named).select(
-            *[redact(F.col(c), types[c], pattern, subject.needles).alias(c) for c in columns],
+            *[
+                redact(F.col(c), types[c], pattern, subject.needles, pseudonym).alias(c)
+                for c in columns
+            ],
             owned.alias("_erase"),
         )
         withdraw_and_redact(lake, source)
         return
     dated = [d for d in days if d is not None]
     if "run_date" in columns and len(dated) == len(days):
-        df = _with_lineage(table, lake.read_dates(table, dated), keys)
-        lake.replace_dates(_rewritten(df, columns, subject, pattern, table), table, dated)
+        df = lake.read_dates(table, dated)
+        lake.replace_dates(
+            _rewritten(df, columns, subject, pattern, table, pseudonym), table, dated
+        )
         return
     # not partitioned by run_date: rewrite the whole table in one overwrite commit
-    df = _with_lineage(table, lake.read(table), keys)
-    lake.overwrite(_rewritten(df, columns, subject, pattern, table), table)
+    df = lake.read(table)
+    lake.overwrite(_rewritten(df, columns, subject, pattern, table, pseudonym), table)
 
 
 def _vacuum(spark: SparkSession, lake: Lake, tables: Sequence[str]) -> list[str]:
@@ -426,7 +455,7 @@ def _vacuum(spark: SparkSession, lake: Lake, tables: Sequence[str]) -> list[str]
             props = dict(detail["properties"]) if detail is not None else {}
             if props.get("delta.enableDeletionVectors") == "true":
                 spark.sql(f"REORG TABLE delta.`{path}` APPLY (PURGE)")
-            DeltaTable.forPath(spark, path).vacuum(0.0)
+            DeltaTable.forPath(spark, path).vacuum(VACUUM_RETENTION_HOURS)
     finally:
         if previous is None:
             spark.conf.unset(RETENTION_CHECK)
@@ -481,16 +510,18 @@ def _record(lake: Lake, result: ErasureResult, ref: tuple[str, str], by: str, at
     )
 
 
-def plan_erasure(ctx: Any, user: str) -> ErasureResult:
-    """Scan every table for `user`: what `erase_user` would delete and redact (a dry run)."""
+def plan_erasure(ctx: Any, user: str, allow_unknown: bool = False) -> ErasureResult:
+    """Scan every table for `user`: what `erase_user` would delete and redact (a dry run).
+    Refuses shared and system accounts, and subjects the directory does not know unless
+    `allow_unknown`."""
     lake: Lake = ctx.lake
     subject = resolve_subject(ctx, user)
+    check_subject(subject, allow_unknown)
     pattern = mention_pattern(subject.needles)
     result = ErasureResult(subject, dry_run=True)
     tables = [t for t in list_tables(lake) if t not in SKIPPED_TABLES]
-    result.keys = _bronze_keys(lake, tables, subject, pattern)
     for table in tables:
-        df = _with_lineage(table, lake.read(table), result.keys)
+        df = lake.read(table)
         affected = _affected(table, df, subject, pattern)
         result.deleted[table] = sum(n for n, _ in affected.values())
         result.redacted[table] = sum(n for _, n in affected.values())
@@ -507,6 +538,7 @@ def erase_user(
     dry_run: bool = False,
     now: datetime | None = None,
     planned: ErasureResult | None = None,
+    allow_unknown: bool = False,
 ) -> ErasureResult:
     """Remove `user` from every table (or, with `dry_run`, count what would be removed).
 
@@ -516,32 +548,54 @@ def erase_user(
     """
     if planned is not None and user.strip().lower() not in planned.subject.aliases:
         raise ErasureError(f"the plan given is for another user than {user!r}")
-    scanned = planned if planned is not None else plan_erasure(ctx, user)
+    if planned is not None:
+        check_subject(planned.subject, allow_unknown)
+    scanned = planned if planned is not None else plan_erasure(ctx, user, allow_unknown)
     result = replace(scanned, dry_run=dry_run)
-    subject, plan, keys = result.subject, result.plan, result.keys
+    subject, plan = result.subject, result.plan
     pattern = mention_pattern(subject.needles)
     if dry_run or not plan:
         return result
 
     lake: Lake = ctx.lake
     at = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    # the pipeline never writes a date while its rewrite runs; tables without dates are
+    # covered by today's lock (what a nightly run of today would take)
+    dated = {d for days in plan.values() for d in days if d is not None}
+    undated = any(d is None for days in plan.values() for d in days)
+    with lock_dates(
+        lake.root, sorted(dated | ({at.date()} if undated else set())), "forget (erasure)"
+    ):
+        return _erase_planned(ctx, result, pattern, at, requested_by)
+
+
+def _erase_planned(
+    ctx: Any, result: ErasureResult, pattern: str, at: datetime, requested_by: str
+) -> ErasureResult:
+    lake: Lake = ctx.lake
+    subject, plan = result.subject, result.plan
     ref = _subject_ref(ctx.settings, subject.user_id)
+    pseudonym = f"[erased:{ref[0][:12]}]"
     result.erasure_id = hashlib.sha256(f"{ref[0]}|{at.isoformat()}".encode()).hexdigest()
     log_dates = sorted(d for d in plan.get(DECISION_LOG.name, {}) if d is not None)
     verified = verify_dates(ctx, log_dates) if lake.exists(AUDIT_HEADS) else {}
+    rechain = [d for d in log_dates if d in verified and verified[d].intact]
+    # re-chaining must not link over a lost day: refuse before any table is rewritten
+    refuse_chain_gaps(ctx, rechain, getattr(ctx, "accept_audit_gap", None))
     spark = lake.spark
     spark.conf.set(
         COMMIT_METADATA_CONF, json.dumps({"stage": "forget", "erasure_id": result.erasure_id})
     )
     try:
         for table, days in plan.items():
-            _rewrite(lake, table, keys, subject, pattern, list(days))
+            _rewrite(lake, table, subject, pattern, list(days), pseudonym)
     finally:
         spark.conf.unset(COMMIT_METADATA_CONF)
     touched = list(plan)
     if log_dates and lake.exists(AUDIT_HEADS):
-        result.rechained = [d for d in log_dates if verified[d].ok]
-        result.chain_left_broken = [d for d in log_dates if not verified[d].ok]
+        # intact: nothing differs from the recorded chain (its HMAC may be unchecked)
+        result.rechained = [d for d in log_dates if verified[d].intact]
+        result.chain_left_broken = [d for d in log_dates if not verified[d].intact]
         if result.rechained:
             n = result.deleted.get(DECISION_LOG.name, 0)
             record_chain(
@@ -551,6 +605,7 @@ def erase_user(
             )
             touched += [DECISION_LOG_CHAIN.name, AUDIT_HEADS.name]
     result.vacuumed = _vacuum(lake.spark, lake, sorted(set(touched)))
+    result.resync_below = {t: lake.version(t) for t in result.vacuumed}
     _record(lake, result, ref, requested_by, at)
     return result
 

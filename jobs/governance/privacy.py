@@ -44,6 +44,7 @@ from jobs.core.tables import ENTITY_RISK, PSEUDONYMS, SESSION_SCORES, Table
 
 __all__ = [
     "PROTECTED_TABLES",
+    "TOKEN_ID_PATTERN",
     "ProtectedTable",
     "Pseudonymizer",
     "pseudonym_key",
@@ -61,6 +62,8 @@ MIN_KEY_BYTES = 32
 TOKEN_HEX = 24
 PREFIX = {"user": "u_", "host": "h_", "device": "d_"}
 TOKEN_PATTERN = r"\b[uhd]_[0-9a-f]{24}\b"
+# a whole identifier that is a token (an id column the recommend stage could not resolve)
+TOKEN_ID_PATTERN = r"^[uhd]_[0-9a-f]{24}$"
 _TOKEN = re.compile(TOKEN_PATTERN)
 # A word of free text that may be an identifier (emails, asset ids, device names).
 _WORD = re.compile(r"[\w.@%+\-]+")

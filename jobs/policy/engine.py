@@ -29,7 +29,7 @@ DECISIONS_DDL = (
     "policy_id string, policy_version string, policy_hash string, policy_mode string, "
     "domain_rank int, tier string, policy_action string, inputs string, signals_json string, "
     "thresholds string, exceptions_checked_json string, guardrails string, "
-    "expired_exceptions_json string"
+    "expired_exceptions_json string, ceiling string"
 )
 DECISION_COLUMNS = [part.strip().split(" ")[0] for part in DECISIONS_DDL.split(",")]
 
@@ -230,11 +230,13 @@ def decide(
         "guardrails": _json(
             {
                 "applied": outcome.applied,
+                "ceiling": outcome.ceiling,
                 "status": outcome.status,
                 "status_because": outcome.status_because,
             }
         ),
         "expired_exceptions_json": _json(outcome.expired_exceptions),
+        "ceiling": outcome.ceiling,
     }
 
 

@@ -12,7 +12,8 @@ raise it), and every change is recorded for the decision log:
 4. critical-service allowlist: capped at `allowlist.max_action`, status alert_only;
 5. break-glass accounts: capped at `break_glass.max_action`, status alert_only;
 then the status: shadow (policy mode) > alert_only > pending_approval (high impact on a
-critical asset or a privileged user) > approved. An `allow` has status no_action.
+critical asset, a host of unknown criticality or a privileged user) > approved. An `allow`
+has status no_action. The outcome's `ceiling` is the most an analyst may override to.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class GuardrailOutcome:
     exceptions_checked: list[str] = field(default_factory=list)
     expired_exceptions: list[str] = field(default_factory=list)
     supporting_signals: list[str] = field(default_factory=list)
+    # the most severe action the guardrails allow for this entity under this policy (domain
+    # ceiling, active exceptions, allowlist and break-glass caps): what an analyst's
+    # override may reach at most (jobs.governance.decisions)
+    ceiling: str = "block"
 
 
 def matching_exceptions(
@@ -96,6 +101,12 @@ def _high_impact_because(rules: Guardrails, action: str, context: Mapping[str, A
     reasons = []
     if context.get("asset_criticality") in approval.asset_criticality:
         reasons.append(f"asset criticality {context.get('asset_criticality')}")
+    elif (
+        approval.unknown_asset_criticality
+        and context.get("entity_type") == "host"
+        and not context.get("asset_criticality")
+    ):
+        reasons.append("asset criticality unknown (not in the asset inventory)")
     if approval.privileged and context.get("privileged") is True:
         reasons.append("privileged account")
     if context.get("user_type") in approval.user_types:
@@ -114,7 +125,7 @@ def apply_guardrails(
 ) -> GuardrailOutcome:
     """Lower the tier's action as the guardrails require and choose the status."""
     action = tier.action if tier is not None else "allow"
-    out = GuardrailOutcome(action=action, status="")
+    out = GuardrailOutcome(action=action, status="", ceiling=rules.domain_max(policy.domain))
 
     def lower(to: str, guardrail: str, why: str, **extra: Any) -> None:
         nonlocal action
@@ -139,6 +150,7 @@ def apply_guardrails(
             f" (owner {grant.owner}, approved by {grant.approver})"
         )
         lower(grant.max_action, "exception", grant.reason, id=grant.id)
+        out.ceiling = cap(out.ceiling, grant.max_action)
 
     # 2. degraded evidence
     evidence = supporting_signals(tier, signals)
@@ -165,6 +177,8 @@ def apply_guardrails(
     alert_only: list[str] = []
     # 4. critical-service allowlist
     listed = _allowlisted(rules, context)
+    if listed is not None:
+        out.ceiling = cap(out.ceiling, rules.allowlist.max_action)
     if listed is not None and action != "allow":
         before = action
         lower(cap(action, rules.allowlist.max_action), "allowlist", f"critical service {listed}")
@@ -172,7 +186,10 @@ def apply_guardrails(
             alert_only.append(f"allowlisted critical service {listed}")
 
     # 5. break-glass accounts
-    if _is_break_glass(rules, context) and action != "allow":
+    break_glass = _is_break_glass(rules, context)
+    if break_glass:
+        out.ceiling = cap(out.ceiling, rules.break_glass.max_action)
+    if break_glass and action != "allow":
         lower(
             cap(action, rules.break_glass.max_action),
             "break_glass",

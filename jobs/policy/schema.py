@@ -246,6 +246,11 @@ class Approval(_Model):
 
     actions: list[Action] = Field(default_factory=_high_impact_actions)
     asset_criticality: list[str] = Field(default_factory=lambda: ["critical"])
+    # a host the asset inventory does not know (criticality null) might be critical
+    unknown_asset_criticality: bool = Field(
+        default=True,
+        description="High-impact actions on a host of unknown criticality wait for approval.",
+    )
     privileged: bool = True
     user_types: list[str] = Field(default_factory=lambda: ["admin"])
 
@@ -266,6 +271,30 @@ class DegradedEvidence(_Model):
         return self
 
 
+class BlastRadiusLimit(_Model):
+    max_new: int = Field(ge=0, description="Automatically approved actions per run date.")
+    max_share: float = Field(
+        gt=0, le=1, description="... and at most this share of the entities evaluated."
+    )
+
+
+class BlastRadius(_Model):
+    """How many entities one run may isolate or block automatically, per domain and run date:
+    the lower of `max_new` and `max_share` of the entities the domain's policies evaluated.
+    The rest (lowest risk first) wait for an analyst (pending_approval)."""
+
+    actions: list[Action] = Field(default_factory=_high_impact_actions)
+    max_new: int = Field(default=50, ge=0)
+    max_share: float = Field(default=0.25, gt=0, le=1)
+    domains: dict[Domain, BlastRadiusLimit] = Field(
+        default_factory=dict, description="Per-domain limits instead of the two above."
+    )
+
+    def limit(self, domain: str) -> tuple[int, float]:
+        own = self.domains.get(cast(Domain, domain))
+        return (own.max_new, own.max_share) if own else (self.max_new, self.max_share)
+
+
 class Guardrails(_Model):
     version: str = Field(default="1", pattern=r"^\d+(\.\d+){0,2}$")
     max_action: dict[Domain, Action] = Field(
@@ -276,6 +305,7 @@ class Guardrails(_Model):
     break_glass: BreakGlass = BreakGlass()
     approval: Approval = Approval()
     degraded_evidence: DegradedEvidence = DegradedEvidence()
+    blast_radius: BlastRadius = BlastRadius()
 
     @field_validator("version", mode="before")
     @classmethod
@@ -461,9 +491,19 @@ def load_policy_file(path: Path) -> LoadedPolicy:
     return LoadedPolicy(model, compile_policy(model, digest, str(path)), path)
 
 
-def load_guardrails(path: Path) -> Guardrails:
+def load_guardrails(path: Path, required: bool = True) -> Guardrails:
+    """The guardrails file; a missing one is an error unless `required` is off (then the
+    built-in defaults: no allowlist, no break-glass account, block allowed everywhere)."""
     if not path.is_file():
-        return Guardrails()
+        if not required:
+            return Guardrails()
+        raise PolicyLoadError(
+            f"{path}: guardrails file not found; without it nothing protects break-glass "
+            "accounts or allowlisted services (policy.allow_missing: [guardrails] runs on "
+            "the built-in defaults)",
+            "guardrails-missing",
+            str(path),
+        )
     data, _ = _read_yaml(path)
     try:
         return Guardrails.model_validate(data or {})
@@ -514,14 +554,16 @@ def check_references(
             )
 
 
-def load_policy_set(directory: Path | str) -> PolicySet:
-    """Load and cross-check every file in `directory`; the first problem raises PolicyLoadError."""
+def load_policy_set(directory: Path | str, require_guardrails: bool = True) -> PolicySet:
+    """Load and cross-check every file in `directory`; the first problem raises PolicyLoadError.
+
+    `guardrails.yaml` must be there unless `require_guardrails` is off (fail closed)."""
     directory = Path(directory)
     files = policy_files(directory)
     if not files:
         raise PolicyLoadError(f"{directory}: no policy files (*.yaml)", "schema", str(directory))
     policies = tuple(load_policy_file(f) for f in files)
-    guardrails = load_guardrails(directory / GUARDRAILS_FILE)
+    guardrails = load_guardrails(directory / GUARDRAILS_FILE, required=require_guardrails)
     exceptions = load_exceptions(directory / EXCEPTIONS_FILE)
     check_references(policies, exceptions, directory)
     return PolicySet(directory, policies, guardrails, exceptions)
@@ -529,14 +571,29 @@ def load_policy_set(directory: Path | str) -> PolicySet:
 
 def resolve_policies_dir(settings: Any = None, override: Path | str | None = None) -> Path:
     """`override`, else `settings.policy.policies_dir` (default ./policies), else the
-    repository's policies/ folder next to the installed `jobs` package."""
+    repository's policies/ folder next to the installed `jobs` package.
+
+    A folder set explicitly in the configuration must exist: falling back to the bundled
+    policies would enforce policies nobody configured (fail closed), unless
+    `policy.allow_missing` names `policies_dir`.
+    """
     if override is not None:
         return Path(override)
-    configured = getattr(getattr(settings, "policy", None), "policies_dir", None)
+    section = getattr(settings, "policy", None)
+    configured = getattr(section, "policies_dir", None)
+    explicit = "policies_dir" in (getattr(section, "model_fields_set", None) or ())
+    fallback_allowed = "policies_dir" in (getattr(section, "allow_missing", None) or ())
     candidate = Path(configured or DEFAULT_POLICIES_DIR)
-    if candidate.is_absolute() or candidate.is_dir():
+    if candidate.is_dir():
         return candidate
-    bundled = Path(__file__).resolve().parents[2] / candidate
+    if explicit and not fallback_allowed:
+        raise PolicyLoadError(
+            f"policy.policies_dir: {candidate} is not a folder (relative paths are read from "
+            f"{Path.cwd()}); policy.allow_missing: [policies_dir] uses the bundled policies",
+            "yaml",
+            str(candidate),
+        )
+    bundled = Path(__file__).resolve().parents[2] / DEFAULT_POLICIES_DIR
     return bundled if bundled.is_dir() else candidate
 
 

@@ -2,14 +2,22 @@
 
 Layout under `out_dir` (default `paths.exports_dir`):
 
-    <run_date>/policy_recommendations.jsonl   one recommendation a line, ordered by rec_id
-    <run_date>/manifest.json                  run_date, table version, row count, sha256 of
-                                              the .jsonl bytes, policy ids/versions/hashes
+    <run_date>/policy_recommendations.<sha256[:16]>.jsonl   one recommendation a line,
+                                              ordered by rec_id; named by its content
+    <run_date>/manifest.json                  run_date, table and decision-log versions, the
+                                              data file's name, row count, sha256 of its
+                                              bytes, policy ids/versions/hashes
+    <run_date>/policy_recommendations.jsonl   a copy of the data file, replaced last (for
+                                              readers that predate `file` in the manifest)
 
-The data file is written first and the manifest last, each by rename, so a consumer
-that sees a manifest sees a complete file whose checksum it can verify. The export
-reads one Delta version (recorded in the manifest), so both files describe the same
-snapshot, and the bytes depend only on the table: re-exporting gives the same checksum.
+The data file is written first and the manifest last, each by rename. The data file is
+named by its checksum, so a re-export never replaces the bytes an earlier manifest names:
+a consumer that read a manifest reads exactly the file it describes (the data files of
+older manifests are removed once a newer manifest is in place, except the one before).
+The export reads one version of each table (both recorded in the manifest: the policy
+list comes from the pinned decision-log version, not from whatever is latest when the
+manifest is written); it runs as a pipeline stage, under the date lock and the stage
+journal. The bytes depend only on the table: re-exporting gives the same checksum.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from jobs.core.context import RunContext, StageResult
 from jobs.core.errors import PipelineError
 from jobs.core.tables import DECISION_LOG, POLICY_RECOMMENDATIONS
 
-DATA_FILE = "policy_recommendations.jsonl"
+DATA_FILE = "policy_recommendations.jsonl"  # the copy replaced last; `file` names the data
+DATA_PREFIX = "policy_recommendations."
 MANIFEST_FILE = "manifest.json"
 FORMAT = "policylake.policy_recommendations/v1"
 
@@ -68,6 +77,25 @@ def _replace_atomically(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
+def data_file_name(sha256: str) -> str:
+    """The data file's name: its content's digest, so no re-export overwrites it."""
+    return f"{DATA_PREFIX}{sha256[:16]}.jsonl"
+
+
+def _named_file(manifest: Path) -> str | None:
+    try:
+        return str(json.loads(manifest.read_text(encoding="utf-8")).get("file") or "") or None
+    except (OSError, ValueError):
+        return None
+
+
+def _remove_stale_data(target: Path, keep: set[str]) -> None:
+    """Data files no manifest still names (the current one and the one before it stay)."""
+    for path in target.glob(f"{DATA_PREFIX}*.jsonl"):
+        if path.name != DATA_FILE and path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
 def export_day(ctx: RunContext, run_date: date, out_dir: Path | str | None = None) -> ExportResult:
     """Write `<out_dir>/<run_date>/policy_recommendations.jsonl` and `manifest.json`."""
     lake = ctx.lake
@@ -76,6 +104,7 @@ def export_day(ctx: RunContext, run_date: date, out_dir: Path | str | None = Non
             f"export: {POLICY_RECOMMENDATIONS} does not exist; run the recommend stage first"
         )
     version = lake.version(POLICY_RECOMMENDATIONS)
+    log_version = lake.version(DECISION_LOG) if lake.exists(DECISION_LOG) else None
     day = lake.read(POLICY_RECOMMENDATIONS, version=version).where(
         F.col("run_date") == F.lit(run_date)
     )
@@ -85,7 +114,6 @@ def export_day(ctx: RunContext, run_date: date, out_dir: Path | str | None = Non
         / run_date.isoformat()
     )
     target.mkdir(parents=True, exist_ok=True)
-    data_file = target / DATA_FILE
     digest = hashlib.sha256()
     rows = 0
 
@@ -97,13 +125,16 @@ def export_day(ctx: RunContext, run_date: date, out_dir: Path | str | None = Non
             digest.update(line)
             rows += 1
 
-    _replace_atomically(data_file, write_lines)
+    staged = target / f".{DATA_PREFIX}staged.jsonl"
+    _replace_atomically(staged, write_lines)
+    data_file = target / data_file_name(digest.hexdigest())
+    os.replace(staged, data_file)  # complete before any manifest names it
 
     policies: list[dict[str, Any]] = []
-    if lake.exists(DECISION_LOG):
+    if log_version is not None:
         policies = [
             {"id": r["policy_id"], "version": r["policy_version"], "sha256": r["policy_hash"]}
-            for r in lake.read(DECISION_LOG)
+            for r in lake.read(DECISION_LOG, version=log_version)
             .where(F.col("run_date") == F.lit(run_date))
             .select("policy_id", "policy_version", "policy_hash")
             .distinct()
@@ -118,7 +149,8 @@ def export_day(ctx: RunContext, run_date: date, out_dir: Path | str | None = Non
         "run_date": run_date.isoformat(),
         "table": POLICY_RECOMMENDATIONS.name,
         "table_version": version,
-        "file": DATA_FILE,
+        "decision_log_version": log_version,
+        "file": data_file.name,
         "rows": rows,
         "sha256": digest.hexdigest(),
         "statuses": statuses,
@@ -129,9 +161,12 @@ def export_day(ctx: RunContext, run_date: date, out_dir: Path | str | None = Non
         ],
     }
     manifest_file = target / MANIFEST_FILE
+    previous = _named_file(manifest_file)
     _replace_atomically(
         manifest_file, lambda h: h.write((json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     )
+    _replace_atomically(target / DATA_FILE, lambda h: h.write(data_file.read_bytes()))
+    _remove_stale_data(target, {data_file.name, *([previous] if previous else [])})
     return ExportResult(run_date, data_file, manifest_file, rows, digest.hexdigest(), version)
 
 

@@ -533,12 +533,43 @@ def risk_metrics(
     )
 
 
+# --- guardrails that held actions back -------------------------------------------------------
+
+
+def blast_radius_metrics(decision_log: DataFrame) -> DataFrame:
+    """`blast_radius_held` per date and domain: entities whose isolate/block the run's
+    blast-radius limit sent to pending_approval (their decisions' `guardrails` JSON has a
+    `blast_radius` member)."""
+    held = (
+        decision_log.where(F.get_json_object("guardrails", "$.blast_radius.limit").isNotNull())
+        .select("run_date", "domain", "target_type", "target_id")
+        .distinct()
+        .groupBy("run_date", "domain")
+        .count()
+    )
+    return metric_rows(held, "blast_radius_held", F.col("count"), {"domain": F.col("domain")})
+
+
+def refused_decision_metrics(refused: DataFrame, dates: DataFrame) -> DataFrame:
+    """`analyst_decisions_refused` per date and rule (ops.refused_decisions: unauthenticated,
+    out of time bounds, or against a guardrail), and `analyst_decisions_refused_total` (0
+    included)."""
+    per_rule = refused.groupBy("run_date", "rule").count()
+    totals = dates.join(refused.groupBy("run_date").count(), "run_date", "left").withColumn(
+        "count", F.coalesce("count", F.lit(0))
+    )
+    return metric_rows(
+        per_rule, "analyst_decisions_refused", F.col("count"), {"rule": F.col("rule")}
+    ).unionByName(metric_rows(totals, "analyst_decisions_refused_total", F.col("count")))
+
+
 # --- alerts: what the report's banner shows -----------------------------------------------
 
 
 def alert_metrics(metrics: DataFrame, dates: DataFrame) -> DataFrame:
-    """`alert` rows for drift at the alert level, a source gap, or a failed data-quality gate,
-    and `alerts_total` per date (0 included). Derived from the other rows, so the banner of
+    """`alert` rows for drift at the alert level, a source gap, a failed data-quality gate, a
+    blast-radius limit that held actions back, or refused analyst decisions, and
+    `alerts_total` per date (0 included). Derived from the other rows, so the banner of
     the report and the table always agree."""
     dims = F.col("dimensions")
     drift = metrics.where(
@@ -581,7 +612,23 @@ def alert_metrics(metrics: DataFrame, dates: DataFrame) -> DataFrame:
         ).alias("dimensions"),
         "value",
     )
-    alerts = union_all([drift, gaps, gates]).withColumn(
+    held = metrics.where((F.col("metric") == "blast_radius_held") & (F.col("value") > 0)).select(
+        "run_date",
+        F.lit("alert").alias("metric"),
+        F.create_map(
+            F.lit("condition"), F.lit("blast_radius"), F.lit("domain"), dims["domain"]
+        ).alias("dimensions"),
+        "value",
+    )
+    refused = metrics.where(
+        (F.col("metric") == "analyst_decisions_refused_total") & (F.col("value") > 0)
+    ).select(
+        "run_date",
+        F.lit("alert").alias("metric"),
+        F.create_map(F.lit("condition"), F.lit("decisions_refused")).alias("dimensions"),
+        "value",
+    )
+    alerts = union_all([drift, gaps, gates, held, refused]).withColumn(
         "dimensions", F.col("dimensions").cast(METRIC_DIMENSIONS)
     )
     totals = dates.join(alerts.groupBy("run_date").count(), "run_date", "left").withColumn(

@@ -38,6 +38,7 @@ from jobs.core.tables import (
     METRICS_DAILY,
     POLICY_RECOMMENDATIONS,
     RECONCILIATION,
+    REFUSED_DECISIONS,
     SESSION_SCORES,
     SOURCE_STATUS,
     Table,
@@ -61,6 +62,7 @@ from jobs.stages.metrics.families import (
     alert_metrics,
     analyst_decision_metrics,
     analyst_incidents,
+    blast_radius_metrics,
     conform_metrics,
     confusion_metrics,
     coverage_metrics,
@@ -69,6 +71,7 @@ from jobs.stages.metrics.families import (
     ground_truth_incidents,
     ground_truth_units,
     recommendation_metrics,
+    refused_decision_metrics,
     risk_metrics,
     source_metrics,
     time_to_detect,
@@ -100,6 +103,8 @@ class MetricsInputs:
     source_status: DataFrame | None = None
     dq_results: DataFrame | None = None
     reconciliation: DataFrame | None = None
+    guardrails: DataFrame | None = None  # run_date, domain, target, guardrails (decision log)
+    refused: DataFrame | None = None  # run_date, rule (ops.refused_decisions)
 
 
 def family_metrics(
@@ -146,6 +151,10 @@ def family_metrics(
             ),
             time_to_detect(incidents, days, dates, window, "ground_truth"),
         ]
+    if inputs.guardrails is not None:
+        families.append(blast_radius_metrics(inputs.guardrails))
+    if inputs.refused is not None:
+        families.append(refused_decision_metrics(inputs.refused, dates))
     if inputs.population is not None and inputs.entity_daily is not None:
         families.append(coverage_metrics(inputs.entity_daily, inputs.population, dates))
     if inputs.source_status is not None or inputs.dq_results is not None:
@@ -409,6 +418,10 @@ def _run_metrics(ctx: RunContext, dates: list[date], keep: Checkpoints) -> Stage
         owners=owners,
         population=population,
         entity_daily=_materialize(keep, read(ENTITY_DAILY, ("run_date", "entity_id"))),
+        guardrails=read(
+            DECISION_LOG, ("run_date", "domain", "target_type", "target_id", "guardrails")
+        ),
+        refused=read(REFUSED_DECISIONS, ("run_date", "rule")),
         source_status=_materialize(keep, read(SOURCE_STATUS, ("run_date", "source", "status"))),
         dq_results=_materialize(
             keep,

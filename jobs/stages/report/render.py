@@ -233,6 +233,16 @@ def alert_messages(data: ReportData, metrics_cfg: MetricsSettings) -> list[str]:
             )
         elif condition == "source_gap":
             lines.append(f"Telemetry gap: source {d.get('source')} is {d.get('status')}")
+        elif condition == "blast_radius":
+            lines.append(
+                f"Blast-radius limit: {m.value:.0f} isolate/block decision(s) in "
+                f"{d.get('domain')} wait for approval (more than one run may enforce alone)"
+            )
+        elif condition == "decisions_refused":
+            lines.append(
+                f"Analyst decisions refused: {m.value:.0f} (unsigned, unknown analyst, out of "
+                "time bounds or against a guardrail; see ops.refused_decisions)"
+            )
         elif condition == "dq_gate_failed":
             lines.append(
                 f"Data-quality gate failed: source {d.get('source')} failed "
@@ -530,9 +540,11 @@ def _decisions_section(data: ReportData) -> str:
     overridden = sum(
         m.value for m in _of(data, "recommendations") if m.dimensions.get("status") == "overridden"
     )
+    refused = _value(data, "analyst_decisions_refused_total")
     facts = [
         f"pending approval today: {_num(pending)}",
         f"overridden today: {_num(overridden)}",
+        f"analyst decisions refused today: {_num(refused or 0.0)}",
     ]
     for name in ("approval", "override", "rejection"):
         rate = _value(data, f"{name}_rate")

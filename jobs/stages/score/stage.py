@@ -23,6 +23,7 @@ from jobs.core.spark import Checkpoints
 from jobs.core.tables import (
     BASELINES,
     ENTITY_RISK,
+    MODEL_RUNS,
     SESSION_SCORES,
     SILVER_EVENTS,
     SOURCE_STATUS,
@@ -138,6 +139,22 @@ def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
     today = events.where(F.expr(dates_predicate("run_date", dates)))
     usable = usable_rules(today, rules)
     notes += usable.skipped + [f"rule {f.name} skipped: {f.reason}" for f in usable.failures]
+    # which model scored each date: recommend treats model evidence of a date whose model is
+    # missing or changed since the previous date as degraded (docs/scoring.md)
+    model_runs = ctx.spark.createDataFrame(
+        [
+            (
+                d,
+                cfg.model_name,
+                version,
+                None,  # the artifact digest: given by the model loader once it checks one
+                "champion" if model is not None else "none",
+                None if model is not None else "no champion registered: signals only",
+            )
+            for d in dates
+        ],
+        MODEL_RUNS.schema,
+    )
 
     # Checkpoint the shared intermediates: every signal reads them, and each is then one leaf
     # for the planner, which would otherwise re-plan the sessionisation in each branch.
@@ -176,6 +193,7 @@ def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
         )
     risk = decayed_entity_risk(day, history, dates, cfg, entity_metadata(day, accounts, assets))
     write(conform(risk, ENTITY_RISK), ENTITY_RISK)
+    lake.replace_dates(model_runs, MODEL_RUNS, dates)
 
     high = F.sum(F.when(F.col("risk") >= cfg.band_high, 1).otherwise(0))
     # one row each: the rows written and how many are in the high band
