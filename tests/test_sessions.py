@@ -97,7 +97,8 @@ def test_entity_day_views(spark: SparkSession) -> None:
             process_name="c.exe",
             event_time=at(9),
         ),
-        # a process opening another (Sysmon 10) is not a process run on the host
+        # a process opening another (Sysmon 10) is an event of the host (a detection on it
+        # needs the host's view) but not a process run on it
         event(
             source="windows",
             class_name="process",
@@ -186,7 +187,7 @@ def test_entity_day_views(spark: SparkSession) -> None:
     host = session_views.host_days(ev).select(
         "entity_id", "event_count", "failure_count", "process_count", "logon_count", "process_pairs"
     )
-    assertDataFrameEqual(host, spark.createDataFrame([("ws-1", 3, 1, 2, 1, 2)], host.schema))
+    assertDataFrameEqual(host, spark.createDataFrame([("ws-1", 4, 1, 2, 1, 2)], host.schema))
     net = session_views.network_days(ev).select(
         "entity_type",
         "entity_id",
