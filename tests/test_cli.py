@@ -168,6 +168,7 @@ def test_the_named_errors_are_the_ones_this_test_knows() -> None:
         "jobs.model.train.TrainError": 1,
         "jobs.policy.schema.PolicyLoadError": 2,
         "jobs.quality.errors.SuiteError": 2,
+        "jobs.reference.geo.GeoDatabaseError": 2,
         "jobs.stages.baselines.stage.BaselinesInputError": 1,
     }
 

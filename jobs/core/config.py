@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from jobs.core.errors import ConfigError
 
@@ -76,9 +83,25 @@ class PathSettings(_Section):
 
 
 class GeoSettings(_Section):
-    # Paths of a user's own MaxMind GeoLite2/GeoIP2 databases; None uses the packaged ones.
-    city_db: str | None = None
-    asn_db: str | None = None
+    # Your own location database: a City (or Country) MMDB, e.g. MaxMind GeoLite2-City or
+    # GeoIP2-City, or DB-IP's IP-to-City Lite. None: the packaged GeoLite2 City (built
+    # 2018-07-03), flagged as stale in ops.dq_results and the daily report.
+    database: str | None = None
+    # Your own ASN MMDB (GeoLite2-ASN, DB-IP ASN Lite); None: AS names from geoip2fast.
+    asn_database: str | None = None
+    # A location database built longer ago than this is flagged (MaxMind rebuilds GeoLite2
+    # twice a week, DB-IP Lite monthly; refresh with geoipupdate or a monthly download).
+    max_age_days: int = Field(default=45, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, value: Any) -> Any:
+        renamed = {"city_db": "database", "asn_db": "asn_database"}
+        if isinstance(value, dict):
+            old = sorted(set(value) & set(renamed))
+            if old:
+                raise ValueError(f"'{old[0]}' is now '{renamed[old[0]]}'")
+        return value
 
 
 class IngestSettings(_Section):
@@ -340,14 +363,23 @@ class Settings(_Section):
     privacy: PrivacySettings = PrivacySettings()
 
     def with_workdir(self, workdir: Path) -> Settings:
-        """Root every relative path at `workdir` (the demo's layout)."""
-        updates = {}
-        for key, value in self.paths.model_dump().items():
+        """Root every relative path at `workdir` (the demo's layout): the `paths` and the
+        geolocation databases."""
+
+        def rooted(value: str) -> str:
             if "://" in value or Path(value).is_absolute():
-                updates[key] = value
-            else:
-                updates[key] = str((workdir / value).resolve())
-        return self.model_copy(update={"paths": PathSettings(**updates)})
+                return value
+            return str((workdir / value).resolve())
+
+        paths = {key: rooted(value) for key, value in self.paths.model_dump().items()}
+        geo = self.geo.model_copy(
+            update={
+                key: rooted(value)
+                for key in ("database", "asn_database")
+                if (value := getattr(self.geo, key)) is not None
+            }
+        )
+        return self.model_copy(update={"paths": PathSettings(**paths), "geo": geo})
 
 
 def _set_nested(tree: dict[str, Any], keys: list[str], value: Any) -> None:

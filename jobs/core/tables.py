@@ -423,10 +423,16 @@ DQ_RESULTS = _table(
         column(
             "source",
             StringType(),
-            "The telemetry source: idp, windows, zeek_conn, zeek_dns, cloudtrail or sshd",
+            "The telemetry source: idp, windows, zeek_conn, zeek_dns, cloudtrail or sshd "
+            "(geolocation for the reference check)",
             nullable=False,
         ),
-        column("suite", StringType(), "Data-quality suite: a source, ingest, or silver_events"),
+        column(
+            "suite",
+            StringType(),
+            "Data-quality suite: a source, ingest, silver_events, or reference (the "
+            "geolocation database normalize used)",
+        ),
         column(
             "expectation", StringType(), "The expectation (suite.type(columns)[id])", nullable=False
         ),
