@@ -165,6 +165,8 @@ def test_the_named_errors_are_the_ones_this_test_knows() -> None:
         "jobs.governance.decisions.FeedbackError": 1,
         "jobs.governance.erasure.ErasureError": 1,
         "jobs.governance.privacy.PseudonymKeyError": 2,
+        "jobs.model.registry.RegistryUnavailableError": 1,
+        "jobs.model.registry.UntrustedModelError": 1,
         "jobs.model.train.TrainError": 1,
         "jobs.policy.schema.PolicyLoadError": 2,
         "jobs.quality.errors.SuiteError": 2,

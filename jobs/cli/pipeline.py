@@ -26,6 +26,7 @@ from jobs.core.config import SOURCES, Settings
 from jobs.core.context import RunContext, StageResult
 from jobs.core.errors import PipelineError, UsageError
 from jobs.generate import generate_telemetry
+from jobs.governance.audit import audit_key
 from jobs.model.train import TrainResult, run_train
 from jobs.pipeline.runner import STAGES, date_range, parse_stages
 
@@ -172,7 +173,13 @@ def _train(
 ) -> TrainResult:
     with console.status(f"training on sessions {first} .. {last}"):
         result = run_train(
-            ctx, first, last, estimator=estimator, ground_truth=ground_truth, seed=seed
+            ctx,
+            first,
+            last,
+            estimator=estimator,
+            ground_truth=ground_truth,
+            seed=seed,
+            signing_key=audit_key(),
         )
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.metrics.items()))
     verdict = (

@@ -232,6 +232,9 @@ class ScoringSettings(_Section):
     model_floor: float = Field(default=0.6, ge=0, lt=1)
     model_name: str = "policylake-session-risk"
     experiment: str = "policylake-session-risk"
+    # a model registry that cannot be reached: fail the score stage (exit 1), or score on the
+    # signals alone and record the day's model evidence as degraded (ops.model_evidence)
+    registry_unavailable: Literal["fail", "signals_only"] = "fail"
     # risk bands (lower bounds): high >= band_high, medium >= band_medium, else low
     band_high: int = Field(default=80, ge=1, le=100)
     band_medium: int = Field(default=50, ge=1, le=100)

@@ -872,6 +872,70 @@ ENTITY_RISK = _table(
     docs="docs/scoring.md",
 )
 
+MODEL_EVIDENCE = _table(
+    "ops.model_evidence",
+    (
+        column(
+            "run_date",
+            DateType(),
+            "The logical date (UTC day) of the run that wrote the row",
+            nullable=False,
+        ),
+        column(
+            "model_name",
+            StringType(),
+            "The registered model scoring looks for (scoring.model_name)",
+            nullable=False,
+        ),
+        column(
+            "status",
+            StringType(),
+            "Champion: scored with the checked champion | none: no champion yet | "
+            "incompatible: the champion has another feature list | unavailable: the registry "
+            "could not be reached and scoring.registry_unavailable allowed signals alone",
+            nullable=False,
+        ),
+        column("model_version", StringType(), "The version scored with (status champion)"),
+        column(
+            "model_digest",
+            StringType(),
+            "Sha256 of the model file scored with: the digest training recorded, checked "
+            "before loading",
+        ),
+        column(
+            "signed",
+            BooleanType(),
+            "The digest's HMAC was checked with POLICYLAKE_AUDIT_KEY (null without a model)",
+        ),
+        column("previous_date", DateType(), "The latest earlier date recorded, when scored"),
+        column("previous_version", StringType(), "Model_version of previous_date"),
+        column("previous_digest", StringType(), "Model_digest of previous_date"),
+        column(
+            "changed",
+            BooleanType(),
+            "(model_version, model_digest) differ from previous_date's (no earlier date: "
+            "from none)",
+            nullable=False,
+        ),
+        column(
+            "degraded",
+            BooleanType(),
+            "Model evidence to discount: status is not champion, or the model changed",
+            nullable=False,
+        ),
+        column(
+            "reason", StringType(), "Plain language: what was used, or why none", nullable=False
+        ),
+    ),
+    "Per date, the model the score stage scored with (version and file digest) or why none, "
+    "and whether that differs from the date before: model evidence for the guardrails",
+    owner="score",
+    writer=_SCORE_WRITER,
+    readers=("recommend (guardrails)", "auditors"),
+    partition_by=(),
+    docs="docs/scoring.md",
+)
+
 # ---------------------------------------------------------------------------------------
 # gold: decisions
 # ---------------------------------------------------------------------------------------
@@ -1203,6 +1267,7 @@ CATALOGUE: dict[str, Table] = {
         BASELINES,
         SESSION_SCORES,
         ENTITY_RISK,
+        MODEL_EVIDENCE,
         POLICY_RECOMMENDATIONS,
         DECISION_LOG,
         DECISION_LOG_CHAIN,
