@@ -78,6 +78,7 @@ def _one_error_line(err: str) -> str:
         (["feedback"], "give --file (one or more) or --date"),
         (["pseudonym", "of", "alice", "--kind", "printer"], "--kind must be one of"),
         (["bogus-command"], "No such command"),
+        (["maintain", "--table", "gold.nope"], "no table 'gold.nope' in the catalogue"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(

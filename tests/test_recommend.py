@@ -610,6 +610,16 @@ def test_consumer_example_from_docs_runs_without_a_jvm(scenario: Scenario, tmp_p
     assert summary["to_enforce"] == 2  # alice challenge + eve block, both approved
     assert summary["cursor"] == version(scenario.ctx, RECS)
     assert set(summary["inserted_rec_ids"]) == {r["rec_id"] for r in scenario.cdf_after_day_two}
+    assert summary["resynced"] is False  # a cursor of today is well inside the window
+    # no cursor yet: the consumer starts from a snapshot, and takes the current version
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env={**env, "POLICYLAKE_LAST_SEEN_VERSION": "-1"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    first = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (first["resynced"], first["change_rows"], first["to_enforce"]) == (True, 0, 2)
+    assert first["cursor"] == summary["cursor"]
 
 
 def test_policy_diff_replays_the_date_as_it_was_written(scenario: Scenario, tmp_path: Path) -> None:

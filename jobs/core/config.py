@@ -304,6 +304,62 @@ class PrivacySettings(_Section):
     key_env: str = Field(default="POLICYLAKE_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+# A Delta interval as the table properties take it, without the word `interval`.
+DURATION = re.compile(r"^(\d+) (second|minute|hour|day|week)s?$")
+DURATION_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+
+
+def duration_seconds(value: str) -> int:
+    found = DURATION.match(value.strip().lower())
+    if found is None:
+        raise ValueError("must look like 30 days, 12 hours or 2 weeks")
+    return int(found.group(1)) * DURATION_SECONDS[found.group(2)]
+
+
+class MaintenanceSettings(_Section):
+    """Delta table upkeep (`policylake maintain`, the weekly policylake_maintenance DAG)."""
+
+    # how long each table's transaction log keeps a version (time travel, Change Data Feed
+    # versions): the table property delta.logRetentionDuration
+    log_retention: str = "30 days"
+    # how long VACUUM keeps files a newer version replaced (delta.deletedFileRetentionDuration):
+    # the Change Data Feed window consumers can rely on (docs/policies.md)
+    deleted_file_retention: str = "7 days"
+    # when the policylake_maintenance DAG runs (cron, UTC): Saturdays 03:00, after the night's run
+    schedule: str = "0 3 * * 6"
+
+    @field_validator("log_retention", "deleted_file_retention")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value.strip().lower()
+
+    @field_validator("deleted_file_retention")
+    @classmethod
+    def _within_log(cls, value: str, info: Any) -> str:
+        log_retention = info.data.get("log_retention")
+        if log_retention is not None and duration_seconds(value) > duration_seconds(log_retention):
+            raise ValueError(
+                f"must not exceed log_retention ({log_retention}): a change feed version needs "
+                "both its log entry and its files"
+            )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("must be a five-field cron expression, e.g. 0 3 * * 6")
+        return value.strip()
+
+    def table_properties(self) -> dict[str, str]:
+        """The retention properties every table gets."""
+        return {
+            "delta.logRetentionDuration": f"interval {self.log_retention}",
+            "delta.deletedFileRetentionDuration": f"interval {self.deleted_file_retention}",
+        }
+
+
 # Credentials come from the environment or the standard provider chains, never from the config:
 # a spark.conf key like these (Spark's own redaction pattern) or a URI with user:password@.
 CREDENTIAL_KEY = re.compile(r"secret|password|token|access.key|account\.key", re.IGNORECASE)
@@ -364,6 +420,7 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     report: ReportSettings = ReportSettings()
     privacy: PrivacySettings = PrivacySettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
 
     def with_workdir(self, workdir: Path) -> Settings:
         """Root every relative path at `workdir` (the demo's layout): the `paths` and the

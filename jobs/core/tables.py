@@ -36,6 +36,11 @@ from jobs.core.config import SOURCES
 from jobs.core.errors import TableNameError
 
 LAYERS = ("bronze", "silver", "gold", "ops")
+# Tables of a few rows to a few thousand per date are not partitioned: a partition per date
+# would only make a year of nightly runs thousands of small files. `Lake.replace_dates` still
+# replaces exactly a run's dates (Delta `replaceWhere` on the date column works on any
+# column), and maintenance compacts them (jobs/pipeline/maintenance.py).
+SMALL: tuple[str, ...] = ()
 # The one module allowed to rewrite rows of any table (a data subject's erasure).
 ERASURE_MODULE = "jobs.governance.erasure"
 
@@ -401,6 +406,7 @@ INGEST_LOG = _table(
         ),
     ),
     "One row per raw file and date: lines read, header lines, bronze rows, unparseable lines",
+    partition_by=SMALL,
     owner=INGEST,
     writer=_INGEST_WRITER,
     readers=("ingest (late deliveries)", "metrics"),
@@ -454,6 +460,7 @@ DQ_RESULTS = _table(
     ),
     "Per date and source, the outcome of every expectation: delivery and schema drift (ingest), "
     "the source suites (validate), the silver contract (normalize)",
+    partition_by=SMALL,
     owner="data quality (ingest, validate, normalize: each replaces its own suites' rows)",
     writer="jobs.quality.results",
     readers=("metrics", "report"),
@@ -479,6 +486,7 @@ SOURCE_STATUS = _table(
         column("reasons", ArrayType(StringType()), "Plain-language reasons, strongest first"),
     ),
     "Per date and source: ok, degraded (a critical expectation failed) or missing",
+    partition_by=SMALL,
     owner="validate",
     writer="jobs.stages.validate.stage",
     readers=("score", "recommend", "metrics"),
@@ -638,6 +646,7 @@ RECONCILIATION = _table(
         ),
     ),
     "Per date and source: bronze rows = silver events + quarantined + duplicates",
+    partition_by=SMALL,
     owner="normalize",
     writer=_NORMALIZE_WRITER,
     readers=("metrics",),
@@ -932,7 +941,7 @@ MODEL_EVIDENCE = _table(
     owner="score",
     writer=_SCORE_WRITER,
     readers=("recommend (guardrails)", "auditors"),
-    partition_by=(),
+    partition_by=SMALL,
     docs="docs/scoring.md",
 )
 
@@ -1085,6 +1094,7 @@ DECISION_LOG_CHAIN = _table(
         ),
     ),
     "The hash chain over gold.decision_log: one row per decision, in chain order",
+    partition_by=SMALL,
     owner="recommend (audit)",
     writer=_AUDIT_WRITER,
     readers=("verify",),
@@ -1114,6 +1124,7 @@ AUDIT_HEADS = _table(
         column("reason", StringType(), "Recommend | relinked after ... | erasure <erasure_id> ..."),
     ),
     "Per chained date: the chain head, the previous date's head and an HMAC over both",
+    partition_by=SMALL,
     owner="recommend (audit)",
     writer=_AUDIT_WRITER,
     readers=("verify", "recommend (the next date chains onto it)"),
@@ -1155,6 +1166,7 @@ ANALYST_DECISIONS = _table(
         column("source_file", StringType(), "The analyst decision file the row came from"),
     ),
     "Analyst approvals, rejections and overrides of recommendations, with verdicts (labels)",
+    partition_by=SMALL,
     owner="feedback",
     writer="jobs.governance.decisions",
     readers=("recommend", "metrics", "train"),
@@ -1182,6 +1194,7 @@ METRICS_DAILY = _table(
     ),
     "Long form for BI: one row per date, metric and dimensions (volumes, data quality, "
     "coverage, risk, drift, detection quality, alerts)",
+    partition_by=SMALL,
     owner="metrics",
     writer="jobs.stages.metrics.stage",
     readers=("report", "BI"),
@@ -1207,6 +1220,7 @@ PSEUDONYMS = _table(
         column("identifier", StringType(), "The real id", nullable=False),
     ),
     "Restricted: pseudonym token -> identifier for the pseudonymized BI tables",
+    partition_by=SMALL,
     owner="score (privacy)",
     writer="jobs.governance.privacy",
     readers=("recommend", "pseudonym resolve", "erasure"),
