@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -304,6 +305,41 @@ class PrivacySettings(_Section):
     key_env: str = Field(default="POLICYLAKE_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class AirflowSettings(_Section):
+    """What the DAG files read when Airflow parses them (docs/airflow.md): dates, limits,
+    deadline and notifications. Parse time reads this file ($POLICYLAKE_CONFIG) and the
+    POLICYLAKE__AIRFLOW__... overrides, nothing else."""
+
+    # first logical date of the daily and feedback DAGs (a backfill cannot reach earlier)
+    start_date: date = date(2026, 10, 1)
+    # true: unpausing creates one run per missed day since start_date (or the last run);
+    # false: a new deployment runs only the latest day, earlier days by `backfill create`
+    catchup: bool = False
+    # the Airflow pool every Spark task runs in (its slots: how many JVMs at once)
+    spark_pool: str = "policylake_spark"
+    # per-source ingest tasks of one run at once (max_active_tis_per_dagrun)
+    max_parallel_ingest: int = Field(default=2, ge=1, le=32)
+    # a day's recommendations must be published by this UTC time of the next day (a Deadline
+    # Alert on the daily run); null: no deadline
+    publish_deadline: str | None = "06:00"
+    # the daily run starts once every configured source delivered files for the day and this
+    # long after the day ended (late files) ...
+    late_files_grace_minutes: int = Field(default=120, ge=0)
+    # ... or, if a source is still missing, this long after the day ended (validate marks it)
+    late_files_max_wait_hours: int = Field(default=8, ge=1, le=48)
+    # notifications of failed tasks and missed deadlines: e-mail through the SMTP connection
+    # (host, port, login, from_email in its extra); no recipients: log lines only
+    notify_emails: tuple[str, ...] = ()
+    smtp_conn_id: str = "smtp_default"
+
+    @field_validator("publish_deadline")
+    @classmethod
+    def _hh_mm(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError("must be a UTC time like 06:00 (or null)")
+        return value.strip() if value is not None else None
+
+
 # A Delta interval as the table properties take it, without the word `interval`.
 DURATION = re.compile(r"^(\d+) (second|minute|hour|day|week)s?$")
 DURATION_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
@@ -421,6 +457,7 @@ class Settings(_Section):
     report: ReportSettings = ReportSettings()
     privacy: PrivacySettings = PrivacySettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
+    airflow: AirflowSettings = AirflowSettings()
 
     def with_workdir(self, workdir: Path) -> Settings:
         """Root every relative path at `workdir` (the demo's layout): the `paths` and the
