@@ -17,8 +17,8 @@ production, nothing else changes), in the Airflow pool `airflow.spark_pool`:
   catch-up come from the settings (`airflow.start_date`, `airflow.catchup`: off by default,
   so a new deployment runs only the latest day); max_active_runs=1, and baselines and score
   of day D also wait for day D-1's to succeed.
-- A Deadline Alert fires when the day's run (its recommendations) has not finished by
-  `airflow.publish_deadline` UTC the next day; failures and missed deadlines go to
+- With `airflow.publish_deadline` set, a Deadline Alert fires when the day's run (its
+  recommendations) has not finished by that UTC time the next day; failures and missed deadlines go to
   `airflow.notify_emails` through the SMTP connection `airflow.smtp_conn_id`.
 - Keyed on the day (`{{ logical_date | ds }}`), never the wall clock; every stage
   replaces whole dates atomically, so retries, re-runs and backfills are idempotent.

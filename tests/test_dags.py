@@ -301,7 +301,10 @@ def test_start_date_catchup_limits_and_schedule_come_from_the_settings(
     assert _arg(daily.get_task("score"), "pool") == "spark_cluster"
     assert daily.get_task("ingest").partial_kwargs["max_active_tis_per_dagrun"] == 4
     (alert,) = daily.deadline if isinstance(daily.deadline, list) else [daily.deadline]
-    assert alert.interval == timedelta(days=1, hours=4, minutes=30)
+    assert type(alert.reference).__name__ == "DagRunLogicalDateDeadline"
+    assert alert.interval == timedelta(days=1, hours=4, minutes=30)  # D+1 04:30 UTC
+    assert alert.callback.path == "jobs.orchestration.deadline_missed"
+    assert alert.callback.kwargs == {"emails": [], "smtp_conn_id": "smtp_default", "due": "04:30"}
     assert bag.dags["policylake_maintenance"].timetable.expression == "0 2 * * 0"
     monkeypatch.setenv("POLICYLAKE__AIRFLOW__START_DATE", "not a date")
     broken = DagBag(dag_folder=str(DAGS / "policylake_daily.py"))
@@ -322,11 +325,7 @@ def test_daily_limits_map_names_sensor_deadline_and_taskflow(dagbag: Any) -> Non
     feedback = dagbag.dags["policylake_feedback"].get_task("analyst_files_arrived")
     assert feedback.task_type == "_ShortCircuitDecoratedOperator"
     assert feedback.python_callable is orchestration.analyst_decisions_arrived
-    (alert,) = daily.deadline if isinstance(daily.deadline, list) else [daily.deadline]
-    assert type(alert.reference).__name__ == "DagRunLogicalDateDeadline"
-    assert alert.interval == timedelta(days=1, hours=6)  # D+1 06:00 UTC
-    assert alert.callback.path == "jobs.orchestration.deadline_missed"
-    assert alert.callback.kwargs == {"emails": [], "smtp_conn_id": "smtp_default", "due": "06:00"}
+    assert not daily.deadline  # opt-in: airflow.publish_deadline (docs/airflow.md)
 
 
 def test_assets_connect_feedback_to_training(dagbag: Any) -> None:
