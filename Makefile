@@ -1,38 +1,47 @@
-# Every target sets up .venv first (pinned by constraints.txt); see README.md.
+# Every target sets up .venv first (pinned by constraints.txt) with what it needs: the demo
+# only the pipeline, `make airflow` also Airflow, tests and checks everything; see README.md.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+DEPS   := pyproject.toml constraints.txt scripts/setup.sh
 
 .PHONY: setup demo test lint typecheck bench airflow clean
 
-$(STAMP): pyproject.toml constraints.txt scripts/setup.sh
-	bash scripts/setup.sh
-	touch $(STAMP)
+$(VENV)/.installed-demo: $(DEPS)
+	bash scripts/setup.sh demo
+	touch $@
 
-setup: $(STAMP)
+$(VENV)/.installed-airflow: $(DEPS)
+	bash scripts/setup.sh airflow
+	touch $@ $(VENV)/.installed-demo
 
-demo: setup
+$(VENV)/.installed-dev: $(DEPS)
+	bash scripts/setup.sh dev
+	touch $@ $(VENV)/.installed-airflow $(VENV)/.installed-demo
+
+setup: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/policylake demo --workdir policylake-demo
 
-test: setup
+test: $(VENV)/.installed-dev
 	bash scripts/install-chromium.sh
 	bash scripts/run-tests.sh
 
-lint: setup
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check jobs dags tests bench
 	$(BIN)/ruff format --check jobs dags tests bench
 	$(BIN)/lint-imports
 
-typecheck: setup
+typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 # Local Airflow (airflow standalone, SQLite in ./airflow-home, this repo's DAGs): docs/airflow.md
-airflow: setup
+airflow: $(VENV)/.installed-airflow
 	bash scripts/airflow-standalone.sh
 
 # Pipeline benchmark, ~1 M and ~10 M events per day, targets and DuckDB reference: docs/benchmarks.md
-bench: setup
+bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.run_bench --scales 1,10 --baselines run
 
 clean:

@@ -439,7 +439,7 @@ def normalize_zeek_conn(ref: Reference, con: duckdb.DuckDBPyConnection) -> dict[
     ips = con.execute(
         "SELECT DISTINCT orig_h AS _geo_ip FROM zc_routed WHERE route = 'event' AND orig_h IS NOT NULL"
     ).df()
-    lookup = geo_partitions(ref.settings.geo.city_db, ref.settings.geo.asn_db, ranges)
+    lookup = geo_partitions(ref.settings.geo.database, ref.settings.geo.asn_database, ranges)
     chunks = [ips.iloc[i : i + 10_000] for i in range(0, len(ips), 10_000)] or [ips]
     geo = pd.concat(list(lookup(iter(chunks))), ignore_index=True)
     con.register("zc_geo_df", geo)

@@ -12,32 +12,36 @@ training DAG (new labels).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.providers.standard.operators.python import ShortCircuitOperator
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
 
 from jobs import orchestration
+
+settings = orchestration.dag_settings()
+notify = orchestration.failure_notification(settings)
 
 with DAG(
     dag_id="policylake_feedback",
     description="Ingest analyst decisions (approve, reject, override, verdicts) of one day",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=datetime(2026, 10, 1, tzinfo=UTC),
-    catchup=True,
+    start_date=orchestration.start_date(settings),
+    catchup=settings.airflow.catchup,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=4),
-    default_args=orchestration.default_args(timeout=timedelta(hours=1)),
+    default_args=orchestration.default_args(
+        timeout=timedelta(hours=1), notifiers=[SmtpNotifier(**notify)] if notify else []
+    ),
     tags=["policylake", "feedback"],
     doc_md=__doc__,
 ) as dag:
-    arrived = ShortCircuitOperator(
-        task_id="analyst_files_arrived",
+    arrived = task.short_circuit(
         python_callable=orchestration.analyst_decisions_arrived,
-        op_kwargs={"day": orchestration.RUN_DAY},
+        task_id="analyst_files_arrived",
         execution_timeout=timedelta(minutes=10),
-    )
+    )(day=orchestration.RUN_DAY)
     ingest = SparkSubmitOperator(
         task_id="ingest_analyst_decisions",
         name="policylake-feedback",
@@ -46,6 +50,6 @@ with DAG(
             Asset(orchestration.ASSET_ANALYST_DECISIONS),
             Asset(orchestration.ASSET_RECOMMENDATIONS),
         ],
-        **orchestration.submit_kwargs(),
+        **orchestration.submit_kwargs(settings),
     )
     arrived >> ingest

@@ -8,12 +8,16 @@ moves only when the new model is at least as good on held-out labels (`jobs/mode
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable
 
 from jobs import orchestration
+
+settings = orchestration.dag_settings()
+notify = orchestration.failure_notification(settings)
 
 with DAG(
     dag_id="policylake_training",
@@ -22,11 +26,15 @@ with DAG(
         timetable=CronTriggerTimetable("0 6 * * 0", timezone="UTC"),
         assets=Asset(orchestration.ASSET_ANALYST_DECISIONS),
     ),
-    start_date=datetime(2026, 10, 1, tzinfo=UTC),
+    start_date=orchestration.start_date(settings),
     catchup=False,  # a missed week is not worth training for; the next run uses all days
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=6),
-    default_args=orchestration.default_args(retries=1, timeout=timedelta(hours=4)),
+    default_args=orchestration.default_args(
+        retries=1,
+        timeout=timedelta(hours=4),
+        notifiers=[SmtpNotifier(**notify)] if notify else [],
+    ),
     tags=["policylake", "training"],
     doc_md=__doc__,
 ) as dag:
@@ -37,5 +45,5 @@ with DAG(
             "train", "--days", str(orchestration.TRAIN_DAYS), day=orchestration.TRAIN_LAST_DAY
         ),
         outlets=[Asset(orchestration.ASSET_MODEL)],
-        **orchestration.submit_kwargs(),
+        **orchestration.submit_kwargs(settings),
     )

@@ -2,7 +2,10 @@
 
 DAG files only wire tasks; they import this module, which must stay cheap to import in the
 DAG processor: no pyspark, no Airflow, no file system or network access at import time.
-Everything that needs the environment (settings, files) happens when a task runs.
+When a DAG file is parsed it reads the settings once (`dag_settings`: the file
+$POLICYLAKE_CONFIG names, or ./policylake.yaml, and POLICYLAKE__... overrides; the `airflow`
+and `maintenance` sections shape the DAGs); everything else that needs the environment (raw
+files, the lake) happens when a task runs.
 
 Dates. Every task works on one UTC day, rendered from the run by a Jinja template:
 
@@ -21,11 +24,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from jobs.core.config import SOURCES, load_rooted
+from jobs.core.config import SOURCES, Settings, load_rooted, load_settings
 from jobs.core.packages import delta_maven_coordinate
 from jobs.governance.decision_files import analyst_decision_files, analyst_decisions_dir
 
@@ -38,9 +42,11 @@ RUN_DAY = "{{ logical_date | ds }}"
 # The last day a training run trains on: the day before its logical date / trigger time.
 TRAIN_LAST_DAY = "{{ macros.ds_add((logical_date or dag_run.run_after) | ds, -1) }}"
 TRAIN_DAYS = 28
-# Late vendor files: a daily run starts this long after its day has ended.
-LATE_FILE_GRACE = timedelta(hours=2)
-GRACE_TARGET_TIME = "{{ (logical_date + macros.timedelta(days=1, hours=2)).isoformat() }}"
+# The mapped ingest task shows each source's name, not its index (the source is the last
+# application argument).
+INGEST_MAP_INDEX = "{{ task.application_args[-1] }}"
+# The sensor re-checks for the day's files this often (reschedule mode: no worker slot held).
+FILES_POKE_INTERVAL = timedelta(minutes=5)
 
 # After `ingest` (mapped over the configured sources), in this order; the task ids are these.
 DAILY_STAGES = (
@@ -98,9 +104,12 @@ def notify_failure(context: Any) -> None:
     )
 
 
-def default_args(retries: int = 2, timeout: timedelta = timedelta(hours=2)) -> dict[str, Any]:
+def default_args(
+    retries: int = 2, timeout: timedelta = timedelta(hours=2), notifiers: Sequence[Any] = ()
+) -> dict[str, Any]:
     """Task defaults: a stage that fails for a transient reason (executor lost, a Delta
-    commit conflict) is retried; every stage replaces whole dates, so a retry is safe."""
+    commit conflict) is retried; every stage replaces whole dates, so a retry is safe. A
+    failure logs one line and calls `notifiers` (the DAG files' SMTP notifier)."""
     return {
         "owner": "policylake",
         "retries": retries,
@@ -108,8 +117,143 @@ def default_args(retries: int = 2, timeout: timedelta = timedelta(hours=2)) -> d
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timeout,
-        "on_failure_callback": notify_failure,
+        "on_failure_callback": [notify_failure, *notifiers],
     }
+
+
+# --- what the DAG files read when they are parsed ----------------------------------------
+
+
+def dag_settings() -> Settings:
+    """The settings that shape the DAGs (read once per parse: a small file, no network)."""
+    return load_settings()
+
+
+def start_date(settings: Settings) -> datetime:
+    return datetime.combine(settings.airflow.start_date, time(), tzinfo=UTC)
+
+
+def failure_notification(settings: Settings) -> dict[str, Any] | None:
+    """Keyword arguments of the SMTP notifier of failed tasks (rendered with the task's
+    context), or None without recipients."""
+    cfg = settings.airflow
+    if not cfg.notify_emails:
+        return None
+    return {
+        "to": list(cfg.notify_emails),
+        "smtp_conn_id": cfg.smtp_conn_id,
+        "subject": "policylake task failed: {{ ti.dag_id }}.{{ ti.task_id }} {{ ds }}",
+        "html_content": (
+            "<p>policylake task failed: dag={{ ti.dag_id }} task={{ ti.task_id }} "
+            "map_index={{ ti.map_index }} date={{ ds }} try={{ ti.try_number }}</p>"
+            "<p>error: {{ exception }}</p><p>Re-run after the fix: docs/airflow.md, "
+            "Failure semantics.</p>"
+        ),
+    }
+
+
+def publish_deadline(settings: Settings) -> timedelta | None:
+    """From the day's start (the logical date) to when its recommendations are due: the
+    configured UTC time of the next day."""
+    due = settings.airflow.publish_deadline
+    if due is None:
+        return None
+    hours, minutes = (int(part) for part in due.split(":"))
+    return timedelta(days=1, hours=hours, minutes=minutes)
+
+
+def deadline_kwargs(settings: Settings) -> dict[str, Any]:
+    """What the deadline callback needs, fixed when the DAG is parsed (the triggerer has no
+    settings of its own)."""
+    cfg = settings.airflow
+    return {
+        "emails": list(cfg.notify_emails),
+        "smtp_conn_id": cfg.smtp_conn_id,
+        "due": cfg.publish_deadline or "",
+    }
+
+
+async def deadline_missed(
+    context: dict[str, Any] | None = None,
+    emails: Sequence[str] = (),
+    smtp_conn_id: str = "smtp_default",
+    due: str = "",
+) -> str:
+    """Deadline Alert callback (run by the triggerer): the day's recommendations were not
+    published in time, so enforcement is acting on yesterday's. One log line an alert rule
+    can match, and an e-mail through the SMTP connection when recipients are configured.
+    Backfill runs (historical days, due long ago) only log."""
+    run = dict((context or {}).get("dag_run") or {})
+    day = str(run.get("logical_date") or "?")[:10]
+    line = (
+        f"policylake deadline missed: dag={run.get('dag_id', '?')} date={day} "
+        f"run={run.get('run_id', '?')} state={run.get('state', '?')} "
+        f"recommendations due {due} UTC the next day"
+    )
+    log.error(line)
+    if not emails or run.get("run_type") == "backfill":
+        return line
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    await SmtpNotifier(
+        to=list(emails),
+        smtp_conn_id=smtp_conn_id,
+        subject=f"policylake: recommendations of {day} not published by {due} UTC",
+        html_content=(
+            f"<p>{line}</p><p>Enforcement keeps acting on the previous day's recommendations "
+            "until the run finishes. docs/airflow.md, Deadline.</p>"
+        ),
+        context=context or {},
+    )
+    return line
+
+
+# --- when a task runs -----------------------------------------------------------------------
+
+
+def _files_in(folder: str) -> int:
+    """Delivered files of one source-day folder: local (or mounted), or an object store
+    through fsspec (s3a:// read as s3://); names starting with . or _ are partial or hidden."""
+    if "://" not in folder:
+        path = Path(folder)
+        if not path.is_dir():
+            return 0
+        return sum(1 for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(folder.replace("s3a://", "s3://", 1))
+    if not fs.isdir(root):
+        return 0
+    return sum(
+        1
+        for entry in fs.ls(root, detail=True)
+        if entry.get("type") == "file"
+        and not str(entry["name"]).rsplit("/", 1)[-1].startswith((".", "_"))
+    )
+
+
+def day_files_ready(day: str, now: datetime | None = None) -> bool:
+    """The daily DAG's sensor: True once every configured source has files for `day` and the
+    late-file grace after the day has passed, or, with a source still missing, once the
+    longest wait has (the run goes on; validate marks what is missing)."""
+    settings = load_rooted()
+    cfg = settings.airflow
+    end = datetime.combine(date.fromisoformat(day), time(), tzinfo=UTC) + timedelta(days=1)
+    now = now or datetime.now(UTC)
+    raw = settings.paths.raw_root.rstrip("/")
+    counts = {source: _files_in(f"{raw}/{source}/{day}") for source in settings.ingest.sources}
+    missing = [source for source, n in counts.items() if n == 0]
+    summary = ", ".join(f"{source} {n}" for source, n in counts.items())
+    if now >= end + timedelta(hours=cfg.late_files_max_wait_hours):
+        if missing:
+            log.warning(
+                "files for %s: %s; still none from %s after %dh: going on without them",
+                day, summary, ", ".join(missing), cfg.late_files_max_wait_hours,
+            )  # fmt: skip
+        return True
+    ready = not missing and now >= end + timedelta(minutes=cfg.late_files_grace_minutes)
+    log.info("files for %s: %s; %s", day, summary, "ready" if ready else "waiting")
+    return ready
 
 
 def packages_template() -> str:
@@ -119,13 +263,16 @@ def packages_template() -> str:
     return f"{{{{ (['{delta_maven_coordinate()}'] + {extra}.split(',')) | map('trim') | select | join(',') }}}}"
 
 
-def submit_kwargs() -> dict[str, Any]:
+def submit_kwargs(settings: Settings | None = None) -> dict[str, Any]:
     """Arguments of every SparkSubmitOperator. Master, deploy mode and queue come from the
     connection `spark_default`; settings from `policylake.yaml` / `POLICYLAKE_*` in the
-    worker's environment, which spark-submit passes on to `jobs/cli/submit.py`."""
+    worker's environment, which spark-submit passes on to `jobs/cli/submit.py`. Every Spark
+    task takes a slot of the pool `airflow.spark_pool` (each is a JVM)."""
+    pool = (settings or Settings()).airflow.spark_pool
     return {
         "application": ENTRY_APPLICATION,
         "conn_id": SPARK_CONN_ID,
+        "pool": pool,
         "packages": packages_template(),
         "conf": {
             "spark.sql.session.timeZone": "UTC",
@@ -141,6 +288,8 @@ def submit_kwargs() -> dict[str, Any]:
 
 # Jobs besides the daily stages: `policylake train|feedback --date D`.
 JOBS = ("train", "feedback")
+# The weekly upkeep: `policylake maintain` (all tables).
+MAINTAIN_ARGS = ("maintain",)
 
 
 def stage_args(stage: str, *extra: str, day: str = RUN_DAY) -> list[str]:

@@ -40,6 +40,13 @@ mkdir -p "$AIRFLOW_HOME"
 if [ "$#" -gt 0 ]; then
   exec "$BIN/airflow" "$@"
 fi
+# Every Spark task runs in the pool `airflow.spark_pool` of the settings: one slot per core
+# here (each task is a JVM); a task in a pool that does not exist is never scheduled.
+POOL="$("$BIN/python" -c 'from jobs.core.config import load_settings; print(load_settings().airflow.spark_pool)')"
+"$BIN/airflow" db migrate >/dev/null
+"$BIN/airflow" pools set "$POOL" "${POLICYLAKE_SPARK_SLOTS:-$(nproc 2>/dev/null || echo 2)}" \
+  "policylake Spark tasks (spark-submit, one JVM each)" >/dev/null
+echo "airflow-standalone: pool $POOL with ${POLICYLAKE_SPARK_SLOTS:-$(nproc 2>/dev/null || echo 2)} slot(s)"
 echo "airflow-standalone: AIRFLOW_HOME=$AIRFLOW_HOME, DAGs from $AIRFLOW__CORE__DAGS_FOLDER, work dir $POLICYLAKE_WORKDIR"
 echo "airflow-standalone: the admin password is in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
 exec "$BIN/airflow" standalone

@@ -78,6 +78,7 @@ def _one_error_line(err: str) -> str:
         (["feedback"], "give --file (one or more) or --date"),
         (["pseudonym", "of", "alice", "--kind", "printer"], "--kind must be one of"),
         (["bogus-command"], "No such command"),
+        (["maintain", "--table", "gold.nope"], "no table 'gold.nope' in the catalogue"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(
@@ -165,9 +166,12 @@ def test_the_named_errors_are_the_ones_this_test_knows() -> None:
         "jobs.governance.decisions.FeedbackError": 1,
         "jobs.governance.erasure.ErasureError": 1,
         "jobs.governance.privacy.PseudonymKeyError": 2,
+        "jobs.model.registry.RegistryUnavailableError": 1,
+        "jobs.model.registry.UntrustedModelError": 1,
         "jobs.model.train.TrainError": 1,
         "jobs.policy.schema.PolicyLoadError": 2,
         "jobs.quality.errors.SuiteError": 2,
+        "jobs.reference.geo.GeoDatabaseError": 2,
         "jobs.stages.baselines.stage.BaselinesInputError": 1,
     }
 
@@ -224,3 +228,108 @@ def test_a_failed_check_exits_1(
     assert "error" in out
     code, _, _ = _run(capsys, "policy", "lint", "--policies", str(REPO_ROOT / "policies"))
     assert code == 0
+
+
+def test_the_demo_ends_with_what_to_look_at_next(tmp_path: Path) -> None:
+    from datetime import date
+
+    from jobs.cli.pipeline import next_steps
+    from jobs.core.config import load_settings
+
+    settings = load_settings(None, environ={}).with_workdir(tmp_path)
+    lines = next_steps(settings, date(2026, 10, 30))
+    assert lines[0] == "what to look at next:"
+    text = "\n".join(lines)
+    assert f"{tmp_path}/reports/2026-10-30/report.html" in text
+    assert f"{tmp_path}/data_docs/index.html" in text
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlruns/mlflow.db" in text
+    assert f"{tmp_path}/exports/2026-10-30/policy_recommendations.jsonl" in text
+    assert "make airflow" in text
+
+
+def _setup_plan(profile: str, tmp_path: Path, packages: tuple[str, ...] = ()) -> str:
+    """`scripts/setup.sh PROFILE` in dry-run mode, with no java on PATH and an apt-cache that
+    knows only `packages` (as root, as CI runs it)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    known = " ".join(packages)
+    (bin_dir / "apt-cache").write_text(
+        f'#!/bin/sh\nfor p in {known}; do [ "$2" = "$p" ] && exit 0; done\nexit 100\n'
+    )
+    (bin_dir / "apt-get").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "id").write_text("#!/bin/sh\necho 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    for tool in ("dirname", "awk"):  # all else the script uses is bash itself (no java here)
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).unlink(missing_ok=True)
+        (bin_dir / tool).symlink_to(found)
+    env = {"PATH": str(bin_dir), "SETUP_DRY_RUN": "1", "PYTHON": sys.executable}
+    done = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(REPO_ROOT / "scripts" / "setup.sh"), profile],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("profile", "spec"),
+    [("demo", "-e ."), ("airflow", "-e .[airflow]"), ("dev", "-e .[airflow,dev]")],
+)
+def test_setup_installs_what_each_make_target_needs(
+    profile: str, spec: str, tmp_path: Path
+) -> None:
+    plan = _setup_plan(profile, tmp_path, ("openjdk-17-jre-headless",))
+    assert f"pip install -q -c constraints.txt {spec}\n" in plan, plan
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    target = {"demo": "demo", "airflow": "airflow", "dev": "test"}[profile]
+    assert f"\n{target}: $(VENV)/.installed-{profile}\n" in makefile
+
+
+def test_setup_installs_the_java_the_system_packages_offer(tmp_path: Path) -> None:
+    newer = _setup_plan("demo", tmp_path, ("openjdk-21-jre-headless",))  # Debian 13: no 17
+    assert "apt-get install -y -qq openjdk-21-jre-headless" in newer, newer
+    older = _setup_plan("demo", tmp_path, ("openjdk-17-jre-headless",))
+    assert "apt-get install -y -qq openjdk-17-jre-headless" in older, older
+    neither = _setup_plan("demo", tmp_path)
+    assert "offer neither openjdk-21-jre-headless nor openjdk-17-jre-headless" in neither
+
+
+DEMO_IMPORT_PROBE = """
+import importlib, pkgutil, sys
+
+# What `make demo` does not install: Airflow and its providers, the dev extra's tools.
+NOT_INSTALLED = {"airflow", "fsspec", "duckdb", "deltalake", "pytest", "hypothesis", "Evtx",
+                 "psutil", "ruff", "mypy", "importlinter"}
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in NOT_INSTALLED:
+            raise ModuleNotFoundError(f"No module named {name!r} (not in the demo install)")
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+import jobs
+for info in pkgutil.walk_packages(jobs.__path__, "jobs."):
+    importlib.import_module(info.name)  # (jobs.orchestration too: it imports Airflow lazily)
+try:
+    import duckdb
+except ModuleNotFoundError:
+    pass
+else:
+    sys.exit("the probe let a dev-only package through")
+from jobs.cli.app import app, run_cli
+sys.exit(run_cli(app, ["demo", "--help"]))
+"""
+
+
+def test_the_demo_needs_neither_airflow_nor_the_dev_tools() -> None:
+    """`make demo` installs the package without its `airflow` and `dev` extras: every module
+    of `jobs` imports, and the demo command starts, without them."""
+    done = subprocess.run(
+        [sys.executable, "-c", DEMO_IMPORT_PROBE],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--workdir" in done.stdout

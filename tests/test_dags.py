@@ -33,8 +33,13 @@ from tests.conftest import test_settings
 
 REPO = Path(__file__).resolve().parent.parent
 DAGS = REPO / "dags"
-DAG_IDS = {"policylake_daily", "policylake_feedback", "policylake_training"}
-DAILY_ORDER = ["wait_for_late_files", "ingest_sources", "ingest", *orchestration.DAILY_STAGES]
+DAG_IDS = {
+    "policylake_daily",
+    "policylake_feedback",
+    "policylake_training",
+    "policylake_maintenance",
+}
+DAILY_ORDER = ["wait_for_files", "ingest_sources", "ingest", *orchestration.DAILY_STAGES]
 LOCAL_SPARK = json.dumps({"conn_type": "spark", "host": "local[2]"})
 
 
@@ -86,7 +91,7 @@ def airflow_db(airflow_home: Path) -> Path:
 # --- import and parse time -------------------------------------------------------------
 
 
-def test_dagbag_imports_the_three_dags_without_errors(dagbag: Any) -> None:
+def test_dagbag_imports_the_four_dags_without_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
     assert set(dagbag.dag_ids) == DAG_IDS
 
@@ -99,10 +104,12 @@ PARSE_PROBE = textwrap.dedent(
     sys.path = [p for p in sys.path if p not in ("", ".")]  # as in the DAG processor
     # What parsing costs anyway (Airflow, the providers, croniter's platform probe).
     import croniter, airflow.sdk, airflow.providers.apache.spark.operators.spark_submit
-    import airflow.providers.standard.sensors.date_time, airflow.providers.standard.operators.python
+    import airflow.providers.smtp.notifications.smtp, airflow.providers.standard.decorators.sensor
+    import airflow.providers.standard.decorators.python, airflow.providers.standard.decorators.short_circuit
 
     allowed = [Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}]
     allowed += [Path(sys.argv[1]).resolve() / d for d in ("jobs", "dags")]
+    allowed.append(Path(sys.argv[2]).resolve())  # the settings file: the DAGs' dates and limits
     touched = []
 
     def audit(event, args):
@@ -123,13 +130,17 @@ PARSE_PROBE = textwrap.dedent(
 )
 
 
-def test_parsing_the_dags_imports_no_spark_and_touches_no_files(airflow_home: Path) -> None:
+def test_parsing_the_dags_imports_no_spark_and_touches_no_files(
+    airflow_home: Path, tmp_path: Path
+) -> None:
     """In a fresh interpreter, as the DAG processor does: no pyspark (or any other heavy
-    library) is imported, and nothing outside the installed code is opened, listed or
-    connected to (no lake, no raw folder, no policylake.yaml, no network)."""
-    env = {**os.environ, **_airflow_env(airflow_home), "POLICYLAKE_CONFIG": "/nonexistent.yaml"}
+    library) is imported, and nothing outside the installed code and the settings file is
+    opened, listed or connected to (no lake, no raw folder, no network)."""
+    config = tmp_path / "policylake.yaml"
+    config.write_text("airflow:\n  start_date: 2026-11-01\npaths:\n  lake_root: /nonexistent\n")
+    env = {**os.environ, **_airflow_env(airflow_home), "POLICYLAKE_CONFIG": str(config)}
     done = subprocess.run(
-        [sys.executable, "-c", PARSE_PROBE, str(REPO)],
+        [sys.executable, "-c", PARSE_PROBE, str(REPO), str(config)],
         capture_output=True,
         text=True,
         env=env,
@@ -216,6 +227,10 @@ def test_every_spark_task_submits_the_entry_point_for_its_day(dagbag: Any) -> No
         assert tasks, dag_id
         for task in tasks:
             assert _arg(task, "conn_id") == "spark_default"
+            assert _arg(task, "pool") == "policylake_spark"  # one slot per JVM
+            if task.task_id == "maintain":  # the lake-wide job: every table, no date
+                assert _args_of(task) == [["maintain"]]
+                continue
             assert Path(_arg(task, "application")) == REPO / "jobs" / "cli" / "submit.py"
             assert Path(_arg(task, "application")).is_file()
             assert delta in _arg(task, "packages")
@@ -238,7 +253,7 @@ def test_tasks_have_retries_timeouts_and_the_failure_callback(dagbag: Any) -> No
             callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
             assert orchestration.notify_failure in callbacks, task.task_id
             assert task.execution_timeout is not None, task.task_id
-            if task.task_type != "DateTimeSensor":  # waiting is not failing; no retry
+            if "Sensor" not in task.task_type:  # waiting is not failing; no retry
                 assert task.retries >= 1, task.task_id
                 assert task.retry_delay >= timedelta(minutes=1)
 
@@ -247,19 +262,70 @@ def test_schedules_catchup_tags_and_concurrency(dagbag: Any) -> None:
     daily = dagbag.dags["policylake_daily"]
     feedback = dagbag.dags["policylake_feedback"]
     training = dagbag.dags["policylake_training"]
+    maintenance = dagbag.dags["policylake_maintenance"]
     for dag in (daily, feedback):
         assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
         assert dag.timetable.expression == "0 0 * * *"  # one UTC day per run
-        assert dag.catchup is True  # missed days are backfilled
-    assert training.catchup is False
-    assert type(training.timetable).__name__ == "AssetOrTimeSchedule"
-    assert training.timetable.timetable.expression == "0 6 * * 0"
-    for dag in (daily, feedback, training):
+    for dag in (daily, feedback, training, maintenance):
+        # a new deployment runs the latest interval only; history is a backfill
+        assert dag.catchup is False
         assert dag.max_active_runs == 1
         assert dag.start_date == datetime(2026, 10, 1, tzinfo=UTC)
         assert dag.tags == {"policylake", dag.dag_id.removeprefix("policylake_")}
+    assert type(training.timetable).__name__ == "AssetOrTimeSchedule"
+    assert training.timetable.timetable.expression == "0 6 * * 0"
+    assert maintenance.timetable.expression == "0 3 * * 6"  # weekly, after Friday's night
     assert {daily.get_task(t).depends_on_past for t in ("baselines", "score")} == {True}
     assert daily.get_task("validate").depends_on_past is False
+
+
+def test_start_date_catchup_limits_and_schedule_come_from_the_settings(
+    airflow_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    for key, value in {
+        "START_DATE": "2026-11-15",
+        "CATCHUP": "true",
+        "SPARK_POOL": "spark_cluster",
+        "MAX_PARALLEL_INGEST": "4",
+        "PUBLISH_DEADLINE": "04:30",
+    }.items():
+        monkeypatch.setenv(f"POLICYLAKE__AIRFLOW__{key}", value)
+    monkeypatch.setenv("POLICYLAKE__MAINTENANCE__SCHEDULE", "0 2 * * 0")
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    daily = bag.dags["policylake_daily"]
+    assert daily.start_date == datetime(2026, 11, 15, tzinfo=UTC) and daily.catchup is True
+    assert bag.dags["policylake_feedback"].catchup is True
+    assert _arg(daily.get_task("score"), "pool") == "spark_cluster"
+    assert daily.get_task("ingest").partial_kwargs["max_active_tis_per_dagrun"] == 4
+    (alert,) = daily.deadline if isinstance(daily.deadline, list) else [daily.deadline]
+    assert type(alert.reference).__name__ == "DagRunLogicalDateDeadline"
+    assert alert.interval == timedelta(days=1, hours=4, minutes=30)  # D+1 04:30 UTC
+    assert alert.callback.path == "jobs.orchestration.deadline_missed"
+    assert alert.callback.kwargs == {"emails": [], "smtp_conn_id": "smtp_default", "due": "04:30"}
+    assert bag.dags["policylake_maintenance"].timetable.expression == "0 2 * * 0"
+    monkeypatch.setenv("POLICYLAKE__AIRFLOW__START_DATE", "not a date")
+    broken = DagBag(dag_folder=str(DAGS / "policylake_daily.py"))
+    assert "airflow.start_date" in " ".join(broken.import_errors.values())
+
+
+def test_daily_limits_map_names_sensor_deadline_and_taskflow(dagbag: Any) -> None:
+    daily = dagbag.dags["policylake_daily"]
+    ingest = daily.get_task("ingest")
+    assert ingest.partial_kwargs["max_active_tis_per_dagrun"] == 2
+    assert ingest.partial_kwargs["map_index_template"] == "{{ task.application_args[-1] }}"
+    wait = daily.get_task("wait_for_files")
+    assert wait.mode == "reschedule" and wait.python_callable is orchestration.day_files_ready
+    assert wait.op_kwargs == {"day": orchestration.RUN_DAY}
+    assert wait.poke_interval == 300
+    # TaskFlow: the Python callables are decorated tasks, not classic operators
+    assert daily.get_task("ingest_sources").task_type == "_PythonDecoratedOperator"
+    feedback = dagbag.dags["policylake_feedback"].get_task("analyst_files_arrived")
+    assert feedback.task_type == "_ShortCircuitDecoratedOperator"
+    assert feedback.python_callable is orchestration.analyst_decisions_arrived
+    assert not daily.deadline  # opt-in: airflow.publish_deadline (docs/airflow.md)
 
 
 def test_assets_connect_feedback_to_training(dagbag: Any) -> None:
@@ -365,6 +431,127 @@ def test_failure_callback_logs_one_matchable_line(caplog: pytest.LogCaptureFixtu
         "policylake task failed: dag=policylake_daily task=validate map_index=-1 "
         "date=2026-10-02 try=3 error=gate"
     ]
+
+
+# --- notifications, the deadline and the files sensor (no JVM) --------------------------
+
+
+def test_failed_tasks_are_mailed_through_the_smtp_connection(
+    airflow_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With recipients configured, every task's failure callbacks include the SMTP provider's
+    notifier; called as Airflow calls it, it sends through the configured connection."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    from tests.smtp_sink import SmtpSink
+
+    monkeypatch.setenv("POLICYLAKE__AIRFLOW__NOTIFY_EMAILS", "[soc@example.test]")
+    monkeypatch.setenv("POLICYLAKE__AIRFLOW__SMTP_CONN_ID", "policylake_smtp")
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    for dag in bag.dags.values():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            assert orchestration.notify_failure in callbacks, task.task_id
+            assert any(isinstance(c, SmtpNotifier) for c in callbacks), task.task_id
+    validate = bag.dags["policylake_daily"].get_task("validate")
+    notifier = next(c for c in validate.on_failure_callback if isinstance(c, SmtpNotifier))
+
+    class TI:
+        dag_id, task_id, map_index, try_number = "policylake_daily", "validate", -1, 3
+
+    with SmtpSink() as sink:
+        monkeypatch.setenv("AIRFLOW_CONN_POLICYLAKE_SMTP", sink.connection_uri())
+        notifier(
+            {
+                "ti": TI(),
+                "ds": "2026-10-02",
+                "exception": RuntimeError("gate failed"),
+                "dag": validate.dag,
+            }
+        )
+    (mail,) = sink.messages
+    assert sink.recipients == [["soc@example.test"]]
+    assert mail["Subject"] == "policylake task failed: policylake_daily.validate 2026-10-02"
+    assert "gate failed" in mail.get_payload()[0].get_payload(decode=True).decode()
+
+
+def test_a_missed_deadline_logs_and_mails_from_the_triggerer(
+    airflow_home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The deadline callback, run the way the triggerer runs it (`CallbackTrigger`), with the
+    context the scheduler gives it; backfill runs only log."""
+    import asyncio
+
+    from airflow.triggers.callback import CallbackTrigger
+
+    from tests.smtp_sink import SmtpSink
+
+    def run(kind: str) -> list[Any]:
+        context = {
+            "dag_run": {"dag_id": "policylake_daily", "run_id": f"{kind}__2026-10-05",
+                        "logical_date": "2026-10-05T00:00:00Z", "state": "running", "run_type": kind},
+            "deadline": {"id": "d1", "deadline_time": "2026-10-06T06:00:00Z"},
+        }  # fmt: skip
+        kwargs = {"emails": ["soc@example.test"], "smtp_conn_id": "policylake_smtp", "due": "06:00"}
+        trigger = CallbackTrigger(
+            "jobs.orchestration.deadline_missed", {**kwargs, "context": context}
+        )
+
+        async def events() -> list[Any]:
+            return [e async for e in trigger.run()]
+
+        return asyncio.run(events())
+
+    with SmtpSink() as sink, caplog.at_level("ERROR", logger="policylake.airflow"):
+        monkeypatch.setenv("AIRFLOW_CONN_POLICYLAKE_SMTP", sink.connection_uri())
+        scheduled = run("scheduled")
+        backfill = run("backfill")
+    assert [e.payload["state"] for e in scheduled] == ["running", "success"]
+    assert [e.payload["state"] for e in backfill] == ["running", "success"]
+    (mail,) = sink.messages  # the backfill run only logged
+    assert mail["Subject"] == "policylake: recommendations of 2026-10-05 not published by 06:00 UTC"
+    assert caplog.messages[0] == (
+        "policylake deadline missed: dag=policylake_daily date=2026-10-05 "
+        "run=scheduled__2026-10-05 state=running recommendations due 06:00 UTC the next day"
+    )
+
+
+def test_the_sensor_waits_for_every_sources_files_then_the_grace_at_most_the_longest_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POLICYLAKE_CONFIG", raising=False)
+    monkeypatch.setenv("POLICYLAKE_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("POLICYLAKE__INGEST__SOURCES", "[idp, sshd]")
+    day = "2026-10-05"
+    end = datetime(2026, 10, 6, tzinfo=UTC)
+    (tmp_path / "raw" / "idp" / day).mkdir(parents=True)
+    (tmp_path / "raw" / "idp" / day / "okta.jsonl").write_text("{}\n")
+    (tmp_path / "raw" / "sshd" / day).mkdir(parents=True)
+    (tmp_path / "raw" / "sshd" / day / "_auth.log.partial").write_text("x\n")  # still arriving
+    ready = orchestration.day_files_ready
+    assert ready(day, end + timedelta(hours=3)) is False  # sshd has no complete file yet
+    assert ready(day, end + timedelta(hours=8)) is True  # the longest wait: go on without it
+    (tmp_path / "raw" / "sshd" / day / "auth.log").write_text("x\n")
+    assert ready(day, end + timedelta(minutes=30)) is False  # within the late-file grace
+    assert ready(day, end + timedelta(hours=2)) is True
+    monkeypatch.setenv("POLICYLAKE__AIRFLOW__LATE_FILES_GRACE_MINUTES", "0")
+    assert ready(day, end) is True
+
+
+def test_the_sensor_lists_an_object_store_through_fsspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/lake-raw/idp/2026-10-05/okta.jsonl", b"{}\n")
+    monkeypatch.delenv("POLICYLAKE_CONFIG", raising=False)
+    monkeypatch.setenv("POLICYLAKE__PATHS__RAW_ROOT", "memory://lake-raw")
+    monkeypatch.setenv("POLICYLAKE__INGEST__SOURCES", "[idp, sshd]")
+    late = datetime(2026, 10, 6, 3, tzinfo=UTC)
+    assert orchestration.day_files_ready("2026-10-05", late) is False  # no sshd files
+    fs.pipe("/lake-raw/sshd/2026-10-05/auth.log", b"x\n")
+    assert orchestration.day_files_ready("2026-10-05", late) is True
 
 
 # --- the analyst drop folder (no JVM) ---------------------------------------------------
@@ -550,7 +737,7 @@ def test_failed_gate_stops_downstream_tasks_and_leaves_the_lake_consistent(
     runs = daily_runs
     assert runs.failed_state == "failed"
     assert runs.failed_source_status == {"idp": "degraded", "sshd": "ok"}
-    for task in ("wait_for_late_files", "ingest_sources", "ingest[0]", "ingest[1]"):
+    for task in ("wait_for_files", "ingest_sources", "ingest[0]", "ingest[1]"):
         assert runs.failed_tis[task] == "success", task
     assert runs.failed_tis["validate"] == "failed"
     for stage in orchestration.DAILY_STAGES[1:]:

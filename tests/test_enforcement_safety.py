@@ -21,10 +21,11 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import SOURCES
 from jobs.core.context import RunContext, StageResult
-from jobs.core.tables import ENTITY_RISK, MODEL_RUNS, SOURCE_STATUS
+from jobs.core.tables import ENTITY_RISK, MODEL_EVIDENCE, SOURCE_STATUS
 from jobs.stages.metrics.families import alert_metrics, blast_radius_metrics, dates_frame
 from jobs.stages.recommend.inputs import degraded_from_status, model_degraded
 from jobs.stages.recommend.stage import run_recommend
+from jobs.stages.score.model_evidence import CHAMPION, ModelUse, evidence_rows
 from tests.conftest import test_settings
 from tests.test_recommend import POLICIES, risk_row, sig, write_reference
 
@@ -100,13 +101,19 @@ def flood(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Floo
     lake.replace_dates(
         spark.createDataFrame(status, SOURCE_STATUS.schema), "ops.source_status", [D1, D2]
     )
-    runs = [
-        (D1, "m", "1", "sha256:aa", "champion", None),  # the first day it scores: changed
-        (D2, "m", "1", "sha256:aa", "champion", None),  # the same model: its evidence counts
-        (D3, "m", "2", "sha256:bb", "champion", None),  # a new champion: changed
-    ]
+    # D1: the first day the model scores (changed); D2: the same model (its evidence counts);
+    # D3: a new champion (changed)
+    first = evidence_rows(ModelUse("m", CHAMPION, "scored", "1", "sha256:aa", True), [D1, D2], None)
+    runs = first + evidence_rows(
+        ModelUse("m", CHAMPION, "scored", "2", "sha256:bb", True), [D3], first[-1]
+    )
     lake.replace_dates(
-        spark.createDataFrame(runs, MODEL_RUNS.schema), "ops.model_runs", [D1, D2, D3]
+        spark.createDataFrame(
+            [tuple(r[c] for c in MODEL_EVIDENCE.column_names) for r in runs],
+            MODEL_EVIDENCE.schema,
+        ),
+        MODEL_EVIDENCE,
+        [D1, D2, D3],
     )
     rows = [r for d in (D1, D2, D3) for r in everyone_at_100(d)]
     lake.replace_dates(
@@ -196,7 +203,7 @@ def test_degraded_inputs_are_decided_without_spark() -> None:
     runs = {D1: run("none", None), D2: run("champion", "3"), D3: run("none", None)}
     assert set(model_degraded([D1, D2, D3], runs)) == {"2026-10-02", "2026-10-03"}
     assert model_degraded([D1], {}) == {"2026-10-01": "no record of the model that scored "
-                                        "2026-10-01 (ops.model_runs)"}  # fmt: skip
+                                        "2026-10-01 (ops.model_evidence)"}  # fmt: skip
     assert "refused" in model_degraded([D1], {D1: run("refused", "3")})["2026-10-01"]
     steady = {D1: run("champion", "3"), D2: run("champion", "3")}
     assert list(model_degraded([D2], steady)) == []

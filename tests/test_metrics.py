@@ -367,6 +367,7 @@ def test_source_status_gaps_pass_rates_gates_and_volumes(spark: SparkSession) ->
             (D1, "idp", "silver_events", True, True),
             (D1, "windows", "windows", False, True),  # a failed critical check: the gate
             (D1, "windows", "windows", True, True),
+            (D1, "geolocation", "reference", False, False),  # reference data, not a source
         ],
         "run_date date, source string, suite string, success boolean, critical boolean",
     )
@@ -401,6 +402,36 @@ def test_source_status_gaps_pass_rates_gates_and_volumes(spark: SparkSession) ->
             ],
         ),
     )
+
+
+def test_geolocation_database_age_and_staleness_from_the_reference_rows(
+    spark: SparkSession,
+) -> None:
+    from jobs.quality.results import geo_database_rows
+    from jobs.reference.geo import GeoDatabase
+
+    bundled = GeoDatabase("/pkg/GeoLite2-City.mmdb", "GeoLite2-City", date(2018, 7, 3), True, "x")
+    own = GeoDatabase(
+        "/srv/dbip-city-lite.mmdb", "DBIP-City-Lite", D1 - timedelta(days=3), False, "x"
+    )
+    rows = geo_database_rows(bundled, [D1], 45) + geo_database_rows(own, [D2], 45)
+    dq = spark.createDataFrame(
+        [(r["run_date"], r["source"], r["suite"], r["expectation"], r["success"], r["critical"], r["details"]) for r in rows]
+        + [(D1, "idp", "idp", "idp.expect_x", False, True, None)],
+        "run_date date, source string, suite string, expectation string, success boolean, "
+        "critical boolean, details string",
+    )  # fmt: skip
+    age = (D1 - date(2018, 7, 3)).days
+    check(
+        families.reference_metrics(dq),
+        expected(
+            spark,
+            [
+                (D1, "geo_database_age_days", {"database_type": "GeoLite2-City", "build_date": "2018-07-03", "bundled": "true", "stale": "true"}, age),
+                (D2, "geo_database_age_days", {"database_type": "DBIP-City-Lite", "build_date": (D1 - timedelta(days=3)).isoformat(), "bundled": "false", "stale": "false"}, 4),
+            ],
+        ),
+    )  # fmt: skip
 
 
 def test_risk_bands_histogram_and_model_version_in_use(spark: SparkSession) -> None:
@@ -710,12 +741,16 @@ def build_tiny_lake(spark: SparkSession, work: Path) -> RunContext:
     )  # fmt: skip
     lake.replace_dates(
         spark.createDataFrame(
-            [(d, "idp", "idp", d != D2, True) for d in LAKE_DATES],
-            "run_date date, source string, suite string, success boolean, critical boolean",
+            [(d, "idp", "idp", "idp.expect_x", d != D2, True, None) for d in LAKE_DATES]
+            + [(D1, "geolocation", "reference", "geo_database_current", False, False,
+                '{"age_days": 3012, "build_date": "2018-07-03", "bundled": true, '
+                '"database_type": "GeoLite2-City"}')],
+            "run_date date, source string, suite string, expectation string, success boolean, "
+            "critical boolean, details string",
         ),
         "ops.dq_results",
         LAKE_DATES,
-    )
+    )  # fmt: skip
     lake.replace_dates(
         spark.createDataFrame(
             [
@@ -785,6 +820,7 @@ def test_stage_writes_every_family_for_every_date(tiny_lake: dict[str, Any]) -> 
         (r["run_date"], r["metric"]) for r in rows.select("run_date", "metric").distinct().collect()
     }
     for day in LAKE_DATES:
+        assert (D1, "geo_database_age_days") in per_date  # the reference row of D1
         for metric in ("recommendations_total", "alerts_total", "sessions_scored", "dq_pass_rate",
                        "source_status", "policy_coverage", "model_version_in_use", "drift_reference",
                        "detection_outcomes", "analyst_decisions_total"):  # fmt: skip

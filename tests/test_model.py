@@ -163,17 +163,22 @@ def trained_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) 
     return {"ctx": ctx, "truth": truth, "x": x, "y": y, "settings": settings}
 
 
+KEY = b"k" * 32  # the audit key training signs model digests with
+
+
 def test_train_registers_and_only_a_better_model_takes_the_champion_alias(
     trained_lake: dict[str, Any],
 ) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    from jobs.model.registry import load_champion, tracking_uri
+    from jobs.model.registry import Champion, load_champion, sign_digest, tracking_uri
     from jobs.model.train import run_train
 
     ctx, truth, settings = trained_lake["ctx"], trained_lake["truth"], trained_lake["settings"]
-    first = run_train(ctx, DAY, DAY, estimator="gradient_boosting", ground_truth=truth)
+    first = run_train(
+        ctx, DAY, DAY, estimator="gradient_boosting", ground_truth=truth, signing_key=KEY
+    )
     assert first.promoted and first.model_version == "1" and first.champion_version == "1"
     assert first.metrics["average_precision"] > 0.9 and first.label_source == "ground_truth"
 
@@ -185,6 +190,7 @@ def test_train_registers_and_only_a_better_model_takes_the_champion_alias(
         estimator="isolation_forest",
         ground_truth=truth,
         params={"n_estimators": 1, "max_samples": 2, "min_rows": 10_000},
+        signing_key=KEY,
     )
     assert worse.model_version == "2"
     assert worse.metrics["average_precision"] < worse.champion_metrics["average_precision"]
@@ -207,31 +213,276 @@ def test_train_registers_and_only_a_better_model_takes_the_champion_alias(
     info = mlflow.models.get_model_info(f"models:/{settings.scoring.model_name}/1")
     assert [c.name for c in info.signature.inputs.inputs] == list(estimators.FEATURES)
 
-    model, version = load_champion(settings)
-    assert version == "1" and hasattr(model, "predict_proba")
+    champion = load_champion(settings, KEY)
+    assert isinstance(champion, Champion)
+    assert (champion.version, champion.signed) == ("1", True)
+    assert isinstance(champion.model, estimators.RiskScorer)
+    tags = client.get_model_version(settings.scoring.model_name, "1").tags
+    assert tags["model_sha256"] == champion.digest
+    assert tags["model_sha256_hmac"] == sign_digest(
+        KEY, settings.scoring.model_name, "1", champion.digest
+    )
+
+
+def test_training_logs_its_inputs_a_scoring_pyfunc_and_the_gates_two_evaluations(
+    trained_lake: dict[str, Any],
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from jobs.model.registry import Champion, load_champion, tracking_uri
+
+    settings, x = trained_lake["settings"], trained_lake["x"]
+    name = settings.scoring.model_name
+    uri = tracking_uri(settings)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # the registered model's pyfunc `predict` is the risk score its signature declares
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/1")  # a test may trust its own store
+    got = np.asarray(pyfunc.predict(x), dtype="float64")
+    assert got.ndim == 1 and not set(np.unique(got)) <= {0.0, 1.0}  # scores, not labels
+    champion = load_champion(settings, KEY)
+    assert isinstance(champion, Champion)
+    np.testing.assert_allclose(got, estimators.risk_scores(champion.model, x), rtol=1e-12)
+    info = mlflow.models.get_model_info(f"models:/{name}/1")
+    assert [(c.name, c.type.name) for c in info.signature.outputs.inputs] == [
+        ("risk_score", "double")
+    ]
+
+    second = client.get_model_version(name, "2")
+    run = client.get_run(second.run_id)
+    inputs = {
+        d.tags[0].value if d.tags else None: json.loads(d.dataset.source)
+        for d in run.inputs.dataset_inputs
+    }
+    assert set(inputs) == {"training"}
+    assert inputs["training"]["path"].endswith("/gold/session_scores")
+    # the version the rows were read at (MLflow leaves version 0 out of the source)
+    read_at = int(run.data.params["session_scores_version"])
+    assert inputs["training"].get("delta_table_version", 0) == read_at
+
+    # the promotion gate: candidate v2 and champion v1 evaluated on the same held-out rows
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    evaluated = {c.data.tags["policylake.role"]: c for c in children}
+    assert set(evaluated) == {"candidate", "champion"}
+    assert {c.data.tags["policylake.model_version"] for c in children} == {"1", "2"}
+    assert len({c.data.params["holdout_sha256"] for c in children}) == 1
+    assert evaluated["champion"].data.metrics["average_precision"] == pytest.approx(
+        run.data.metrics["champion_holdout_average_precision"]
+    )
+    assert evaluated["candidate"].data.metrics["average_precision"] == pytest.approx(
+        run.data.metrics["holdout_average_precision"]
+    )
+    digests = {c.inputs.dataset_inputs[0].dataset.digest for c in children}
+    assert len(digests) == 1  # one dataset: the same rows
 
 
 def test_champion_scores_sessions_distributed(
     spark: SparkSession, trained_lake: dict[str, Any]
 ) -> None:
-    from jobs.model.registry import load_champion
+    from jobs.model.registry import Champion, load_champion
     from jobs.stages.score.risk import apply_model
 
     ctx, x = trained_lake["ctx"], trained_lake["x"]
-    model, version = load_champion(trained_lake["settings"])
+    champion = load_champion(trained_lake["settings"], KEY)
+    assert isinstance(champion, Champion)
     sessions = ctx.lake.read("gold.session_scores").select("session_id", "features")
-    scored = apply_model(sessions, model, version).orderBy("session_id")
+    scored = apply_model(sessions, champion.model, champion.version).orderBy("session_id")
     got = np.array([r[0] for r in scored.select("model_score").collect()])
-    np.testing.assert_allclose(got, estimators.risk_scores(model, x), rtol=1e-9)
+    np.testing.assert_allclose(got, estimators.risk_scores(champion.model, x), rtol=1e-9)
     assert {r[0] for r in scored.select("model_version").distinct().collect()} == {"1"}
 
 
+def test_the_alias_is_resolved_once_and_that_version_loaded(
+    trained_lake: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    from jobs.model import registry
+
+    settings = trained_lake["settings"]
+    name = settings.scoring.model_name
+    uri = registry.tracking_uri(settings)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    real = registry.load_version
+
+    def alias_moves_meanwhile(c: Any, version: Any, key: bytes | None) -> Any:
+        client.set_registered_model_alias(name, "champion", "2")
+        return real(c, version, key)
+
+    monkeypatch.setattr(registry, "load_version", alias_moves_meanwhile)
+    try:
+        champion = registry.load_champion(settings, KEY)
+    finally:
+        client.set_registered_model_alias(name, "champion", "1")
+    assert isinstance(champion, registry.Champion)
+    assert champion.version == "1"
+    assert champion.digest == client.get_model_version(name, "1").tags["model_sha256"]
+    assert hasattr(champion.model.model, "predict_proba")  # v1's gradient boosting, not v2
+
+
 def test_no_store_means_no_champion(tmp_path: Path) -> None:
-    from jobs.model.registry import load_champion
+    from jobs.model.registry import NoChampion, load_champion
 
     settings = test_settings(tmp_path)
-    assert load_champion(settings) is None
+    assert isinstance(load_champion(settings), NoChampion)
     assert not (tmp_path / "mlruns").exists()  # scoring never creates a store
+
+
+def test_an_unreachable_registry_is_an_error_not_no_champion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs.model.registry import RegistryUnavailableError, load_champion
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    settings = test_settings(tmp_path, paths={"mlflow_uri": "http://127.0.0.1:9"})
+    with pytest.raises(RegistryUnavailableError, match=r"model registry http://127.0.0.1:9: "):
+        load_champion(settings)
+
+
+# --- a champion that is not what training registered (finding 7 of issue 24) ----------------
+
+
+class CodeOnUnpickle:
+    """A planted model: unpickling it runs code (here: creates a marker file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+class CodeOnSetState:
+    """A planted skops model: building it runs `__setstate__` (here: creates a marker file)."""
+
+    def __init__(self, marker: str = "") -> None:
+        self.marker = marker
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Path(state["marker"]).touch()
+        self.__dict__.update(state)
+
+
+def _store(tmp_path: Path) -> tuple[Any, Any]:
+    from jobs.model.registry import ensure_experiment, mlflow_client
+
+    settings = test_settings(tmp_path)
+    client = mlflow_client(settings, create=True)
+    return settings, (client, ensure_experiment(client, settings))
+
+
+def _register(settings: Any, store: Any, model: Any, champion: bool = True, **log: Any) -> str:
+    """Register `model` as the next version with MLflow itself (as an attacker with write access
+    to the store could), without what `policylake train` records; optionally the champion."""
+    import mlflow
+    import mlflow.sklearn
+
+    client, experiment = store
+    name = settings.scoring.model_name
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.sklearn.log_model(model, name="model", registered_model_name=name, **log)
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(name, version, "features", json.dumps(list(estimators.FEATURES)))
+    if champion:
+        client.set_registered_model_alias(name, "champion", version)
+    return version
+
+
+def _record(settings: Any, store: Any, version: str, key: bytes | None = None) -> str:
+    """What `policylake train` records on a version it registered: digest (and signature)."""
+    import mlflow
+
+    from jobs.model.registry import model_digest, sign_digest
+
+    client, _ = store
+    name = settings.scoring.model_name
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}"))
+    digest = model_digest(folder / "model.skops")
+    client.set_model_version_tag(name, version, "model_sha256", digest)
+    if key is not None:
+        client.set_model_version_tag(
+            name, version, "model_sha256_hmac", sign_digest(key, name, version, digest)
+        )
+    return digest
+
+
+def _fitted_scorer(seed: int) -> Any:
+    x, y = _synthetic(n=120, outliers=12, seed=seed)
+    return estimators.RiskScorer(
+        estimators.train(estimators.make_estimator("gradient_boosting"), x, y)
+    )
+
+
+def test_a_pickled_champion_is_never_unpickled(tmp_path: Path) -> None:
+    from jobs.model.registry import UntrustedModelError, load_champion
+
+    settings, store = _store(tmp_path)
+    marker = tmp_path / "code-ran"
+    _register(settings, store, CodeOnUnpickle(marker), serialization_format="pickle")
+    marker.unlink(missing_ok=True)  # MLflow loaded it back while saving
+    with pytest.raises(
+        UntrustedModelError, match=r"v1: stored as pickle .*policylake loads only skops"
+    ):
+        load_champion(settings)
+    assert not marker.exists()  # no code from the store ran
+
+
+def test_types_the_store_declares_trusted_are_not_trusted(tmp_path: Path) -> None:
+    from jobs.model.registry import UntrustedModelError, load_champion
+
+    settings, store = _store(tmp_path)
+    marker = tmp_path / "code-ran"
+    planted = f"{__name__}.CodeOnSetState"
+    # the model's own MLmodel lists its type as trusted (MLflow loads with that list)
+    version = _register(settings, store, CodeOnSetState(str(marker)), skops_trusted_types=[planted])
+    _record(settings, store, version)  # without the audit key, anyone can record a digest
+    marker.unlink(missing_ok=True)  # MLflow test-loaded it while saving
+    with pytest.raises(UntrustedModelError, match=f"types outside the trusted list: {planted}"):
+        load_champion(settings)
+    assert not marker.exists()
+
+
+def test_a_model_file_changed_after_registration_is_refused(tmp_path: Path) -> None:
+    import mlflow
+
+    from jobs.model.registry import TRUSTED_TYPES, Champion, UntrustedModelError, load_champion
+
+    settings, store = _store(tmp_path)
+    name = settings.scoring.model_name
+    version = _register(settings, store, _fitted_scorer(1), skops_trusted_types=TRUSTED_TYPES)
+    with pytest.raises(UntrustedModelError, match="no recorded digest"):
+        load_champion(settings)  # registered outside `policylake train`
+    _record(settings, store, version)
+    champion = load_champion(settings)
+    assert isinstance(champion, Champion) and not champion.signed
+    # swap the stored file for another (valid, trusted) model
+    client, _ = store
+    stored = Path(client.get_model_version_download_uri(name, version).removeprefix("file://"))
+    other = _register(
+        settings, store, _fitted_scorer(2), champion=False, skops_trusted_types=TRUSTED_TYPES
+    )
+    other_file = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{other}"))
+    (stored / "model.skops").write_bytes((other_file / "model.skops").read_bytes())
+    with pytest.raises(UntrustedModelError, match="the file changed since it was registered"):
+        load_champion(settings)
+
+
+def test_with_the_audit_key_only_versions_signed_with_it_load(tmp_path: Path) -> None:
+    from jobs.model.registry import TRUSTED_TYPES, Champion, UntrustedModelError, load_champion
+
+    settings, store = _store(tmp_path)
+    version = _register(settings, store, _fitted_scorer(3), skops_trusted_types=TRUSTED_TYPES)
+    _record(settings, store, version)  # a digest, but no signature (the store's writer has no key)
+    with pytest.raises(UntrustedModelError, match=r"not signed .* although POLICYLAKE_AUDIT_KEY"):
+        load_champion(settings, KEY)
+    _record(settings, store, version, key=b"another key of thirty-two bytes!")
+    with pytest.raises(UntrustedModelError, match="does not check with POLICYLAKE_AUDIT_KEY"):
+        load_champion(settings, KEY)
+    _record(settings, store, version, key=KEY)
+    champion = load_champion(settings, KEY)
+    assert isinstance(champion, Champion) and champion.signed
 
 
 def test_labels_from_ground_truth_and_decisions() -> None:

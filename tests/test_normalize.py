@@ -12,13 +12,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.core.config import ValidationSettings
+from jobs.core.config import GeoSettings, ValidationSettings
 from jobs.core.context import RunContext
 from jobs.core.errors import PipelineError
 from jobs.core.lake import Lake
 from jobs.quality.rows import prepare_rows
 from jobs.quality.suites import default_suites_dir, load_suite, suite_parameters
 from jobs.reference.files import asset_inventory, identity_directory, user_aliases
+from jobs.reference.geo import GeoDatabaseError
 from jobs.stages.normalize import stage as normalize_module
 from jobs.stages.normalize.enrichment import enrich, geo_table
 from jobs.stages.normalize.mapping import map_source
@@ -852,6 +853,27 @@ def test_run_normalize_writes_balanced_idempotent_tables(
     assert silver_dq.where(~F.col("success")).count() == 0
     assert {r["source"] for r in silver_dq.select("source").distinct().collect()} == {"idp", "sshd"}
     assert (Path(settings.paths.data_docs_dir) / "index.html").is_file()
+    # in the same commit: which geolocation database placed the addresses (the bundled one)
+    geo = lake.read("ops.dq_results").where(F.col("suite") == "reference").collect()
+    assert sorted((r["run_date"], r["source"], r["expectation"], r["success"]) for r in geo) == [
+        (DAY, "geolocation", "geo_database_current", False),
+        (d2, "geolocation", "geo_database_current", False),
+    ]
+    details = json.loads(geo[0]["details"])
+    assert (details["bundled"], details["build_date"]) == (True, "2018-07-03")
+
+
+def test_run_normalize_stops_on_a_missing_geo_database_before_writing(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    settings = _stage_settings(tmp_path, ["idp"])
+    missing = tmp_path / "GeoIP2-City.mmdb"
+    settings = settings.model_copy(update={"geo": GeoSettings(database=str(missing))})
+    lake = Lake(spark, settings.paths.lake_root)
+    _bronze(spark, lake)
+    with pytest.raises(GeoDatabaseError, match=f"geo.database: no such file {missing}"):
+        run_normalize(RunContext(spark, settings), [DAY])
+    assert not lake.exists("silver.events")
 
 
 def test_run_normalize_refuses_to_write_when_reconciliation_breaks(

@@ -761,5 +761,5 @@ def test_cdf_consumers_resync_after_an_erasure(forgotten: Forgotten, tmp_path: P
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["resync"] is True and summary["change_rows"] == 0
+    assert summary["resynced"] is True and summary["change_rows"] == 0
     assert summary["cursor"] == forgotten.ctx.lake.version(RECS)

@@ -184,10 +184,11 @@ def write_reference(settings: Any, directory: str = "", inventory: str = "") -> 
 
 def write_day_inputs(ctx: RunContext, day: date, **status: str) -> None:
     """ops.source_status (every source ok unless named: `windows="degraded"`) and
-    ops.model_runs (signals only) of a day, as validate and score write them: without them
+    ops.model_evidence (signals only) of a day, as validate and score write them: without them
     recommend treats the evidence as degraded (fail closed)."""
     from jobs.core.config import SOURCES
-    from jobs.core.tables import MODEL_RUNS
+    from jobs.core.tables import MODEL_EVIDENCE
+    from jobs.stages.score.model_evidence import NONE, ModelUse, evidence_rows
 
     spark = ctx.spark
     rows = [(day, s, status.get(s, "ok"), [] if status.get(s, "ok") == "ok" else ["test"])
@@ -195,8 +196,14 @@ def write_day_inputs(ctx: RunContext, day: date, **status: str) -> None:
     ctx.lake.replace_dates(
         spark.createDataFrame(rows, SOURCE_STATUS.schema), "ops.source_status", [day]
     )
-    run = [(day, "policylake-session-risk", None, None, "none", "signals only")]
-    ctx.lake.replace_dates(spark.createDataFrame(run, MODEL_RUNS.schema), "ops.model_runs", [day])
+    run = evidence_rows(ModelUse("policylake-session-risk", NONE, "signals only"), [day], None)
+    ctx.lake.replace_dates(
+        spark.createDataFrame(
+            [tuple(r[c] for c in MODEL_EVIDENCE.column_names) for r in run], MODEL_EVIDENCE.schema
+        ),
+        MODEL_EVIDENCE,
+        [day],
+    )
 
 
 # Analysts with their signing keys (fixed seeds: the same keys every run).
@@ -777,13 +784,18 @@ def consumer_example() -> str:
     return match.group(1)
 
 
-def run_consumer_example(scenario: Scenario, tmp_path: Path, now: str) -> dict[str, Any]:
+def run_consumer_example(
+    scenario: Scenario, tmp_path: Path, now: str, last_seen: int | None = None
+) -> dict[str, Any]:
+    """The documented consumer's summary line, at `now`, from the cursor `last_seen` (the
+    version after day one by default)."""
     script = tmp_path / "consumer.py"
     script.write_text(consumer_example())
+    cursor = scenario.versions["day_one"] if last_seen is None else last_seen
     env = {
         **os.environ,
         "POLICYLAKE_LAKE": scenario.ctx.settings.paths.lake_root,
-        "POLICYLAKE_LAST_SEEN_VERSION": str(scenario.versions["day_one"]),
+        "POLICYLAKE_LAST_SEEN_VERSION": str(cursor),
         "POLICYLAKE_NOW": now,
         "JAVA_HOME": "/nonexistent",  # prove no JVM is needed
     }
@@ -813,6 +825,11 @@ def test_consumer_example_from_docs_runs_without_a_jvm(scenario: Scenario, tmp_p
     assert summary["enforced_rec_ids"] == valid and summary["to_enforce"] == 2  # alice, eve
     assert summary["cursor"] == version(scenario.ctx, RECS)
     assert set(summary["inserted_rec_ids"]) == {r["rec_id"] for r in scenario.cdf_after_day_two}
+    assert summary["resynced"] is False  # a cursor of today is well inside the window
+    # no cursor yet: the consumer starts from a snapshot, and takes the current version
+    first = run_consumer_example(scenario, tmp_path, now.isoformat(), last_seen=-1)
+    assert (first["resynced"], first["change_rows"], first["to_enforce"]) == (True, 0, 2)
+    assert first["cursor"] == summary["cursor"]
 
 
 def test_consumer_example_enforces_nothing_once_every_recommendation_expired(

@@ -119,6 +119,27 @@ def test_no_banner_when_nothing_crossed_a_threshold(spark: SparkSession) -> None
     assert alert_messages(data(points), CFG) == []
 
 
+def test_a_stale_geolocation_database_is_named_with_its_build_date() -> None:
+    stale = point(
+        "geo_database_age_days", 3017, database_type="GeoLite2-City", build_date="2018-07-03",
+        bundled="true", stale="true",
+    )  # fmt: skip
+    page = render_report(data([*healthy_day(), stale]), CFG)
+    notice = page[
+        page.index('id="geolocation"') : page.index("</section>", page.index('id="geolocation"'))
+    ]
+    assert (
+        "the bundled GeoLite2-City database built 2018-07-03 (3,017 days before this date)"
+        in notice
+    )
+    assert "geo.database" in notice
+    current = point(
+        "geo_database_age_days", 3, database_type="GeoIP2-City", build_date="2026-10-03",
+        bundled="false", stale="false",
+    )  # fmt: skip
+    assert 'id="geolocation"' not in render_report(data([*healthy_day(), current]), CFG)
+
+
 class Tags(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

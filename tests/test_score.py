@@ -254,19 +254,32 @@ def _lake_inputs(spark: SparkSession, ctx: Any) -> None:
     ctx.lake.replace_dates(status, "ops.source_status", [DAY])
 
 
-def test_run_score_writes_both_tables_idempotently(spark: SparkSession, tmp_path: Path) -> None:
+def test_run_score_writes_both_tables_idempotently(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from jobs.core.context import RunContext
+    from jobs.core.errors import PipelineError
 
     ctx = RunContext(spark=spark, settings=test_settings(tmp_path))
     _lake_inputs(spark, ctx)
     result = score.run_score(ctx, [DAY])
     sessions = ctx.lake.read("gold.session_scores")
     entities = ctx.lake.read("gold.entity_risk")
-    assert result.rows == {"session_scores": sessions.count(), "entity_risk": entities.count()}
+    assert result.rows == {
+        "session_scores": sessions.count(),
+        "entity_risk": entities.count(),
+        "ops.model_evidence": 1,
+    }
     assert result.details["model_version"] is None  # no champion: signals only
-    # which model scored the date, for recommend's degraded-model rule (issue 24, finding 3)
-    (run,) = ctx.lake.read("ops.model_runs").collect()
-    assert (run.run_date, run.model_version, run.status) == (DAY, None, "none")
+    (evidence,) = ctx.lake.read("ops.model_evidence").collect()
+    assert (evidence.run_date, evidence.status, evidence.model_version, evidence.model_digest) == (
+        DAY,
+        "none",
+        None,
+        None,
+    )
+    assert (evidence.changed, evidence.degraded) == (False, True)
+    assert "no MLflow store" in evidence.reason
 
     top = (
         sessions.where(F.col("risk") >= CFG.band_high)
@@ -303,7 +316,30 @@ def test_run_score_writes_both_tables_idempotently(spark: SparkSession, tmp_path
     ctx.lake.replace_dates(
         events_df(spark, [signin("u5@x", at(9, day=nxt))]), "silver.events", [nxt]
     )
-    score.run_score(ctx, [DAY, nxt])
+    # ... with a model registry that cannot be reached: the stage fails (one line), unless the
+    # settings allow scoring on signals alone, recorded as degraded model evidence
+    unreachable = {"paths": {"mlflow_uri": "http://127.0.0.1:9"}}
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    failing = RunContext(spark=spark, settings=test_settings(tmp_path, **unreachable))
+    with pytest.raises(
+        PipelineError, match=r"^score: model registry http://127.0.0.1:9: .*signals_only"
+    ):
+        score.run_score(failing, [DAY, nxt])
+    assert ctx.lake.read_dates("gold.session_scores", [nxt]).count() == 0  # nothing written
+    ctx = RunContext(
+        spark=spark,
+        settings=test_settings(
+            tmp_path, **unreachable, scoring={"registry_unavailable": "signals_only"}
+        ),
+    )
+    result = score.run_score(ctx, [DAY, nxt])
+    assert result.details["model_degraded_dates"] == [DAY.isoformat(), nxt.isoformat()]
+    evidence = ctx.lake.read("ops.model_evidence").orderBy("run_date").collect()
+    assert [(e.run_date, e.status, e.degraded, e.previous_date) for e in evidence] == [
+        (DAY, "unavailable", True, None),
+        (nxt, "unavailable", True, DAY),
+    ]
+    assert evidence[0].reason.startswith("registry unreachable (")
     assert (
         ctx.lake.read_dates("gold.session_scores", [DAY]).orderBy("session_id").collect()
         == before_s
@@ -319,6 +355,36 @@ def test_run_score_writes_both_tables_idempotently(spark: SparkSession, tmp_path
         100 * 2 ** (-1 / CFG.decay_half_life_days)
     )
     assert carried.reasons[0].startswith(f"risk carried over from {DAY}: sign-in from Sao Paulo")
+
+
+def test_model_evidence_records_the_model_and_what_changed_since_the_date_before() -> None:
+    from jobs.stages.score.model_evidence import ModelUse, evidence_rows
+
+    d1, d2, d3 = DAY, DAY + timedelta(days=1), DAY + timedelta(days=2)
+    v1 = ModelUse("m", "champion", "scored with m v1", "1", "aa" * 32, True)
+    v2 = ModelUse("m", "champion", "scored with m v2", "2", "bb" * 32, True)
+    none = ModelUse("m", "none", "no champion yet")
+
+    def facts(rows: list[dict[str, object]]) -> list[tuple[object, ...]]:
+        keys = ("run_date", "status", "model_version", "previous_version", "changed", "degraded")
+        return [tuple(r[k] for k in keys) for r in rows]
+
+    first = evidence_rows(none, [d1], None)
+    assert facts(first) == [(d1, "none", None, None, False, True)]
+    # the champion appears: changed (and so degraded) on its first date, then steady
+    second = evidence_rows(v1, [d2, d3], first[0])
+    assert facts(second) == [
+        (d2, "champion", "1", None, True, True),
+        (d3, "champion", "1", "1", False, False),
+    ]
+    assert second[1]["previous_date"] == d2 and second[1]["model_digest"] == "aa" * 32
+    # a new version, or the same version whose file changed, is a change too
+    assert facts(evidence_rows(v2, [d3], second[0])) == [(d3, "champion", "2", "1", True, True)]
+    refiled = ModelUse("m", "champion", "scored with m v1", "1", "cc" * 32, True)
+    assert evidence_rows(refiled, [d3], second[0])[0]["changed"] is True
+    # the model goes missing: changed and degraded
+    gone = evidence_rows(none, [d3], second[0])
+    assert facts(gone) == [(d3, "none", None, "1", True, True)]
 
 
 def test_run_score_needs_silver(spark: SparkSession, tmp_path: Path) -> None:

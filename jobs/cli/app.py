@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from jobs.cli import evtx_import, governance, pipeline
+from jobs.cli import evtx_import, governance, maintenance, pipeline
 from jobs.cli.common import mapped, report_error
 from jobs.cli.detections import detections_app
 from jobs.cli.policy import policy_app
@@ -31,6 +31,8 @@ app.command("generate")(mapped(pipeline.generate))
 app.command("train")(mapped(pipeline.train))
 app.command("export")(mapped(pipeline.export))
 app.command("report")(mapped(pipeline.report))
+# the lake's upkeep (weekly: DAG policylake_maintenance)
+app.command("maintain")(mapped(maintenance.maintain))
 # telemetry that needs converting before ingest
 app.command("import-evtx")(mapped(evtx_import.import_evtx))
 # policies and governance

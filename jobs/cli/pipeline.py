@@ -26,6 +26,8 @@ from jobs.core.config import SOURCES, Settings
 from jobs.core.context import RunContext, StageResult
 from jobs.core.errors import PipelineError, UsageError
 from jobs.generate import generate_telemetry
+from jobs.governance.audit import audit_key
+from jobs.model.registry import tracking_uri
 from jobs.model.train import TrainResult, run_train
 from jobs.pipeline.runner import STAGES, date_range, parse_stages
 
@@ -186,7 +188,13 @@ def _train(
 ) -> TrainResult:
     with console.status(f"training on sessions {first} .. {last}"):
         result = run_train(
-            ctx, first, last, estimator=estimator, ground_truth=ground_truth, seed=seed
+            ctx,
+            first,
+            last,
+            estimator=estimator,
+            ground_truth=ground_truth,
+            seed=seed,
+            signing_key=audit_key(),
         )
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.metrics.items()))
     verdict = (
@@ -256,11 +264,27 @@ def demo(
     _train(ctx, dates[0], dates[cut - 1], "auto", workdir / "ground_truth.jsonl", seed)
     run_pipeline(ctx, ["score"], dates[cut:], "demo (with the champion)")
     rest = [s for s in STAGES if s not in prepare and s != "score"]
-    results = run_pipeline(ctx, rest, dates, "demo")
-    out.print(f"demo workdir: {workdir}")
-    for result in results:
-        if result.stage == "report" and result.details.get("report"):
-            out.print(f"daily report: {result.details['report']}")
+    run_pipeline(ctx, rest, dates, "demo")
+    out.print(f"demo workdir: {workdir}", highlight=False, soft_wrap=True)
+    for line in next_steps(ctx.settings, dates[-1]):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def next_steps(settings: Settings, day: date) -> list[str]:
+    """The demo's last lines: where its outputs are and how to look at them."""
+    paths = settings.paths
+    reports = Path(paths.reports_dir) / day.isoformat() / "report.html"
+    exports = Path(paths.exports_dir) / day.isoformat()
+    return [
+        "what to look at next:",
+        f"  daily report      {reports}",
+        f"  data quality      {Path(paths.data_docs_dir) / 'index.html'} (Great Expectations Data Docs)",
+        f"  model runs        .venv/bin/mlflow ui --backend-store-uri {tracking_uri(settings)}"
+        " (then http://127.0.0.1:5000)",
+        f"  for enforcement   {exports / 'policy_recommendations.jsonl'} and its manifest.json",
+        "  the DAGs          make airflow (installs Airflow; UI on http://localhost:8080,"
+        " docs/airflow.md)",
+    ]
 
 
 def export(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,9 +93,25 @@ class PathSettings(_Section):
 
 
 class GeoSettings(_Section):
-    # Paths of a user's own MaxMind GeoLite2/GeoIP2 databases; None uses the packaged ones.
-    city_db: str | None = None
-    asn_db: str | None = None
+    # Your own location database: a City (or Country) MMDB, e.g. MaxMind GeoLite2-City or
+    # GeoIP2-City, or DB-IP's IP-to-City Lite. None: the packaged GeoLite2 City (built
+    # 2018-07-03), flagged as stale in ops.dq_results and the daily report.
+    database: str | None = None
+    # Your own ASN MMDB (GeoLite2-ASN, DB-IP ASN Lite); None: AS names from geoip2fast.
+    asn_database: str | None = None
+    # A location database built longer ago than this is flagged (MaxMind rebuilds GeoLite2
+    # twice a week, DB-IP Lite monthly; refresh with geoipupdate or a monthly download).
+    max_age_days: int = Field(default=45, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, value: Any) -> Any:
+        renamed = {"city_db": "database", "asn_db": "asn_database"}
+        if isinstance(value, dict):
+            old = sorted(set(value) & set(renamed))
+            if old:
+                raise ValueError(f"'{old[0]}' is now '{renamed[old[0]]}'")
+        return value
 
 
 class IngestSettings(_Section):
@@ -256,6 +273,9 @@ class ScoringSettings(_Section):
     model_floor: float = Field(default=0.6, ge=0, lt=1)
     model_name: str = "policylake-session-risk"
     experiment: str = "policylake-session-risk"
+    # a model registry that cannot be reached: fail the score stage (exit 1), or score on the
+    # signals alone and record the day's model evidence as degraded (ops.model_evidence)
+    registry_unavailable: Literal["fail", "signals_only"] = "fail"
     # risk bands (lower bounds): high >= band_high, medium >= band_medium, else low
     band_high: int = Field(default=80, ge=1, le=100)
     band_medium: int = Field(default=50, ge=1, le=100)
@@ -372,6 +392,98 @@ class PrivacySettings(_Section):
     key_env: str = Field(default="POLICYLAKE_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class AirflowSettings(_Section):
+    """What the DAG files read when Airflow parses them (docs/airflow.md): dates, limits,
+    deadline and notifications. Parse time reads this file ($POLICYLAKE_CONFIG) and the
+    POLICYLAKE__AIRFLOW__... overrides, nothing else."""
+
+    # first logical date of the daily and feedback DAGs (a backfill cannot reach earlier)
+    start_date: date = date(2026, 10, 1)
+    # true: unpausing creates one run per missed day since start_date (or the last run);
+    # false: a new deployment runs only the latest day, earlier days by `backfill create`
+    catchup: bool = False
+    # the Airflow pool every Spark task runs in (its slots: how many JVMs at once)
+    spark_pool: str = "policylake_spark"
+    # per-source ingest tasks of one run at once (max_active_tis_per_dagrun)
+    max_parallel_ingest: int = Field(default=2, ge=1, le=32)
+    # a day's recommendations must be published by this UTC time of the next day, e.g. "06:00"
+    # (a Deadline Alert on the daily run); null (the default): no deadline. Airflow 3.3.2's
+    # `dags test` / dag.test() fails a successful run of a DAG with a deadline, hence opt-in
+    publish_deadline: str | None = None
+    # the daily run starts once every configured source delivered files for the day and this
+    # long after the day ended (late files) ...
+    late_files_grace_minutes: int = Field(default=120, ge=0)
+    # ... or, if a source is still missing, this long after the day ended (validate marks it)
+    late_files_max_wait_hours: int = Field(default=8, ge=1, le=48)
+    # notifications of failed tasks and missed deadlines: e-mail through the SMTP connection
+    # (host, port, login, from_email in its extra); no recipients: log lines only
+    notify_emails: tuple[str, ...] = ()
+    smtp_conn_id: str = "smtp_default"
+
+    @field_validator("publish_deadline")
+    @classmethod
+    def _hh_mm(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError("must be a UTC time like 06:00 (or null)")
+        return value.strip() if value is not None else None
+
+
+# A Delta interval as the table properties take it, without the word `interval`.
+DURATION = re.compile(r"^(\d+) (second|minute|hour|day|week)s?$")
+DURATION_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+
+
+def duration_seconds(value: str) -> int:
+    found = DURATION.match(value.strip().lower())
+    if found is None:
+        raise ValueError("must look like 30 days, 12 hours or 2 weeks")
+    return int(found.group(1)) * DURATION_SECONDS[found.group(2)]
+
+
+class MaintenanceSettings(_Section):
+    """Delta table upkeep (`policylake maintain`, the weekly policylake_maintenance DAG)."""
+
+    # how long each table's transaction log keeps a version (time travel, Change Data Feed
+    # versions): the table property delta.logRetentionDuration
+    log_retention: str = "30 days"
+    # how long VACUUM keeps files a newer version replaced (delta.deletedFileRetentionDuration):
+    # the Change Data Feed window consumers can rely on (docs/policies.md)
+    deleted_file_retention: str = "7 days"
+    # when the policylake_maintenance DAG runs (cron, UTC): Saturdays 03:00, after the night's run
+    schedule: str = "0 3 * * 6"
+
+    @field_validator("log_retention", "deleted_file_retention")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value.strip().lower()
+
+    @field_validator("deleted_file_retention")
+    @classmethod
+    def _within_log(cls, value: str, info: Any) -> str:
+        log_retention = info.data.get("log_retention")
+        if log_retention is not None and duration_seconds(value) > duration_seconds(log_retention):
+            raise ValueError(
+                f"must not exceed log_retention ({log_retention}): a change feed version needs "
+                "both its log entry and its files"
+            )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("must be a five-field cron expression, e.g. 0 3 * * 6")
+        return value.strip()
+
+    def table_properties(self) -> dict[str, str]:
+        """The retention properties every table gets."""
+        return {
+            "delta.logRetentionDuration": f"interval {self.log_retention}",
+            "delta.deletedFileRetentionDuration": f"interval {self.deleted_file_retention}",
+        }
+
+
 # Credentials come from the environment or the standard provider chains, never from the config:
 # a spark.conf key like these (Spark's own redaction pattern, plus the object stores' key and
 # token settings) or a value that carries a secret (a URI with user:password@, a signed or
@@ -466,6 +578,8 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     report: ReportSettings = ReportSettings()
     privacy: PrivacySettings = PrivacySettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
+    airflow: AirflowSettings = AirflowSettings()
 
     @model_validator(mode="after")
     def _noisy_rules_never_block(self) -> Settings:
@@ -478,14 +592,23 @@ class Settings(_Section):
         return self
 
     def with_workdir(self, workdir: Path) -> Settings:
-        """Root every relative path at `workdir` (the demo's layout)."""
-        updates = {}
-        for key, value in self.paths.model_dump().items():
+        """Root every relative path at `workdir` (the demo's layout): the `paths` and the
+        geolocation databases."""
+
+        def rooted(value: str) -> str:
             if "://" in value or Path(value).is_absolute():
-                updates[key] = value
-            else:
-                updates[key] = str((workdir / value).resolve())
-        return self.model_copy(update={"paths": PathSettings(**updates)})
+                return value
+            return str((workdir / value).resolve())
+
+        paths = {key: rooted(value) for key, value in self.paths.model_dump().items()}
+        geo = self.geo.model_copy(
+            update={
+                key: rooted(value)
+                for key in ("database", "asn_database")
+                if (value := getattr(self.geo, key)) is not None
+            }
+        )
+        return self.model_copy(update={"paths": PathSettings(**paths), "geo": geo})
 
 
 def _set_nested(tree: dict[str, Any], keys: list[str], value: Any) -> None:

@@ -5,6 +5,11 @@ exactly the dates a run covers (`replace_dates`, one `replaceWhere` commit), so 
 a date, or a range, never duplicates rows; MERGE-maintained tables are opened with
 `for_update`. Both refuse a write from a module of the `jobs` package other than the
 table's declared writer (or the data-subject erasure), so every table has one writer.
+
+Upkeep (`optimize`, `vacuum`, `set_properties`, `relayout`) rewrites files, never rows: the
+rows a reader sees are the same before and after, so no owner check applies and the lake-wide
+maintenance job (`jobs.pipeline.maintenance`) may run them on every table
+(docs/architecture.md, "One writer per table").
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -188,12 +194,11 @@ class Lake:
             predicate = f"({predicate}) AND ({where})"
 
         def save() -> None:
-            writer = (
-                df.write.format("delta")
-                .mode("overwrite")
-                .option("replaceWhere", predicate)
-                .partitionBy(*table.partition_by)
-            )
+            # A table written before its partitioning changed keeps its layout until
+            # maintenance rewrites it: no partitionBy() for an unpartitioned entry
+            writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+            if table.partition_by:
+                writer = writer.partitionBy(*table.partition_by)
             if not self.exists(table):
                 for key, value in table.properties.items():
                     writer = writer.option(key, value)
@@ -220,6 +225,88 @@ class Lake:
             builder = builder.property(key, value)
         builder.execute()
         return DeltaTable.forPath(self.spark, self.path(table))
+
+    # -- upkeep: files, not rows (no owner check) -------------------------------------------
+
+    def layout(self, table: TableRef) -> TableLayout:
+        """Files, bytes, partition columns and properties of the table's latest version."""
+        row = (
+            DeltaTable.forPath(self.spark, self.path(table))
+            .detail()
+            .select("numFiles", "sizeInBytes", "partitionColumns", "properties")
+            .first()
+        )
+        assert row is not None  # detail() is one row
+        return TableLayout(
+            int(row["numFiles"]),
+            int(row["sizeInBytes"]),
+            tuple(row["partitionColumns"] or ()),
+            dict(row["properties"] or {}),
+        )
+
+    def _sql_path(self, table: TableRef) -> str:
+        return "delta.`" + self.path(table).replace("`", "``") + "`"
+
+    def set_properties(self, table: TableRef, properties: Mapping[str, str]) -> None:
+        """Set table properties (retention) in one metadata commit."""
+        if not properties:
+            return
+        pairs = ", ".join(
+            f"'{k}' = '{v}'" for k, v in sorted(properties.items())
+        )  # keys and values come from the settings' validated durations
+        resolved = resolve(table)
+
+        def alter() -> None:
+            self.spark.sql(f"ALTER TABLE {self._sql_path(resolved)} SET TBLPROPERTIES ({pairs})")
+
+        commit_with_retry(alter, f"{resolved.name} (properties)")
+
+    def relayout(self, table: TableRef) -> None:
+        """Rewrite the whole table with the catalogue's partitioning, in one commit: how a
+        table written before its partitioning changed gets the new layout. The same rows;
+        a concurrent writer makes the commit conflict (and retry) rather than lose rows."""
+        resolved = resolve(table)
+
+        def rewrite() -> None:
+            self.read(resolved).write.format("delta").mode("overwrite").option(
+                "overwriteSchema", "true"
+            ).partitionBy(*resolved.partition_by).save(self.path(resolved))
+
+        commit_with_retry(rewrite, f"{resolved.name} (relayout)")
+
+    def optimize(self, table: TableRef) -> tuple[int, int]:
+        """Compact small files (Delta OPTIMIZE, bin-packing per partition): (files added,
+        files removed). A data-unchanged commit: readers and change feeds see no change."""
+        resolved = resolve(table)
+        found: list[tuple[int, int]] = []
+
+        def compact() -> None:
+            metrics = (
+                DeltaTable.forPath(self.spark, self.path(resolved))
+                .optimize()
+                .executeCompaction()
+                .select("metrics.numFilesAdded", "metrics.numFilesRemoved")
+                .first()
+            )
+            found.append((int(metrics[0]), int(metrics[1])) if metrics is not None else (0, 0))
+
+        commit_with_retry(compact, f"{resolved.name} (optimize)")
+        return found[-1]
+
+    def vacuum(self, table: TableRef) -> None:
+        """Delete files no version within the table's `delta.deletedFileRetentionDuration`
+        needs (Delta VACUUM with the table's own retention, never a shorter one)."""
+        DeltaTable.forPath(self.spark, self.path(table)).vacuum()
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """What upkeep looks at: the latest version's files and settings."""
+
+    files: int
+    size_bytes: int
+    partition_columns: tuple[str, ...]
+    properties: dict[str, str]
 
 
 # ---------------------------------------------------------------------------------------

@@ -36,6 +36,11 @@ from jobs.core.config import SOURCES
 from jobs.core.errors import TableNameError
 
 LAYERS = ("bronze", "silver", "gold", "ops")
+# Tables of a few rows to a few thousand per date are not partitioned: a partition per date
+# would only make a year of nightly runs thousands of small files. `Lake.replace_dates` still
+# replaces exactly a run's dates (Delta `replaceWhere` on the date column works on any
+# column), and maintenance compacts them (jobs/pipeline/maintenance.py).
+SMALL: tuple[str, ...] = ()
 # The one module allowed to rewrite rows of any table (a data subject's erasure).
 ERASURE_MODULE = "jobs.governance.erasure"
 
@@ -446,6 +451,7 @@ INGEST_LOG = _table(
         ),
     ),
     "One row per raw file and date: lines read, header lines, bronze rows, unparseable lines",
+    partition_by=SMALL,
     owner=INGEST,
     writer=_INGEST_WRITER,
     readers=("ingest (late deliveries)", "metrics"),
@@ -468,10 +474,16 @@ DQ_RESULTS = _table(
         column(
             "source",
             StringType(),
-            "The telemetry source: idp, windows, zeek_conn, zeek_dns, cloudtrail or sshd",
+            "The telemetry source: idp, windows, zeek_conn, zeek_dns, cloudtrail or sshd "
+            "(geolocation for the reference check)",
             nullable=False,
         ),
-        column("suite", StringType(), "Data-quality suite: a source, ingest, or silver_events"),
+        column(
+            "suite",
+            StringType(),
+            "Data-quality suite: a source, ingest, silver_events, or reference (the "
+            "geolocation database normalize used)",
+        ),
         column(
             "expectation", StringType(), "The expectation (suite.type(columns)[id])", nullable=False
         ),
@@ -493,6 +505,7 @@ DQ_RESULTS = _table(
     ),
     "Per date and source, the outcome of every expectation: delivery and schema drift (ingest), "
     "the source suites (validate), the silver contract (normalize)",
+    partition_by=SMALL,
     owner="data quality (ingest, validate, normalize: each replaces its own suites' rows)",
     writer="jobs.quality.results",
     readers=("metrics", "report"),
@@ -518,6 +531,7 @@ SOURCE_STATUS = _table(
         column("reasons", ArrayType(StringType()), "Plain-language reasons, strongest first"),
     ),
     "Per date and source: ok, degraded (a critical expectation failed) or missing",
+    partition_by=SMALL,
     owner="validate",
     writer="jobs.stages.validate.stage",
     readers=("score", "recommend", "metrics"),
@@ -698,6 +712,7 @@ RECONCILIATION = _table(
         ),
     ),
     "Per date and source: bronze rows = silver events + quarantined + duplicates",
+    partition_by=SMALL,
     owner="normalize",
     writer=_NORMALIZE_WRITER,
     readers=("metrics",),
@@ -932,8 +947,8 @@ ENTITY_RISK = _table(
     docs="docs/scoring.md",
 )
 
-MODEL_RUNS = _table(
-    "ops.model_runs",
+MODEL_EVIDENCE = _table(
+    "ops.model_evidence",
     (
         column(
             "run_date",
@@ -941,31 +956,58 @@ MODEL_RUNS = _table(
             "The logical date (UTC day) of the run that wrote the row",
             nullable=False,
         ),
-        column("model_name", StringType(), "Registered model name (scoring.model_name)"),
         column(
-            "model_version",
+            "model_name",
             StringType(),
-            "Registered version that scored the date (null: no model)",
-        ),
-        column(
-            "model_digest",
-            StringType(),
-            "Digest of the model artifact checked before loading (null: not provided)",
+            "The registered model scoring looks for (scoring.model_name)",
+            nullable=False,
         ),
         column(
             "status",
             StringType(),
-            "Champion (scored with it) | none (no champion: signals only) | refused (a "
-            "champion exists but did not pass its checks)",
+            "Champion: scored with the checked champion | none: no champion yet | "
+            "incompatible: the champion has another feature list | unavailable: the registry "
+            "could not be reached and scoring.registry_unavailable allowed signals alone",
             nullable=False,
         ),
-        column("reason", StringType(), "Why the model was not used, in plain language"),
+        column("model_version", StringType(), "The version scored with (status champion)"),
+        column(
+            "model_digest",
+            StringType(),
+            "Sha256 of the model file scored with: the digest training recorded, checked "
+            "before loading",
+        ),
+        column(
+            "signed",
+            BooleanType(),
+            "The digest's HMAC was checked with POLICYLAKE_AUDIT_KEY (null without a model)",
+        ),
+        column("previous_date", DateType(), "The latest earlier date recorded, when scored"),
+        column("previous_version", StringType(), "Model_version of previous_date"),
+        column("previous_digest", StringType(), "Model_digest of previous_date"),
+        column(
+            "changed",
+            BooleanType(),
+            "(model_version, model_digest) differ from previous_date's (no earlier date: "
+            "from none)",
+            nullable=False,
+        ),
+        column(
+            "degraded",
+            BooleanType(),
+            "Model evidence to discount: status is not champion, or the model changed",
+            nullable=False,
+        ),
+        column(
+            "reason", StringType(), "Plain language: what was used, or why none", nullable=False
+        ),
     ),
-    "Per scored date: which model scored it; recommend treats model evidence as degraded "
-    "on a date whose model is missing, refused, or changed since the previous date",
+    "Per date, the model the score stage scored with (version and file digest) or why none, "
+    "and whether that differs from the date before: model evidence for the guardrails",
     owner="score",
     writer=_SCORE_WRITER,
-    readers=("recommend", "policy diff"),
+    readers=("recommend (guardrails)", "auditors"),
+    partition_by=SMALL,
     docs="docs/scoring.md",
 )
 
@@ -1118,6 +1160,7 @@ DECISION_LOG_CHAIN = _table(
         ),
     ),
     "The hash chain over gold.decision_log: one row per decision, in chain order",
+    partition_by=SMALL,
     owner="recommend (audit)",
     writer=_AUDIT_WRITER,
     readers=("verify",),
@@ -1147,6 +1190,7 @@ AUDIT_HEADS = _table(
         column("reason", StringType(), "Recommend | relinked after ... | erasure <erasure_id> ..."),
     ),
     "Per chained date: the chain head, the previous date's head and an HMAC over both",
+    partition_by=SMALL,
     owner="recommend (audit)",
     writer=_AUDIT_WRITER,
     readers=("verify", "recommend (the next date chains onto it)"),
@@ -1188,6 +1232,7 @@ ANALYST_DECISIONS = _table(
         column("source_file", StringType(), "The analyst decision file the row came from"),
     ),
     "Analyst approvals, rejections and overrides of recommendations, with verdicts (labels)",
+    partition_by=SMALL,
     owner="feedback",
     writer="jobs.governance.decisions",
     readers=("recommend", "metrics", "train"),
@@ -1252,6 +1297,7 @@ METRICS_DAILY = _table(
     ),
     "Long form for BI: one row per date, metric and dimensions (volumes, data quality, "
     "coverage, risk, drift, detection quality, alerts)",
+    partition_by=SMALL,
     owner="metrics",
     writer="jobs.stages.metrics.stage",
     readers=("report", "BI"),
@@ -1277,6 +1323,7 @@ PSEUDONYMS = _table(
         column("identifier", StringType(), "The real id", nullable=False),
     ),
     "Restricted: pseudonym token -> identifier for the pseudonymized BI tables",
+    partition_by=SMALL,
     owner="score (privacy)",
     writer="jobs.governance.privacy",
     readers=("recommend", "pseudonym resolve", "erasure"),
@@ -1337,7 +1384,7 @@ CATALOGUE: dict[str, Table] = {
         BASELINES,
         SESSION_SCORES,
         ENTITY_RISK,
-        MODEL_RUNS,
+        MODEL_EVIDENCE,
         POLICY_RECOMMENDATIONS,
         DECISION_LOG,
         DECISION_LOG_CHAIN,

@@ -378,9 +378,9 @@ def _site_networks(
 
 @functools.lru_cache(maxsize=8)
 def _cached_pools(
-    seed: int, city_db: str, asn_db: str | None
+    seed: int, database: str, asn_database: str | None
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    resolver = _POOL_RESOLVERS[(city_db, asn_db)]
+    resolver = _POOL_RESOLVERS[(database, asn_database)]
     site = country_ip_pools([s.country for s in SITES], 160, seed, resolver)
     other = country_ip_pools(
         list(dict.fromkeys([*FOREIGN_COUNTRIES, *SERVICE_COUNTRIES])), 60, seed + 1, resolver
@@ -395,7 +395,7 @@ def _address_pools(
     seed: int, resolver: GeoResolver
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Site-country and foreign address pools (probing the DB costs ~1 s; cached per seed)."""
-    key = (resolver.city_db_path, resolver.asn_db_path)
+    key = (resolver.database_path, resolver.asn_database_path)
     _POOL_RESOLVERS.setdefault(key, resolver)
     site, other = _cached_pools(seed, *key)
     return {k: list(v) for k, v in site.items()}, {k: list(v) for k, v in other.items()}

@@ -32,7 +32,9 @@ __all__ = [
     "FEATURES",
     "KIND_FEATURES",
     "KindwiseIsolationForest",
+    "RiskScorer",
     "evaluate",
+    "evaluate_scores",
     "feature_columns",
     "feature_frame",
     "make_estimator",
@@ -197,6 +199,30 @@ class KindwiseIsolationForest(BaseEstimator):  # type: ignore[misc]
         return np.clip(out, 0.0, 1.0)
 
 
+class RiskScorer(BaseEstimator):  # type: ignore[misc]
+    """What the registry holds: a fitted model whose `predict` is the 0..1 risk score the
+    model signature declares (P(malicious) for classifiers, s(x) for the forests), where a
+    classifier's own `predict` gives class labels. MLflow's pyfunc `predict` calls it, so the
+    registered model scores the same when served or evaluated outside policylake. Input: a
+    frame with the `FEATURES` columns (any order, extra columns ignored) or their array."""
+
+    def __init__(self, model: Any = None) -> None:
+        self.model = model
+
+    def fit(self, x: Any, y: Any = None) -> RiskScorer:
+        self.model = train(self.model, _features(x), y)
+        return self
+
+    def predict(self, x: Any) -> np.ndarray:
+        return risk_scores(self.model, _features(x))
+
+
+def _features(x: Any) -> pd.DataFrame:
+    if isinstance(x, pd.DataFrame):
+        return x
+    return pd.DataFrame(np.asarray(x, dtype="float64"), columns=list(FEATURES))
+
+
 def make_estimator(name: str = "isolation_forest", random_state: int = 0, **params: Any) -> Any:
     """The unfitted estimator for `name` (one of `ESTIMATORS`), with `params` overrides."""
     if name == "isolation_forest":
@@ -247,8 +273,13 @@ def evaluate(
 ) -> dict[str, float]:
     """Held-out quality: average precision (the promotion metric), ROC-AUC, and precision and
     recall at `threshold` (the score where the model starts adding risk points)."""
+    return evaluate_scores(risk_scores(model, x), y, threshold)
+
+
+def evaluate_scores(scores: np.ndarray, y: np.ndarray, threshold: float = 0.6) -> dict[str, float]:
+    """`evaluate` on scores already computed (what MLflow's evaluation of the gate gets)."""
     labels = np.asarray(y, dtype="int64")
-    scores = risk_scores(model, x)
+    scores = np.asarray(scores, dtype="float64")
     metrics: dict[str, float] = {
         "rows": float(len(labels)),
         "positives": float(labels.sum()),

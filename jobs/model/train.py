@@ -10,6 +10,14 @@ moves to the new version only when its average precision on the held-out rows is
 the current champion's on the same rows. Without labels the forest is registered, and
 becomes champion only when there is none yet.
 
+What the run records: the training and held-out rows as inputs (`mlflow.log_input`, with the
+gold.session_scores version they were read at), the model as a `RiskScorer` whose pyfunc
+`predict` is the risk score its signature declares, saved with skops; the sha256 of the model
+file as a version tag (and its HMAC with POLICYLAKE_AUDIT_KEY when set: the score stage loads
+nothing else, `jobs.model.registry`); and the promotion gate's comparison as two
+evaluations (`mlflow.models.evaluate`), the candidate's and the champion's, of the same
+held-out rows, each a nested run linked to its model.
+
 A local `paths.mlflow_uri` folder becomes a SQLite tracking + registry store
 (`<folder>/mlflow.db`, artifacts in `<folder>/artifacts`); MLflow 3's file store has no
 model registry. A URI with a scheme (http://, sqlite://, databricks) is used as given.
@@ -17,8 +25,10 @@ model registry. A URI with a scheme (http://, sqlite://, databricks) is used as 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -42,12 +52,19 @@ from jobs.model.labels import (
 )
 from jobs.model.registry import (
     CHAMPION,
+    DIGEST_TAG,
     FEATURE_REFERENCE_ARTIFACT,
+    MODEL_FILE,
+    SIGNATURE_TAG,
+    SKOPS,
     TRUSTED_TYPES,
+    Champion,
+    champion_of,
     champion_version,
     ensure_experiment,
-    load_champion,
     mlflow_client,
+    model_digest,
+    sign_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -73,12 +90,15 @@ class TrainResult:
     label_source: str = "none"
 
 
-def _read_sessions(ctx: Any, start: date, end: date) -> pd.DataFrame:
+def _read_sessions(ctx: Any, start: date, end: date) -> tuple[pd.DataFrame, int]:
+    """The feature rows of the range, and the table version they were read at (logged as
+    the training data's source)."""
     lake = ctx.lake
     if not lake.exists(SESSION_SCORES):
         raise TrainError(f"{SESSION_SCORES} does not exist; run the score stage first")
+    version = lake.version(SESSION_SCORES)
     df = (
-        lake.read(SESSION_SCORES)
+        lake.read(SESSION_SCORES, version=version)
         .where((F.col("run_date") >= F.lit(start)) & (F.col("run_date") <= F.lit(end)))
         .select(
             "run_date",
@@ -99,7 +119,69 @@ def _read_sessions(ctx: Any, start: date, end: date) -> pd.DataFrame:
     if total > MAX_TRAIN_ROWS:
         df = df.sample(fraction=MAX_TRAIN_ROWS / total, seed=0)
     # Training data (feature rows, not events) is what the driver fits on.
-    return df.toPandas().sort_values("session_id").reset_index(drop=True)
+    return df.toPandas().sort_values("session_id").reset_index(drop=True), version
+
+
+def _log_evaluation(
+    role: str,
+    version: str,
+    model_id: str | None,
+    scores: np.ndarray,
+    rows: pd.DataFrame,
+    session_ids: pd.DataFrame,
+    source: Any,
+    floor: float,
+) -> None:
+    """One model's evaluation on the held-out rows, as a nested run linked to the model: the
+    candidate's and the champion's are the promotion gate's comparison, on the same rows (the
+    dataset digest is the sha256 of their session ids, so both name the same data)."""
+    import mlflow
+    import mlflow.models
+    from mlflow.data.pandas_dataset import from_pandas
+
+    same_rows = hashlib.sha256("\n".join(session_ids["session_id"]).encode()).hexdigest()
+    data = from_pandas(
+        rows.assign(risk_score=scores),
+        source=source,
+        targets="label",
+        predictions="risk_score",
+        name=f"{SESSION_SCORES.name} holdout",
+        digest=same_rows[:32],
+    )
+    parent = mlflow.active_run()
+    experiment = parent.info.experiment_id if parent is not None else None
+    with mlflow.start_run(
+        experiment_id=experiment, nested=True, run_name=f"evaluate {role} v{version}"
+    ):
+        mlflow.set_tags({"policylake.role": role, "policylake.model_version": version})
+        mlflow.log_param("holdout_sha256", same_rows)
+        mlflow.models.evaluate(  # type: ignore[no-untyped-call]
+            data=data, model_type=None, extra_metrics=_holdout_metrics(floor), model_id=model_id
+        )
+
+
+def _holdout_metrics(floor: float) -> list[Any]:
+    """The gate's metrics as MLflow metrics: those `jobs.model.estimators.evaluate` computes."""
+    from mlflow.metrics import MetricValue
+    from mlflow.models import make_metric
+
+    def metric(key: str) -> Any:
+        # MLflow passes arguments by these names
+        def compute(predictions: pd.Series, targets: pd.Series, metrics: Any) -> MetricValue:
+            values = risk_model.evaluate_scores(predictions.to_numpy(), targets.to_numpy(), floor)
+            return MetricValue(aggregate_results={key: values.get(key, float("nan"))})
+
+        return make_metric(eval_fn=compute, greater_is_better=True, name=key)  # type: ignore[no-untyped-call]
+
+    return [
+        metric(k)
+        for k in (
+            "average_precision",
+            "roc_auc",
+            "precision_at_threshold",
+            "recall_at_threshold",
+        )
+    ]
 
 
 def _read_decisions(ctx: Any, start: date, end: date) -> pd.DataFrame:
@@ -132,15 +214,20 @@ def run_train(
     ground_truth: Path | None = None,
     params: dict[str, Any] | None = None,
     seed: int = 0,
+    signing_key: bytes | None = None,
 ) -> TrainResult:
     """Train on the sessions scored between `start` and `end`; log, register, maybe promote.
 
     `estimator`: "auto" (the forest, plus gradient boosting when labels allow, best held-out
     average precision wins) or one of `jobs.model.estimators.ESTIMATORS`. `params` override the chosen
-    estimator's hyperparameters.
+    estimator's hyperparameters. `signing_key` (the audit key) signs the registered model
+    file's digest and checks the current champion's before it is compared.
     """
     import mlflow
+    import mlflow.artifacts
     import mlflow.sklearn
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     settings: Settings = ctx.settings
@@ -149,7 +236,7 @@ def run_train(
         raise TrainError(
             f"unknown estimator {estimator!r}; known: auto, {', '.join(risk_model.ESTIMATORS)}"
         )
-    sessions = _read_sessions(ctx, start, end)
+    sessions, table_version = _read_sessions(ctx, start, end)
     x = sessions[list(risk_model.FEATURES)].astype("float64").fillna(0.0)
 
     labels = labels_from_decisions(sessions, _read_decisions(ctx, start, end))
@@ -193,16 +280,23 @@ def run_train(
 
     client = mlflow_client(settings, create=True)
     experiment_id = ensure_experiment(client, settings)
-    champion = champion_version(client, cfg.model_name)
+    # resolved once: the version compared with is the version the gate keeps or replaces
+    current = champion_version(client, cfg.model_name)
+    champion: Champion | None = None
     champion_metrics: dict[str, float] = {}
-    if champion is not None and has_both:
-        loaded = load_champion(settings)
-        if loaded is not None:
+    if current is not None and has_both:
+        found = champion_of(client, current, signing_key)  # refuses an untrusted file
+        if isinstance(found, Champion):
+            champion = found
             champion_metrics = risk_model.evaluate(
-                loaded[0], x[holdout], y_all[holdout], cfg.model_floor
+                champion.model, x[holdout], y_all[holdout], cfg.model_floor
             )
 
+    scorer = risk_model.RiskScorer(fitted)
     sample = x.head(200)
+    source = DeltaDatasetSource(
+        path=ctx.lake.path(SESSION_SCORES), delta_table_version=table_version
+    )
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name} {start}..{end}") as run:
         mlflow.log_params(
             {
@@ -217,12 +311,20 @@ def run_train(
                 "positives": int(y_all[labelled].sum()),
                 "label_source": ",".join(sources) or "none",
                 "seed": seed,
+                "session_scores_version": table_version,
                 **{
                     f"model__{k}": v
                     for k, v in fitted.get_params().items()
                     if isinstance(v, (int, float, str, bool))
                 },
             }
+        )
+        training = x[train_mask].assign(label=labels[train_mask])
+        mlflow.log_input(
+            from_pandas(
+                training, source=source, targets="label", name=f"{SESSION_SCORES.name} training"
+            ),
+            context="training",
         )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
         for cand, _, cand_metrics in candidates:
@@ -245,27 +347,57 @@ def run_train(
             ),
             FEATURE_REFERENCE_ARTIFACT,
         )
-        signature = infer_signature(sample, risk_model.risk_scores(fitted, sample))
+        # the output is the risk score, named: what pyfunc `predict` returns (RiskScorer)
+        signature = infer_signature(sample, pd.DataFrame({"risk_score": scorer.predict(sample)}))
         info = mlflow.sklearn.log_model(
-            fitted,
+            scorer,
             name="model",
             signature=signature,
             input_example=sample.head(5),
             registered_model_name=cfg.model_name,
+            serialization_format=SKOPS,
             skops_trusted_types=TRUSTED_TYPES,
         )
         version = str(info.registered_model_version)
         run_id = run.info.run_id
+        if has_both:
+            holdout_rows = sessions.loc[holdout, ["session_id"]]
+            evaluations = [("candidate", version, info.model_id, fitted)]
+            if champion is not None:
+                evaluations.append(
+                    ("champion", champion.version, champion.model_id, champion.model)
+                )
+            for role, model_version, model_id, model in evaluations:
+                _log_evaluation(
+                    role,
+                    model_version,
+                    model_id,
+                    risk_model.risk_scores(model, x[holdout]),
+                    x[holdout].assign(label=y_all[holdout]),
+                    holdout_rows,
+                    source,
+                    cfg.model_floor,
+                )
 
-    for key, value in {
+    # What the score stage checks before it loads the file: its digest, signed with the key.
+    with tempfile.TemporaryDirectory(prefix="policylake-model-") as tmp:
+        stored = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{cfg.model_name}/{version}", dst_path=tmp
+        )
+        digest = model_digest(Path(stored) / MODEL_FILE)
+    tags = {
         "features": json.dumps(list(risk_model.FEATURES)),
         "estimator": name,
         "average_precision": str(metrics.get("average_precision", "")),
         "feature_reference": FEATURE_REFERENCE_ARTIFACT,
-    }.items():
+        DIGEST_TAG: digest,
+    }
+    if signing_key is not None:
+        tags[SIGNATURE_TAG] = sign_digest(signing_key, cfg.model_name, version, digest)
+    for key, value in tags.items():
         client.set_model_version_tag(cfg.model_name, version, key, value)
 
-    if champion is None:
+    if current is None:
         promoted = True
     elif not has_both:
         promoted = False  # nothing to compare on: keep the champion
@@ -275,14 +407,14 @@ def run_train(
         )
     if promoted:
         client.set_registered_model_alias(cfg.model_name, CHAMPION, version)
-    current = champion_version(client, cfg.model_name)
+    now = champion_version(client, cfg.model_name)
     return TrainResult(
         run_id=run_id,
         estimator=name,
         model_version=version,
         metrics=metrics,
         promoted=promoted,
-        champion_version=str(current.version) if current is not None else None,
+        champion_version=str(now.version) if now is not None else None,
         champion_metrics=champion_metrics,
         label_source=",".join(sources) or "none",
     )

@@ -11,14 +11,18 @@ from jobs.core.lake import Lake, conform
 from jobs.core.tables import DQ_RESULTS
 from jobs.quality.rules import mostly_success
 from jobs.quality.suites import (
+    GEO_DATABASE_CURRENT,
+    GEOLOCATION,
     INGEST_MOSTLY,
     PARSER_RULE,
     QUARANTINE_SHARE_RULE,
     QUARANTINED,
+    REFERENCE_SUITE,
     TYPE_CHECK_RULE,
     Suite,
     resolve_kwargs,
 )
+from jobs.reference.geo import GeoDatabase
 
 # ---------------------------------------------------------------------------------------
 # Results, status
@@ -136,6 +140,45 @@ def quarantine_share_row(
         "critical": True,
         "details": json.dumps(details, sort_keys=True),
     }
+
+
+def geo_database_rows(
+    database: GeoDatabase, dates: Sequence[date], max_age_days: int
+) -> list[dict[str, Any]]:
+    """Per date, whether the addresses were located with the user's own, current database.
+
+    Fails (not critical: the signals still run, on older data) when the packaged database is
+    in use, or when the database was built more than `max_age_days` before the date. The age
+    is counted from the run date, not the wall clock, so re-running a date gives the same row.
+    """
+    rows = []
+    for d in dates:
+        age = max(0, database.age_days(d))
+        stale = database.bundled or age > max_age_days
+        details = {
+            "database_type": database.database_type,
+            "build_date": database.build_date.isoformat(),
+            "age_days": age,
+            "max_age_days": max_age_days,
+            "bundled": database.bundled,
+            "path": database.path,
+            "asn": database.asn,
+        }
+        rows.append(
+            {
+                "run_date": d,
+                "source": GEOLOCATION,
+                "suite": REFERENCE_SUITE,
+                "expectation": GEO_DATABASE_CURRENT,
+                "column": "src_country,src_city,src_lat,src_lon",
+                "success": not stale,
+                "unexpected_count": None,
+                "element_count": None,
+                "critical": False,
+                "details": json.dumps(details, sort_keys=True),
+            }
+        )
+    return rows
 
 
 def write_dq_results(

@@ -19,6 +19,11 @@ from jobs.quality.errors import SuiteError
 from jobs.quality.rules import SUPPORTED_TYPES, UNIQUENESS_TYPES, RowCheck
 
 SILVER_SUITE = "silver_events"
+# Reference data the pipeline judges events with (not a telemetry source): the suite, the
+# `source` its rows carry, and the geolocation database check (normalize writes it).
+REFERENCE_SUITE = "reference"
+GEOLOCATION = "geolocation"
+GEO_DATABASE_CURRENT = "geo_database_current"
 
 # Checks of ingest, not of content: every source gets them, ahead of its suite's rules.
 PARSER_RULE = "parser"

@@ -1,12 +1,17 @@
 """IP geolocation from a maintained library and data file, never a hand-written IP table.
 
-Default data ships in packages so the demo runs offline:
+Your own database (`geo.database` in the settings): a City or Country MMDB in MaxMind's
+format, as MaxMind ships GeoLite2/GeoIP2 City and DB-IP ships IP-to-City Lite; optionally an
+ASN MMDB (`geo.asn_database`: GeoLite2-ASN, DB-IP ASN Lite). Both are read with MaxMind's
+own `maxminddb` reader.
+
+Without one, the packaged data keeps the demo offline, and says how old it is:
 - city, country and coordinates: the GeoLite2-City database of the PyPI package
-  `maxminddb-geolite2`, read with MaxMind's own `maxminddb` reader;
+  `maxminddb-geolite2` (built 2018-07-03: countries, cities and address allocations have moved
+  since, so `GeoResolver.database` reports it as bundled with its build date and the
+  normalize stage records that in ops.dq_results);
 - autonomous system: the `geoip2fast` package's `geoip2fast-asn.dat.gz` (it carries the AS
   organisation name but no AS number, so `asn` stays None with the default data).
-Users with a MaxMind licence point `city_db` / `asn_db` at their own GeoLite2/GeoIP2 City and
-ASN `.mmdb` files; then both come from `maxminddb` (and `asn` is filled).
 
 The generator uses the same database to pick real public addresses per country
 (`country_ip_pools`), so generated sign-ins geolocate where the scenario says they are.
@@ -14,7 +19,6 @@ The generator uses the same database to pick real public addresses per country
 
 from __future__ import annotations
 
-import bisect
 import functools
 import ipaddress
 import math
@@ -23,12 +27,17 @@ import struct
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 import maxminddb
 import numpy as np
 
+from jobs.core.errors import ConfigError
+
 __all__ = [
+    "GeoDatabase",
+    "GeoDatabaseError",
     "GeoRecord",
     "GeoResolver",
     "country_ip_pools",
@@ -66,29 +75,17 @@ def _parse_ip(ip: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
         return None
 
 
-def _special_ipv4_ranges() -> list[tuple[int, int]]:
-    """Non-global IPv4 blocks exactly as `ipaddress` defines them, as sorted int ranges.
-
-    `IPv4Address.is_global` walks a list of networks per call (slow at generator volume);
-    a bisect over the same blocks gives the same answer. Empty if the stdlib changes shape.
-    """
-    consts = getattr(ipaddress, "_IPv4Constants", None)
-    try:
-        nets = [*consts._private_networks, consts._public_network, consts._multicast_network]  # type: ignore[union-attr]
-    except AttributeError:
-        return []
-    return sorted((int(n.network_address), int(n.broadcast_address)) for n in nets)
-
-
-_SPECIAL_V4 = _special_ipv4_ranges()
-_SPECIAL_V4_STARTS = [start for start, _ in _SPECIAL_V4]
+@functools.lru_cache(maxsize=1 << 16)
+def _public_v4(value: int) -> bool:
+    """`ipaddress`'s own verdict (public API), cached per address: the generator asks about
+    the same addresses over and over, and `is_global` walks the special blocks per call."""
+    addr = ipaddress.IPv4Address(value)
+    return addr.is_global and not addr.is_multicast
 
 
 def _public(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if addr.version == 4 and _SPECIAL_V4:
-        value = int(addr)
-        k = bisect.bisect_right(_SPECIAL_V4_STARTS, value) - 1
-        return not (k >= 0 and value <= _SPECIAL_V4[k][1])
+    if addr.version == 4:
+        return _public_v4(int(addr))
     return addr.is_global and not addr.is_multicast
 
 
@@ -113,6 +110,51 @@ def _default_city_db() -> str:
     import _maxminddb_geolite2
 
     return str(_maxminddb_geolite2.geolite2_database())
+
+
+# What a location database's `database_type` must contain (GeoLite2-City, GeoIP2-Country,
+# DBIP-City-Lite, GeoIP2-Enterprise ...), and an AS database's (GeoLite2-ASN, DBIP-ASN-Lite,
+# GeoIP2-ISP). An ASN file given as the location database would geolocate nothing, silently.
+LOCATION_DATABASE_KINDS = ("City", "Country", "Enterprise")
+ASN_DATABASE_KINDS = ("ASN", "ISP")
+
+
+class GeoDatabaseError(ConfigError):
+    """A configured database is missing, unreadable or of the wrong kind (exit 2)."""
+
+
+@dataclass(frozen=True)
+class GeoDatabase:
+    """Which location database a resolver reads, and how old its data is."""
+
+    path: str
+    database_type: str  # from the file's own metadata, e.g. GeoLite2-City, DBIP-City-Lite
+    build_date: date  # the file's build epoch (UTC day)
+    bundled: bool  # the offline default shipped in a package, not the user's own
+    asn: str  # where AS data comes from: a path, or "geoip2fast (bundled)"
+
+    def age_days(self, today: date) -> int:
+        return (today - self.build_date).days
+
+    def describe(self) -> str:
+        kind = "bundled " if self.bundled else ""
+        return f"{kind}{self.database_type} built {self.build_date.isoformat()} ({self.path})"
+
+
+def _open(path: str, setting: str, kinds: tuple[str, ...]) -> maxminddb.Reader:
+    try:
+        reader = maxminddb.open_database(path)
+    except FileNotFoundError:
+        raise GeoDatabaseError(f"{setting}: no such file {path}") from None
+    except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+        raise GeoDatabaseError(f"{setting}: {path} is not a readable MMDB file ({exc})") from None
+    kind = str(reader.metadata().database_type)
+    if not any(k.lower() in kind.lower() for k in kinds):
+        reader.close()
+        raise GeoDatabaseError(
+            f"{setting}: {path} is a {kind} database; give a {' or '.join(kinds)} database"
+        )
+    return reader
 
 
 class _Geoip2FastAsn:
@@ -160,12 +202,34 @@ def _name(node: Mapping[str, Any] | None) -> str | None:
 class GeoResolver:
     """Country, city, coordinates and AS of public IP addresses; None for anything else."""
 
-    def __init__(self, city_db: str | None = None, asn_db: str | None = None) -> None:
-        self.city_db_path = city_db or _default_city_db()
-        self.asn_db_path = asn_db
-        self._city = maxminddb.open_database(self.city_db_path)
-        self._asn_mmdb = maxminddb.open_database(asn_db) if asn_db else None
-        self._asn_fast = None if asn_db else _Geoip2FastAsn()
+    def __init__(self, database: str | None = None, asn_database: str | None = None) -> None:
+        self.bundled = database is None
+        self.database_path = database or _default_city_db()
+        self.asn_database_path = asn_database
+        self._city = _open(self.database_path, "geo.database", LOCATION_DATABASE_KINDS)
+        try:
+            self._asn_mmdb = (
+                _open(asn_database, "geo.asn_database", ASN_DATABASE_KINDS)
+                if asn_database
+                else None
+            )
+        except GeoDatabaseError:
+            self._city.close()
+            raise
+        self._asn_fast = None if asn_database else _Geoip2FastAsn()
+
+    @property
+    def database(self) -> GeoDatabase:
+        """The location database in use, with its type and build date (its own metadata)."""
+        meta = self._city.metadata()
+        built = datetime.fromtimestamp(int(meta.build_epoch), tz=UTC).date()
+        return GeoDatabase(
+            path=self.database_path,
+            database_type=str(meta.database_type),
+            build_date=built,
+            bundled=self.bundled,
+            asn=self.asn_database_path or "geoip2fast (bundled)",
+        )
 
     def close(self) -> None:
         """Release the database files (the default resolver is never closed)."""

@@ -25,6 +25,7 @@ from jobs.core.tables import (
 )
 from jobs.features.risk import risk_band
 from jobs.policy.vocabulary import NEGATIVE_VERDICTS, POSITIVE_VERDICTS
+from jobs.quality.suites import GEO_DATABASE_CURRENT, REFERENCE_SUITE
 
 RISK_BUCKETS = 10  # entity_risk_histogram: 0-9, 10-19, ..., 90-100
 SCENARIOS = StructType(
@@ -441,6 +442,9 @@ def source_metrics(
     critical expectation that failed (what makes a source degraded).
     """
     src = {"source": F.col("source")}
+    # reference data checks (the geolocation database) are not a telemetry source's quality:
+    # `reference_metrics` reports them
+    dq_results = dq_results.where(~F.coalesce(F.col("suite") == REFERENCE_SUITE, F.lit(False)))
     status = metric_rows(
         source_status, "source_status", F.lit(1), {**src, "status": F.col("status")}
     )
@@ -476,6 +480,30 @@ def source_metrics(
                 reconciliation, "reconciliation_balanced", F.col("balanced").cast("int"), src
             ),
         ]
+    )
+
+
+def reference_metrics(dq_results: DataFrame) -> DataFrame:
+    """`geo_database_age_days` per date: how old the location database that placed the day's
+    addresses was (build date to run date), which one (type, build date, bundled) and whether
+    normalize found it stale (the packaged 2018 database, or older than geo.max_age_days)."""
+    geo = dq_results.where(
+        (F.col("suite") == REFERENCE_SUITE) & (F.col("expectation") == GEO_DATABASE_CURRENT)
+    )
+
+    def detail(key: str) -> Column:
+        return F.get_json_object(F.col("details"), f"$.{key}")
+
+    return metric_rows(
+        geo,
+        "geo_database_age_days",
+        detail("age_days").cast("double"),
+        {
+            "database_type": detail("database_type"),
+            "build_date": detail("build_date"),
+            "bundled": detail("bundled"),
+            "stale": F.when(F.col("success"), "false").otherwise("true"),
+        },
     )
 
 

@@ -71,6 +71,7 @@ from jobs.stages.metrics.families import (
     ground_truth_incidents,
     ground_truth_units,
     recommendation_metrics,
+    reference_metrics,
     refused_decision_metrics,
     risk_metrics,
     source_metrics,
@@ -172,6 +173,8 @@ def family_metrics(
                 else spark.createDataFrame([], RECONCILIATION.schema),
             )
         )
+    if inputs.dq_results is not None:
+        families.append(reference_metrics(inputs.dq_results))
     return conform_metrics(union_all(families).join(F.broadcast(dates), "run_date"))
 
 
@@ -425,7 +428,10 @@ def _run_metrics(ctx: RunContext, dates: list[date], keep: Checkpoints) -> Stage
         source_status=_materialize(keep, read(SOURCE_STATUS, ("run_date", "source", "status"))),
         dq_results=_materialize(
             keep,
-            read(DQ_RESULTS, ("run_date", "source", "suite", "success", "critical")),
+            read(
+                DQ_RESULTS,
+                ("run_date", "source", "suite", "expectation", "success", "critical", "details"),
+            ),
         ),
         reconciliation=_materialize(
             keep,

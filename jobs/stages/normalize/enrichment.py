@@ -22,7 +22,7 @@ from pyspark.sql.types import (
 
 from jobs.core.config import Settings
 from jobs.core.tables import SILVER_EVENTS
-from jobs.reference.geo import GeoResolver, default_resolver, is_private
+from jobs.reference.geo import GeoDatabase, GeoResolver, default_resolver, is_private
 
 # ---------------------------------------------------------------------------------------
 # Enrichment
@@ -45,17 +45,32 @@ EGRESS_KINDS = ("corporate_egress", "vpn", "egress")
 INTERNAL_KINDS = ("internal", "corporate_internal", "site", "datacenter")
 
 
+def geo_resolver(database: str | None, asn_database: str | None) -> GeoResolver:
+    """The packaged databases' shared resolver, or one on the configured files."""
+    if database is None and asn_database is None:
+        return default_resolver()
+    return GeoResolver(database, asn_database)
+
+
+def geo_database(settings: Settings) -> GeoDatabase:
+    """The location database the settings select (opened, described, closed again)."""
+    geo = settings.geo
+    if geo.database is None and geo.asn_database is None:
+        return default_resolver().database
+    resolver = GeoResolver(geo.database, geo.asn_database)
+    try:
+        return resolver.database
+    finally:
+        resolver.close()
+
+
 def geo_partitions(
-    city_db: str | None, asn_db: str | None, ranges: Sequence[tuple[str, str]]
+    database: str | None, asn_database: str | None, ranges: Sequence[tuple[str, str]]
 ) -> Any:
     """A mapInPandas function: distinct IPs -> geolocation and range membership."""
 
     def lookup(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        resolver = (
-            default_resolver()
-            if city_db is None and asn_db is None
-            else GeoResolver(city_db, asn_db)
-        )
+        resolver = geo_resolver(database, asn_database)
         nets = []
         for cidr, kind in ranges:
             try:
@@ -108,7 +123,7 @@ def geo_table(
         .distinct()
     )
     return ips.mapInPandas(
-        geo_partitions(settings.geo.city_db, settings.geo.asn_db, ranges), GEO_SCHEMA
+        geo_partitions(settings.geo.database, settings.geo.asn_database, ranges), GEO_SCHEMA
     )
 
 

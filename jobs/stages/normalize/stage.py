@@ -20,7 +20,7 @@ docs/normalization.md maps every column per source.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -36,9 +36,10 @@ from jobs.core.lake import conform
 from jobs.core.spark import Checkpoints
 from jobs.core.tables import DQ_RESULTS, RECONCILIATION, SILVER_EVENTS, SILVER_QUARANTINE
 from jobs.quality.gx import cross_check, run_name, runner_for
-from jobs.quality.results import dq_result_rows, write_dq_results
+from jobs.quality.results import dq_result_rows, geo_database_rows, write_dq_results
 from jobs.quality.rows import prepare_rows, read_bronze, reference_host_timezones
 from jobs.quality.suites import (
+    REFERENCE_SUITE,
     SILVER_SUITE,
     daily_counts,
     load_suite,
@@ -46,7 +47,7 @@ from jobs.quality.suites import (
     suites_dir,
 )
 from jobs.reference.files import asset_inventory, identity_directory, network_ranges, user_aliases
-from jobs.stages.normalize.enrichment import enrich, geo_table
+from jobs.stages.normalize.enrichment import enrich, geo_database, geo_table
 from jobs.stages.normalize.mapping import MAPPED, map_source
 from jobs.stages.normalize.reconciliation import counts_by_source_date, reconcile
 from jobs.stages.normalize.routing import DUPLICATE, EVENT, quarantine_frame, route_rows
@@ -74,6 +75,9 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
         (r["cidr"], (r["kind"] or "").strip().lower())
         for r in network_ranges(spark, settings).collect()
     ]
+    # Open the configured databases here first: a missing or wrong file stops the stage with
+    # one line before any Spark work, and the day's data-quality rows name the database used.
+    geo_rows = geo_database_rows(geo_database(settings), dates, settings.geo.max_age_days)
 
     clock = PhaseClock()
     raw_counts: dict[tuple[str, date], int] = {}
@@ -132,7 +136,7 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
                 f"{first['events']} events + {first['quarantined']} quarantined + {first['duplicates']} duplicates"
             )
         clock.mark("reconcile")
-        silver_rows = check_silver_contract(ctx, events, dates, params)
+        silver_rows = check_silver_contract(ctx, events, dates, params, geo_rows)
         clock.mark("silver_contract")
         lake.replace_dates(events, SILVER_EVENTS, dates)
         lake.replace_dates(quarantine, SILVER_QUARANTINE, dates)
@@ -155,12 +159,17 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
 
 
 def check_silver_contract(
-    ctx: RunContext, events: DataFrame, dates: list[date], params: Mapping[str, Any]
+    ctx: RunContext,
+    events: DataFrame,
+    dates: list[date],
+    params: Mapping[str, Any],
+    reference_rows: Sequence[Mapping[str, Any]] = (),
 ) -> int:
     """The `silver_events` suite on what is about to be written, per source and date.
 
-    Its results join `ops.dq_results` (suite `silver_events`); a critical failure raises:
-    it means the normalization is wrong, not the data.
+    Its results join `ops.dq_results` (suite `silver_events`), in the same commit as
+    `reference_rows` (suite `reference`: the geolocation database the events were located
+    with); a critical failure raises: it means the normalization is wrong, not the data.
     """
     settings = ctx.settings
     suite = load_suite(suites_dir(settings), SILVER_SUITE)
@@ -178,9 +187,9 @@ def check_silver_contract(
     for source in sorted({k[0] for k in counts}):
         per_date = {k[1]: v for k, v in counts.items() if k[0] == source}
         rows += dq_result_rows(suite, source, [d for d in dates if d in per_date], per_date, params)
-    write_dq_results(ctx.lake, rows, dates, [SILVER_SUITE])
+    write_dq_results(ctx.lake, [*rows, *reference_rows], dates, [SILVER_SUITE, REFERENCE_SUITE])
     gx.build_docs()
     failed = sorted({r["expectation"] for r in rows if r["critical"] and not r["success"]})
     if failed:
         raise PipelineError(f"normalize: silver.events breaks its contract: {', '.join(failed)}")
-    return len(rows)
+    return len(rows) + len(reference_rows)

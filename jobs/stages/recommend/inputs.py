@@ -9,10 +9,12 @@ from datetime import date
 from typing import Any
 
 from jobs.core.context import RunContext
-from jobs.core.tables import MODEL_RUNS, SOURCE_STATUS
+from jobs.core.tables import MODEL_EVIDENCE, SOURCE_STATUS
 
 # The source of the model's pseudo-signal (`model_score`) in gold.entity_risk.
 MODEL_SOURCE = "model"
+# ops.model_evidence statuses whose evidence stands (unless the model changed): scored with
+# the checked champion, or no champion yet (signals alone, no model evidence to discount)
 USABLE_MODEL_STATUSES = ("champion", "none")
 
 
@@ -42,7 +44,7 @@ def model_degraded(dates: Sequence[date], runs: Mapping[date, Mapping[str, Any]]
     for day in dates:
         run = runs.get(day)
         if run is None:
-            out[day.isoformat()] = f"no record of the model that scored {day} ({MODEL_RUNS})"
+            out[day.isoformat()] = f"no record of the model that scored {day} ({MODEL_EVIDENCE})"
             continue
         if run["status"] not in USABLE_MODEL_STATUSES:
             out[day.isoformat()] = f"model {run['status']}: {run.get('reason') or 'no reason'}"
@@ -85,11 +87,11 @@ def degraded_sources_by_date(ctx: RunContext, dates: Sequence[date]) -> dict[str
         ]
     out = degraded_from_status(dates, rows, configured)
     runs: dict[date, dict[str, Any]] = {}
-    if lake.exists(MODEL_RUNS):
+    if lake.exists(MODEL_EVIDENCE):
         last = max(dates)
         runs = {
             r["run_date"]: r.asDict()
-            for r in lake.read(MODEL_RUNS).where(f"run_date <= '{last.isoformat()}'").collect()
+            for r in lake.read(MODEL_EVIDENCE).where(f"run_date <= '{last.isoformat()}'").collect()
         }  # one row per scored date
     for day in model_degraded(dates, runs):
         out[day] = sorted({*out[day], MODEL_SOURCE})

@@ -2,7 +2,7 @@
 
 Extract: gold.entity_risk for the dates (at a recorded Delta version), the day's
 degraded/missing sources (ops.source_status; no row means degraded) and model
-(ops.model_runs), and analyst decisions. Transform: `mapInPandas` evaluates every
+(ops.model_evidence), and analyst decisions. Transform: `mapInPandas` evaluates every
 applicable policy for every entity on the executors (policies are small picklable objects;
 no entity row is collected to the driver), then the blast-radius limit holds back the
 run's automatic isolate/block beyond `guardrails.yaml`'s limit.

@@ -267,6 +267,36 @@ def _banner(data: ReportData, metrics_cfg: MetricsSettings) -> str:
     )
 
 
+def geo_notice(data: ReportData) -> str | None:
+    """One plain-text line when the day's addresses were located with a stale database:
+    the packaged GeoLite2 City (2018) or the user's own past `geo.max_age_days`."""
+    for m in _of(data, "geo_database_age_days"):
+        d = m.dimensions
+        if d.get("stale") != "true":
+            continue
+        what = (
+            f"the bundled {d.get('database_type')} database"
+            if d.get("bundled") == "true"
+            else f"the configured {d.get('database_type')} database"
+        )
+        return (
+            f"Geolocation: {what} built {d.get('build_date')} ({m.value:,.0f} days before this "
+            "date) placed today's addresses, so new_country and impossible_travel judge "
+            "locations on old data. Set geo.database to a current GeoLite2/GeoIP2 or DB-IP Lite "
+            "City database (docs/deployment.md, Geolocation)."
+        )
+    return None
+
+
+def _geo_section(data: ReportData) -> str:
+    notice = geo_notice(data)
+    if notice is None:
+        return ""
+    return (
+        f'<section class="banner notice" id="geolocation" role="note"><p>{_e(notice)}</p></section>'
+    )
+
+
 def _tile(label: str, value: str, note: str = "") -> str:
     extra = f'<div class="note">{_e(note)}</div>' if note else ""
     return f'<div class="tile"><div class="label">{_e(label)}</div><div class="big">{_e(value)}</div>{extra}</div>'
@@ -572,6 +602,7 @@ body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px;color:#222;b
 h1{margin:0 0 4px 0;font-size:24px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 h3{font-size:15px;margin:14px 0 4px}.sub{color:#555;margin-bottom:12px}
 .banner{background:#fbe9e7;border:2px solid #c8553d;border-radius:6px;padding:8px 16px;margin:12px 0}
+.banner.notice{background:#fdf6e3;border-color:#e9b949}
 .banner h2{color:#8b1e1e;border:none;margin:4px 0}.all-clear{background:#e8f3ec;border:1px solid #3c8d5a;
 border-radius:6px;padding:8px 16px}.tiles{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
 .tile{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:200px;flex:1}
@@ -598,6 +629,7 @@ def render_report(data: ReportData, metrics_cfg: MetricsSettings) -> str:
         "<div class='sub'>Adaptive security policy: what was recommended, how well it worked, "
         "and whether the data behind it can be trusted.</div></header>"
         + _banner(data, metrics_cfg)
+        + _geo_section(data)
         + _tiles(data)
         + _actions_section(data)
         + _risk_section(data)

@@ -3,6 +3,8 @@
 silver.events (+ gold.baselines, ops.source_status, the MLflow champion)
   -> gold.session_scores   one row per session / entity-day view
   -> gold.entity_risk      one row per user, host, service account and IP, with decay
+  -> ops.model_evidence    one row per date: the model version and file digest scored with,
+                           or why none (docs/scoring.md, "Model evidence")
 
 Risk of a session = its signals' points plus the model's points, capped at 100. Risk of an
 entity for a day combines that day's evidence (each signal counted once, at its strongest)
@@ -11,6 +13,7 @@ with the days before, decayed with a half-life (docs/scoring.md). Only `run_scor
 
 from __future__ import annotations
 
+import logging
 from datetime import date, timedelta
 
 from pyspark.sql import DataFrame
@@ -23,7 +26,7 @@ from jobs.core.spark import Checkpoints
 from jobs.core.tables import (
     BASELINES,
     ENTITY_RISK,
-    MODEL_RUNS,
+    MODEL_EVIDENCE,
     SESSION_SCORES,
     SILVER_EVENTS,
     SOURCE_STATUS,
@@ -32,10 +35,19 @@ from jobs.core.tables import (
 from jobs.detections.compiler import CompiledRule, compile_rules
 from jobs.detections.evaluate import usable_rules
 from jobs.detections.rules import load_rules, resolve_rules_dirs
+from jobs.governance.audit import audit_key
 from jobs.governance.privacy import Pseudonymizer, resolve_pseudonyms
-from jobs.model.registry import load_champion
+from jobs.model.registry import Champion, RegistryUnavailableError, load_champion
 from jobs.reference.files import asset_inventory, identity_directory, network_ranges
 from jobs.stages.score.detections import detection_matches, detection_signals, rule_catalogue
+from jobs.stages.score.model_evidence import (
+    CHAMPION,
+    INCOMPATIBLE,
+    NONE,
+    UNAVAILABLE,
+    ModelUse,
+    evidence_rows,
+)
 from jobs.stages.score.risk import (
     decayed_entity_risk,
     degraded_sources,
@@ -45,6 +57,8 @@ from jobs.stages.score.risk import (
     score_sessions,
 )
 from jobs.stages.score.views import build_views, session_frame, signal_rows
+
+log = logging.getLogger(__name__)
 
 
 def _read_or_empty(ctx: RunContext, table: Table, dates: list[date]) -> DataFrame:
@@ -97,6 +111,51 @@ def _history_days(baselines: DataFrame) -> DataFrame:
     )
 
 
+def choose_model(ctx: RunContext) -> tuple[Champion | None, ModelUse]:
+    """The champion to score with (resolved once, checked, loaded) and how to record it.
+
+    A registry that cannot be reached fails the stage, unless `scoring.registry_unavailable`
+    is `signals_only`: then the dates are scored on signals alone and recorded as degraded.
+    A champion that is not what training registered (`UntrustedModelError`) always fails.
+    """
+    cfg = ctx.settings.scoring
+    try:
+        found = load_champion(ctx.settings, audit_key())
+    except RegistryUnavailableError as exc:
+        if cfg.registry_unavailable != "signals_only":
+            raise RegistryUnavailableError(
+                f"score: {exc} (scoring.registry_unavailable: signals_only scores without the "
+                "model, recorded as degraded model evidence)"
+            ) from exc
+        log.warning("score: %s; scoring on signals alone (degraded model evidence)", exc)
+        return None, ModelUse(
+            cfg.model_name,
+            UNAVAILABLE,
+            f"registry unreachable ({exc}); scored on signals alone "
+            "(scoring.registry_unavailable: signals_only)",
+        )
+    if isinstance(found, Champion):
+        signed = "signed" if found.signed else "unsigned: POLICYLAKE_AUDIT_KEY not set"
+        return found, ModelUse(
+            found.name,
+            CHAMPION,
+            f"scored with {found.name} v{found.version} (sha256 {found.digest[:12]}.., {signed})",
+            found.version,
+            found.digest,
+            found.signed,
+        )
+    return None, ModelUse(found.name, INCOMPATIBLE if found.incompatible else NONE, found.reason)
+
+
+def _previous_evidence(ctx: RunContext, first: date) -> dict[str, object] | None:
+    """The latest ops.model_evidence row before `first` (one small row), or None."""
+    if not ctx.lake.exists(MODEL_EVIDENCE):
+        return None
+    before = ctx.lake.read(MODEL_EVIDENCE).where(F.col("run_date") < F.lit(first))
+    latest = before.orderBy(F.col("run_date").desc()).limit(1).collect()
+    return latest[0].asDict() if latest else None
+
+
 def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
     """Stage `score`: read silver/baselines/status and the champion, write both gold tables."""
     settings = ctx.settings
@@ -132,29 +191,14 @@ def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
                 "peer_group"
             ),
         )
-    champion = load_champion(settings)
-    model, version = champion if champion is not None else (None, None)
+    champion, use = choose_model(ctx)
+    model = champion.model if champion is not None else None
+    version = champion.version if champion is not None else None
     history_days = _history_days(baselines)  # read after the checkpoints below are released
     rules, notes = _detection_rules(ctx)
     today = events.where(F.expr(dates_predicate("run_date", dates)))
     usable = usable_rules(today, rules)
     notes += usable.skipped + [f"rule {f.name} skipped: {f.reason}" for f in usable.failures]
-    # which model scored each date: recommend treats model evidence of a date whose model is
-    # missing or changed since the previous date as degraded (docs/scoring.md)
-    model_runs = ctx.spark.createDataFrame(
-        [
-            (
-                d,
-                cfg.model_name,
-                version,
-                None,  # the artifact digest: given by the model loader once it checks one
-                "champion" if model is not None else "none",
-                None if model is not None else "no champion registered: signals only",
-            )
-            for d in dates
-        ],
-        MODEL_RUNS.schema,
-    )
 
     # Checkpoint the shared intermediates: every signal reads them, and each is then one leaf
     # for the planner, which would otherwise re-plan the sessionisation in each branch.
@@ -193,7 +237,18 @@ def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
         )
     risk = decayed_entity_risk(day, history, dates, cfg, entity_metadata(day, accounts, assets))
     write(conform(risk, ENTITY_RISK), ENTITY_RISK)
-    lake.replace_dates(model_runs, MODEL_RUNS, dates)
+    evidence = evidence_rows(use, dates, _previous_evidence(ctx, dates[0]))
+    lake.replace_dates(
+        conform(
+            ctx.spark.createDataFrame(
+                [tuple(r[c] for c in MODEL_EVIDENCE.column_names) for r in evidence],
+                MODEL_EVIDENCE.schema,
+            ),
+            MODEL_EVIDENCE,
+        ),
+        MODEL_EVIDENCE,
+        dates,
+    )
 
     high = F.sum(F.when(F.col("risk") >= cfg.band_high, 1).otherwise(0))
     # one row each: the rows written and how many are in the high band
@@ -206,9 +261,16 @@ def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
     return StageResult(
         stage="score",
         dates=dates,
-        rows={"session_scores": int(n_sessions), "entity_risk": int(n_entities)},
+        rows={
+            "session_scores": int(n_sessions),
+            "entity_risk": int(n_entities),
+            MODEL_EVIDENCE.name: len(evidence),
+        },
         details={
             "model_version": version,
+            "model_digest": use.digest,
+            "model_evidence": use.status,
+            "model_degraded_dates": [r["run_date"].isoformat() for r in evidence if r["degraded"]],
             "high_risk_sessions": int(high_sessions or 0),
             "high_risk_entities": int(high_entities or 0),
             "detection_rules": len(usable.rules),
