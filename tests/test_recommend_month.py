@@ -12,16 +12,19 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from pyspark.sql import functions as F
 
 from jobs.generate.scenarios import EXPECTED_SIGNALS, KINDS
-from tests.conftest import REPO_ROOT, PipelineMonth
+from tests.conftest import REPO_ROOT, PipelineMonth, test_settings
 
 pytestmark = pytest.mark.slow
 
@@ -184,3 +187,183 @@ def test_high_impact_actions_wait_for_approval_and_every_recommendation_is_logge
         if (r["rec_id"], r["policy_id"]) not in logged
     ]
     assert missing == []
+
+
+# --- issue 24, done-when: the guardrails hold against any analyst decision and any model ------
+
+SHADOW_POLICIES = {p.stem for p in POLICIES.glob("*.yaml") if p.stem != "guardrails"
+                   and (_yaml(p) or {}).get("mode") == "shadow"}  # fmt: skip
+
+
+def enforceable(rec: dict[str, Any]) -> str | None:
+    """The action enforcement acts on (docs/policies.md, Consuming recommendations)."""
+    return {"approved": rec["action"], "overridden": rec["override_action"]}.get(rec["status"])
+
+
+def month_copy(pipeline_month: PipelineMonth, where: Path, **sections: dict[str, object]) -> Any:
+    """A RunContext over a copy of the month's lake and reference data: the shared lake is
+    read-only, these tests write."""
+    from jobs.core.context import RunContext
+
+    for part in ("lake", "reference"):
+        shutil.copytree(pipeline_month.workdir / part, where / part, symlinks=True)
+    shutil.copy2(pipeline_month.workdir / "ground_truth.jsonl", where / "ground_truth.jsonl")
+    return RunContext(pipeline_month.ctx.spark, test_settings(where, **sections))
+
+
+def guardrail_violations(
+    recs: list[dict[str, Any]], rules: dict[str, Any], types: dict[str, str]
+) -> list[tuple[str, str, str, str]]:
+    """Enforceable isolate/block on a break-glass account, an allowlisted entity above its
+    cap, anything enforceable from a shadow policy: guardrails.yaml restated, not the engine."""
+    glass, listed = rules["break_glass"], rules["allowlist"]
+    bad = []
+    for r in recs:
+        action = enforceable(r)
+        if action is None:
+            continue
+        target = r["target_id"]
+        if r["policy_id"] in SHADOW_POLICIES:
+            bad.append(("shadow", target, action, r["status"]))
+        if action in ("isolate", "block") and (
+            types.get(target.lower()) in glass["user_types"]
+            or any(fnmatch.fnmatchcase(target, p) for p in glass["accounts"])
+        ):
+            bad.append(("break_glass", target, action, r["status"]))
+        if SEVERITY[action] > SEVERITY[listed["max_action"]] and any(
+            e["entity_type"] == r["target_type"] and fnmatch.fnmatchcase(target, e["entity_id"])
+            for e in listed["entries"]
+        ):
+            bad.append(("allowlist", target, action, r["status"]))
+    return bad
+
+
+def test_the_violation_check_catches_a_bypass() -> None:
+    """The property below can fail: each guardrail broken by hand is reported."""
+    rules = _yaml(POLICIES / "guardrails.yaml")
+    row = {"status": "overridden", "action": "challenge", "override_action": "block",
+           "policy_id": "identity-sessions", "target_type": "user"}  # fmt: skip
+    recs = [
+        {**row, "target_id": "breakglass01@corp.example"},
+        {**row, "target_id": "ops@corp.example"},  # break-glass by the directory's type
+        {**row, "target_type": "service_account", "target_id": "svc-backup@corp.example"},
+        {**row, "status": "approved", "action": "limit", "policy_id": "cloud-iam",
+         "target_id": "a@corp.example"},
+        {**row, "status": "pending_approval", "target_id": "breakglass02@corp.example"},
+    ]  # fmt: skip
+    got = guardrail_violations(recs, rules, {"ops@corp.example": "break_glass"})
+    assert [v[0] for v in got] == ["break_glass", "break_glass", "allowlist", "shadow"]
+
+
+BLAST_LIMIT = 3  # max_new per run date and domain; max_share 0.5 is looser here
+MODEL_GATE = {
+    "id": "model-gate",
+    "version": "1.0.0",
+    "owner": "soc@corp.example",
+    "description": "Blocks users on overall risk alone (a tier that names no signal).",
+    "domain": "identity",
+    "mode": "enforce",
+    "applies_to": ["user"],
+    "tiers": [{"name": "very-high", "when": "risk >= 95", "action": "block", "valid_for_hours": 6}],
+    "tests": [
+        {"name": "very high risk blocks", "input": {"risk": 99}, "expect": "block"},
+        {"name": "lower risk is allowed", "input": {"risk": 50}, "expect": "allow"},
+    ],
+}  # fmt: skip
+
+
+def test_a_registered_model_scoring_everyone_1_blocks_no_more_than_the_limit(
+    pipeline_month: PipelineMonth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Done-when (issue 24): a real champion in a real MLflow store that scores every session
+    1.0, weighted so that its score alone makes risk 100, with policies that block users and
+    isolate hosts on risk alone (an unreviewed policy edit): over the month's last two days,
+    score and recommend keep the automatic isolate/block actions of each run date and domain
+    within guardrails.yaml's blast-radius limit; the rest wait in pending_approval and the
+    metrics raise a blast_radius alert. The model's first day is degraded evidence (a new
+    champion); the second day its evidence counts and the limit is what holds."""
+    from sklearn.dummy import DummyClassifier
+
+    from jobs.model import estimators
+    from jobs.model.registry import load_champion
+    from jobs.model.train import run_train
+    from jobs.stages.metrics.families import alert_metrics, blast_radius_metrics, dates_frame
+    from jobs.stages.recommend.stage import run_recommend
+    from jobs.stages.score.stage import run_score
+    from tests.test_enforcement_safety import MODEL_WATCH
+
+    ctx = month_copy(pipeline_month, tmp_path, scoring={"model_points": 100.0})
+    first, last = pipeline_month.dates[0], pipeline_month.dates[-1]
+
+    # `policylake train` registers and promotes it: a constant classifier (a scikit-learn
+    # type skops loads without widening the trusted list) fitted on the month's labels
+    def always_malicious(name: str, random_state: int = 0, **params: Any) -> Any:
+        return DummyClassifier(strategy="constant", constant=1)
+
+    monkeypatch.setattr(estimators, "make_estimator", always_malicious)
+    trained = run_train(ctx, first, last, estimator="gradient_boosting",
+                        ground_truth=tmp_path / "ground_truth.jsonl")  # fmt: skip
+    monkeypatch.undo()
+    assert trained.promoted and trained.champion_version == trained.model_version
+    loaded = load_champion(ctx.settings)
+    assert loaded is not None and loaded[1] == trained.model_version
+    model = loaded[0]
+    probe = pd.DataFrame(np.random.default_rng(0).normal(0, 5, (50, len(estimators.FEATURES))),
+                         columns=list(estimators.FEATURES))  # fmt: skip
+    assert set(estimators.risk_scores(model, probe).tolist()) == {1.0}
+
+    days = pipeline_month.dates[-2:]
+    run_score(ctx, days)
+    scored = (
+        ctx.lake.read_dates("gold.session_scores", days)
+        .agg(F.min("model_score"), F.max("risk"), F.min("risk"), F.count("*"))
+        .first()
+    )
+    assert scored is not None and scored[0] == 1.0 and scored[3] > 0
+    assert (scored[1], scored[2]) == (100, 100)  # everyone
+
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    rules = _yaml(policies / "guardrails.yaml")
+    rules["blast_radius"] = {"actions": ["isolate", "block"], "max_new": BLAST_LIMIT,
+                             "max_share": 0.5}  # fmt: skip
+    (policies / "guardrails.yaml").write_text(yaml.safe_dump(rules))
+    for policy in (MODEL_WATCH, MODEL_GATE):
+        (policies / f"{policy['id']}.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+    result = run_recommend(ctx, days, policies_dir=policies)
+
+    recs = [r.asDict() for r in ctx.lake.read_dates("gold.policy_recommendations", days)
+            .select("run_date", "domain", "policy_id", "target_id", "action", "status",
+                    "override_action").collect()]  # fmt: skip
+    counts: dict[tuple[date, str], int] = {}
+    for r in recs:
+        if enforceable(r) in ("isolate", "block"):
+            counts[(r["run_date"], r["domain"])] = counts.get((r["run_date"], r["domain"]), 0) + 1
+    assert max(counts.values()) <= BLAST_LIMIT, counts
+    # the second day the limit is what held: everyone is at 100 and the gates ask for more
+    assert counts[(days[1], "identity")] == BLAST_LIMIT
+    assert counts[(days[1], "endpoint")] == BLAST_LIMIT
+    high = [r for r in recs if r["action"] in ("isolate", "block") and not enforceable(r)]
+    assert high and {r["status"] for r in high} <= {"pending_approval", "shadow"}
+    gated = [r for r in high if r["run_date"] == days[1] and r["policy_id"] in
+             (MODEL_WATCH["id"], MODEL_GATE["id"])]  # fmt: skip
+    assert len(gated) > 2 * BLAST_LIMIT and {r["status"] for r in gated} == {"pending_approval"}
+
+    log = ctx.lake.read_dates("gold.decision_log", days).select(
+        "run_date", "domain", "target_type", "target_id", "guardrails", "status"
+    )
+    held: dict[tuple[date, str], set[tuple[str, str]]] = {}
+    for r in log.collect():
+        if "blast_radius" in json.loads(r["guardrails"]):
+            assert r["status"] == "pending_approval", r
+            held.setdefault((r["run_date"], r["domain"]), set()).add(
+                (r["target_type"], r["target_id"])
+            )
+    assert result.details["blast_radius_held"] > 0
+    alerts = alert_metrics(blast_radius_metrics(log), dates_frame(ctx.spark, days))
+    fired = {
+        (r["run_date"], r["dimensions"].get("domain")): r["value"]
+        for r in alerts.where(F.col("metric") == "alert").collect()
+    }
+    assert fired == {k: float(len(v)) for k, v in held.items()}
+    assert {(days[1], "identity"), (days[1], "endpoint")} <= set(fired)
