@@ -51,7 +51,7 @@ from jobs.pipeline.journal import (
     STARTED,
     StageJournal,
     StageRun,
-    journal_key,
+    journal_keys,
 )
 from jobs.pipeline.runner import check_upstream, run_stages
 from tests.conftest import REPO_ROOT, small_data_env, test_settings
@@ -349,7 +349,7 @@ def concurrent_runs(reference: Reference, tmp_path_factory: pytest.TempPathFacto
 
 def _run_window(lake: Lake, day: date) -> tuple[str, str]:
     journal = StageJournal(lake)
-    ingests = [journal.get(journal_key(INGEST, source), day) for source in SOURCES]
+    ingests = [journal.get(key, day) for key in journal_keys(INGEST, SOURCES)]
     started = [run.started for run in ingests if run is not None]
     last = journal.get("normalize", day)
     assert started and last is not None and last.finished is not None
