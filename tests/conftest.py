@@ -58,6 +58,25 @@ def test_settings(workdir: Path, **sections: dict[str, object]) -> Settings:
 test_settings.__test__ = False  # type: ignore[attr-defined]
 
 
+def run_command(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`policylake ARGV...` in this process: exit code, stdout, stderr."""
+    from jobs.cli.app import app, run_cli
+
+    code = run_cli(app, list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture()
+def cli_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory, with none of the caller's POLICYLAKE_* variables."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("POLICYLAKE"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return test_settings(tmp_path_factory.mktemp("session"))

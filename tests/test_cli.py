@@ -17,24 +17,15 @@ import typer
 import jobs
 from jobs.cli.app import run_cli
 from jobs.core.errors import EXIT_FAILED, EXIT_USAGE, PolicylakeError
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_command
 
 
 @pytest.fixture()
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("POLICYLAKE"):
-            monkeypatch.delenv(name)
-    return tmp_path
+def workdir(cli_workdir: Path) -> Path:
+    return cli_workdir
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    from jobs.cli.app import app
-
-    code = run_cli(app, list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+_run = run_command
 
 
 def _one_error_line(err: str) -> str:

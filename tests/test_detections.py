@@ -5,7 +5,6 @@ CLI's exit codes, the SigmaHQ regression samples, and detections as day-one risk
 from __future__ import annotations
 
 import json
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.cli.app import app, run_cli
 from jobs.cli.detections import windows_events
 from jobs.core.config import DETECTION_LEVELS, DetectionSettings, ScoringSettings, Settings
 from jobs.core.tables import SILVER_EVENTS
@@ -30,7 +28,7 @@ from jobs.stages.score import risk as risk_mod
 from jobs.stages.score import signals as signal_mod
 from jobs.stages.score.detections import detection_matches, detection_signals, rule_catalogue
 from jobs.stages.score.views import build_views, session_frame
-from tests.conftest import DATASETS, REPO_ROOT
+from tests.conftest import DATASETS, REPO_ROOT, run_command
 from tests.scoring_frames import DAY, at, baseline, baselines_df, event
 
 SHIPPED = REPO_ROOT / "detections"
@@ -286,19 +284,12 @@ def test_sql_spark_rejects_is_reported_by_name(spark: SparkSession, tmp_path: Pa
 # --- the command line ----------------------------------------------------------------------
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = run_cli(app, list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+_cli = run_command
 
 
 @pytest.fixture()
-def cli_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("POLICYLAKE"):
-            monkeypatch.delenv(name)
-    return tmp_path
+def cli_dir(cli_workdir: Path) -> Path:
+    return cli_workdir
 
 
 def test_lint_exit_codes(

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from evtx import PyEvtxParser
 
-from jobs.cli.app import run_cli
 from jobs.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from jobs.stages.ingest.evtx_import import (
     CHUNK_SIZE,
@@ -31,6 +30,7 @@ from jobs.stages.ingest.evtx_import import (
     import_evtx_file,
     output_path,
 )
+from tests.conftest import run_command
 
 ATTACK_SAMPLES = "evtx-attack-samples"
 # a one-chunk file of 55 records on one day and a ten-chunk file (869 records)
@@ -368,12 +368,7 @@ def test_files_are_found_in_folders_and_collisions_are_refused(tmp_path: Path) -
 # ---------------------------------------------------------------------------------------
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    from jobs.cli.app import app
-
-    code = run_cli(app, list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+_run = run_command
 
 
 def _errors(err: str) -> list[str]:

@@ -12,18 +12,12 @@ import sys
 import typer
 
 from jobs.cli import evtx_import, governance, maintenance, pipeline
-from jobs.cli.common import mapped, report_error
+from jobs.cli.common import command_group, mapped, report_error
 from jobs.cli.detections import detections_app
 from jobs.cli.policy import policy_app
 from jobs.core.errors import EXIT_OK, EXIT_USAGE, PolicylakeError
 
-app = typer.Typer(
-    name="policylake",
-    help="Adaptive security policy as a nightly batch job on a data lake.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_group("policylake", "Adaptive security policy as a nightly batch job on a data lake.")
 # the pipeline
 app.command("run")(mapped(pipeline.run))
 app.command("demo")(mapped(pipeline.demo))

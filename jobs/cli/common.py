@@ -42,6 +42,18 @@ WorkdirOpt = Annotated[
 ]
 
 
+def command_group(name: str, help: str) -> typer.Typer:
+    """A Typer app of commands (the CLI and each of its groups): help when run with no
+    arguments, no shell-completion commands, errors without Rich tracebacks."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+
 def report_error(message: str, code: int) -> int:
     """One line on stderr; `code` back for the exit."""
     first = message.strip().splitlines()[0] if message.strip() else "failed"

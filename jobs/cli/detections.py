@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from rich.markup import escape
 
-from jobs.cli.common import ConfigOpt, WorkdirOpt, console, mapped, out, settings
+from jobs.cli.common import ConfigOpt, WorkdirOpt, command_group, console, mapped, out, settings
 from jobs.core.errors import UsageError
 from jobs.core.spark import build_spark
 from jobs.detections.compiler import Compiled, compile_rules
@@ -33,12 +33,8 @@ from jobs.detections.rules import LoadFailure, load_rules, resolve_rules_dirs
 from jobs.stages.ingest.evtx_import import import_evtx_file
 from jobs.stages.ingest.parsers.windows import parse_windows
 
-detections_app = typer.Typer(
-    name="detections",
-    help="Sigma detections: compile every rule, run the rules' examples or given events.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+detections_app = command_group(
+    "detections", "Sigma detections: compile every rule, run the rules' examples or given events."
 )
 
 RulesOpt = Annotated[

@@ -23,6 +23,7 @@ from rich.table import Table
 from jobs.cli.common import (
     ConfigOpt,
     WorkdirOpt,
+    command_group,
     console,
     context,
     mapped,
@@ -51,19 +52,11 @@ from jobs.governance.erasure import (
 from jobs.governance.feedback import run_feedback
 from jobs.governance.privacy import PREFIX, pseudonym_key, read_pseudonyms, token_of
 
-analyst_app = typer.Typer(
-    name="analyst",
-    help="Analysts' signing keys and signed decision files (docs/policies.md).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+analyst_app = command_group(
+    "analyst", "Analysts' signing keys and signed decision files (docs/policies.md)."
 )
-pseudonym_app = typer.Typer(
-    name="pseudonym",
-    help="Resolve pseudonym tokens of the BI tables (authorized analysts; docs/privacy.md).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+pseudonym_app = command_group(
+    "pseudonym", "Resolve pseudonym tokens of the BI tables (authorized analysts; docs/privacy.md)."
 )
 
 

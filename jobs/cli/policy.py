@@ -16,6 +16,7 @@ from rich.table import Table
 from jobs.cli.common import (
     ConfigOpt,
     WorkdirOpt,
+    command_group,
     console,
     context,
     mapped,
@@ -28,12 +29,9 @@ from jobs.policy.schema import SCHEMA_FILE, render_json_schema, resolve_policies
 from jobs.policy.testing import run_cases
 from jobs.stages.recommend.diff import diff_date
 
-policy_app = typer.Typer(
-    name="policy",
-    help="Policy-as-code tooling: lint, run inline tests, replay a date, export the JSON Schema.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+policy_app = command_group(
+    "policy",
+    "Policy-as-code tooling: lint, run inline tests, replay a date, export the JSON Schema.",
 )
 
 PoliciesOpt = Annotated[
