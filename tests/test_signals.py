@@ -477,3 +477,131 @@ def test_unsolicited_inbound_only_to_hosts_not_internet_facing(spark: SparkSessi
     assert details(out) == [
         "45.2.2.1 opened 1 connection(s) from outside to internal hosts that are not internet-facing"
     ]
+
+
+# --- remote execution (lateral movement on its target) -----------------------------------------
+
+
+def _win(
+    host: str, when: Any, channel: str, event_id: int, data: dict[str, str], **kw: Any
+) -> dict[str, Any]:
+    """A Windows event logged by `host` (a logon / share access names the host as target)."""
+    where = {"dst_host": host} if event_id in (4624, 5145) else {"device_id": host}
+    return event(
+        source="windows", class_name=kw.pop("class_name", "other"), activity_name="other",
+        event_time=when, channel=channel, event_id=event_id, event_data=data, **where, **kw,
+    )  # fmt: skip
+
+
+def _network_logon(
+    host: str, user: str, logon_id: str, when: Any, ip: str = "10.1.2.5"
+) -> dict[str, Any]:
+    return _win(
+        host, when, "Security", 4624, {"TargetLogonId": logon_id, "LogonType": "3"},
+        class_name="authentication", logon_type=3, user_id=user, user_name_raw=user, src_ip=ip,
+    )  # fmt: skip
+
+
+def _spawn(
+    host: str, parent: str, child: str, logon_id: str, when: Any, line: str = ""
+) -> dict[str, Any]:
+    return _win(
+        host, when, "Microsoft-Windows-Sysmon/Operational", 1, {"LogonId": logon_id},
+        class_name="process", parent_process_name=parent, process_name=child, command_line=line,
+    )  # fmt: skip
+
+
+def test_remote_execution_follows_the_logon_session_not_the_clock(spark: SparkSession) -> None:
+    from jobs.stages.score import lateral
+
+    share = r"\\*\C$"
+    rows = [
+        # ws-1: WMI runs a process in alice's network logon session (logged a second before it)
+        _network_logon("ws-1", "alice", "0xA11CE", at(9, 0, 1)),
+        _spawn(
+            "ws-1",
+            r"C:\Windows\System32\wbem\WmiPrvSE.exe",
+            r"C:\Windows\Temp\tool.exe",
+            "0xa11ce",
+            at(9),
+        ),
+        # ws-2: a process of another session right after bob's network logon: not his doing
+        _network_logon("ws-2", "bob", "0xB0B", at(9)),
+        _spawn(
+            "ws-2", r"C:\Windows\explorer.exe", r"C:\Windows\System32\cmd.exe", "0xCAFE", at(9, 1)
+        ),
+        # ws-3: carol's session only queries the service control manager: access, not execution
+        _network_logon("ws-3", "carol", "0xC0", at(9)),
+        _win(
+            "ws-3",
+            at(9),
+            "Security",
+            5145,
+            {"ShareName": r"\\*\IPC$", "RelativeTargetName": "svcctl", "SubjectLogonId": "0xc0"},
+        ),
+        # ws-4: dave copies a tool to C$ and a service (System 7045, no logon id) follows in 2 min
+        _network_logon("ws-4", "dave", "0xD4", at(9)),
+        _win(
+            "ws-4",
+            at(9),
+            "Security",
+            5145,
+            {
+                "ShareName": share,
+                "RelativeTargetName": r"ProgramData\t.exe",
+                "AccessList": "%%4417",
+                "SubjectLogonId": "0xD4",
+            },
+        ),
+        _win(
+            "ws-4",
+            at(9, 2),
+            "System",
+            7045,
+            {"ServiceName": "updater", "ImagePath": r"C:\ProgramData\t.exe"},
+        ),
+        # ws-5: the machine account's own logon and a service 30 minutes after erin's: nothing
+        _network_logon("ws-5", "WS-5$", "0x55", at(9)),
+        _spawn(
+            "ws-5",
+            r"C:\Windows\System32\wbem\WmiPrvSE.exe",
+            r"C:\Windows\System32\cmd.exe",
+            "0x55",
+            at(9),
+        ),
+        _network_logon("ws-5", "erin", "0xE", at(9)),
+        _win("ws-5", at(9, 30), "System", 7045, {"ServiceName": "late", "ImagePath": r"C:\x.exe"}),
+        # ws-6: a loopback network logon is the host itself
+        _network_logon("ws-6", "frank", "0xF", at(9), ip="127.0.0.1"),
+        _spawn(
+            "ws-6",
+            r"C:\Windows\System32\wbem\WmiPrvSE.exe",
+            r"C:\Windows\System32\cmd.exe",
+            "0xf",
+            at(9),
+        ),
+    ]
+    ev = events_df(spark, rows)
+    hosts = session_views.host_days(ev)
+    _, _, auth = _auth(spark, [r for r in rows if r["class_name"] == "authentication"])
+    out = lateral.remote_execution(ev, auth, CFG)
+    assert fired(out, hosts) == {
+        ("ws-1", "remote_execution"),
+        ("ws-3", "remote_service_access"),
+        ("ws-4", "remote_execution"),
+    }
+    on_host = {
+        d.split(" on ws-")[-1][0]: d
+        for d in details(out.join(hosts.select("session_id"), "session_id"))
+    }
+    assert "started a process through WMI" in on_host["1"] and "T1047" in on_host["1"]
+    assert "from 10.1.2.5" in on_host["1"] and "alice" in on_host["1"]
+    assert (
+        "T1021.002" in on_host["4"]
+        and "T1570" in on_host["4"]
+        and "installed a service (updater)" in on_host["4"]
+    )
+    points = {r["name"]: r["contribution"] for r in out.select("signal.*").collect()}
+    assert points == {"remote_execution": 80.0, "remote_service_access": 40.0}
+    # the account is credited on its sign-in sessions too
+    assert ("alice", "remote_execution") in fired(out, auth, key="user_key")

@@ -182,6 +182,8 @@ DEFAULT_SIGNAL_POINTS: dict[str, float] = {
     "risky_iam_change": 70.0,
     "inbound_scan": 40.0,
     "unsolicited_inbound": 30.0,
+    "remote_execution": 80.0,
+    "remote_service_access": 40.0,
 }
 
 # The explainable signals scoring emits, in the order they are computed.
@@ -192,7 +194,15 @@ SIGNAL_NAMES: tuple[str, ...] = tuple(DEFAULT_SIGNAL_POINTS)
 # behavioural: they compare with a baseline and stay silent until one exists. Every
 # detection (`sigma.<rule>`) is absolute too.
 ABSOLUTE_SIGNALS: frozenset[str] = frozenset(
-    {"impossible_travel", "password_spray", "brute_force", "inbound_scan", "unsolicited_inbound"}
+    {
+        "impossible_travel",
+        "password_spray",
+        "brute_force",
+        "inbound_scan",
+        "unsolicited_inbound",
+        "remote_execution",
+        "remote_service_access",
+    }
 )
 # Signals of Sigma detections are named `sigma.<rule file stem>` (jobs/detections/rules.py).
 DETECTION_SIGNAL_PREFIX = "sigma."
@@ -260,6 +270,10 @@ class ScoringSettings(_Section):
     # rare_pair_max_hosts of at least this many hosts: today's fleet stands in for the past
     rare_pair_min_fleet_hosts: int = Field(default=5, ge=2)
     iam_write_actions: tuple[str, ...] = DEFAULT_IAM_WRITE_ACTIONS
+    # remote execution: a service install without a logon id (System 7045) counts for a network
+    # logon on the same host this many minutes before it (what carries a logon id is matched
+    # to its session exactly: jobs/stages/score/lateral.py)
+    remote_execution_window_minutes: int = Field(default=10, ge=1)
     # inbound scan: an outside source probing many ports/hosts, mostly unanswered
     scan_min_targets: int = Field(default=20, ge=2)
     scan_min_failed_ratio: float = Field(default=0.8, gt=0, le=1)

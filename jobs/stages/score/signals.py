@@ -47,6 +47,7 @@ __all__ = [
     "privileged_anomaly",
     "rare_process_pair",
     "risky_iam_change",
+    "strongest",
     "unsolicited_inbound",
 ]
 
@@ -135,7 +136,7 @@ def make_signal(
     )
 
 
-def _strongest(rows: DataFrame) -> DataFrame:
+def strongest(rows: DataFrame) -> DataFrame:
     """At most one signal per session: the one with the most points (ties: the first detail)."""
     return rows.groupBy("run_date", "session_id").agg(
         F.max_by("signal", F.struct(F.col("signal.contribution"), F.col("signal.detail"))).alias(
@@ -338,7 +339,7 @@ def impossible_travel(
         detail,
         F.col("source"),
     )
-    return _strongest(hops.select("run_date", "session_id", sig.alias("signal")))
+    return strongest(hops.select("run_date", "session_id", sig.alias("signal")))
 
 
 def new_country(sessionized: DataFrame, baselines: DataFrame, cfg: ScoringSettings) -> DataFrame:
@@ -385,7 +386,7 @@ def new_country(sessionized: DataFrame, baselines: DataFrame, cfg: ScoringSettin
     sig = make_signal(
         "new_country", F.lit(0.0), F.lit(1.0), cfg, detail, F.col("source"), scaled=False
     )
-    return _strongest(fired.select("run_date", "session_id", sig.alias("signal")))
+    return strongest(fired.select("run_date", "session_id", sig.alias("signal")))
 
 
 def _country_window_days(cfg: ScoringSettings) -> int:
@@ -430,7 +431,7 @@ def new_device(sessions: DataFrame, baselines: DataFrame, cfg: ScoringSettings) 
         F.try_element_at(F.col("sources"), F.lit(1)),
         scaled=False,
     )
-    return _strongest(fired.select("run_date", "session_id", sig.alias("signal")))
+    return strongest(fired.select("run_date", "session_id", sig.alias("signal")))
 
 
 def _with_hour_shares(
@@ -489,7 +490,7 @@ def off_hours(sessions: DataFrame, baselines: DataFrame, cfg: ScoringSettings) -
         "off_hours", F.col("_own_share"), F.lit(cfg.off_hours_max_share), cfg, detail,
         F.try_element_at(F.col("sources"), F.lit(1)), scaled=False,
     )  # fmt: skip
-    return _strongest(fired.select("run_date", "session_id", sig.alias("signal")))
+    return strongest(fired.select("run_date", "session_id", sig.alias("signal")))
 
 
 def privileged_anomaly(
@@ -531,7 +532,7 @@ def privileged_anomaly(
         detail,
         F.try_element_at(F.col("sources"), F.lit(1)),
     )
-    return _strongest(fired.select("run_date", "session_id", sig.alias("signal")))
+    return strongest(fired.select("run_date", "session_id", sig.alias("signal")))
 
 
 # --- identity: failures ---------------------------------------------------------------------
@@ -608,7 +609,7 @@ def password_spray(
         F.col("t.source"),
     )
     on_victims = succeeded.select("run_date", "session_id", sig_ok.alias("signal"))
-    return _strongest(on_source.unionByName(on_victims))
+    return strongest(on_source.unionByName(on_victims))
 
 
 def brute_force(sessionized: DataFrame, auth_sources: DataFrame, cfg: ScoringSettings) -> DataFrame:
@@ -673,7 +674,7 @@ def brute_force(sessionized: DataFrame, auth_sources: DataFrame, cfg: ScoringSet
     on_source = per_source.join(
         auth_sources.select("run_date", "src_ip", "session_id"), ["run_date", "src_ip"]
     ).select("run_date", "session_id", sig_src.alias("signal"))
-    return _strongest(on_account.unionByName(on_source))
+    return strongest(on_account.unionByName(on_source))
 
 
 # --- hosts reached: lateral movement ----------------------------------------------------------
@@ -728,7 +729,7 @@ def first_time_host_access(
     sig = make_signal(
         "first_time_host_access", F.size("_hosts"), F.lit(1), cfg, detail, F.col("source")
     )
-    return _strongest(per.select("run_date", "session_id", sig.alias("signal")))
+    return strongest(per.select("run_date", "session_id", sig.alias("signal")))
 
 
 def lateral_fan_out(
@@ -762,7 +763,7 @@ def lateral_fan_out(
         detail,
         F.col("source"),
     )
-    return _strongest(
+    return strongest(
         per_day.select("run_date", F.explode("_sessions").alias("session_id"), sig.alias("signal"))
     )
 
@@ -823,7 +824,7 @@ def exfiltration_volume(
         detail,
         F.try_element_at(F.col("sources"), F.lit(1)),
     )
-    return _strongest(scored.select("run_date", "session_id", sig.alias("signal")))
+    return strongest(scored.select("run_date", "session_id", sig.alias("signal")))
 
 
 def inbound_scan(network_days: DataFrame, cfg: ScoringSettings) -> DataFrame:
@@ -848,7 +849,7 @@ def inbound_scan(network_days: DataFrame, cfg: ScoringSettings) -> DataFrame:
         detail,
         F.try_element_at(F.col("sources"), F.lit(1)),
     )
-    return _strongest(n.select("run_date", "session_id", sig.alias("signal")))
+    return strongest(n.select("run_date", "session_id", sig.alias("signal")))
 
 
 def unsolicited_inbound(network_days: DataFrame, cfg: ScoringSettings) -> DataFrame:
@@ -877,7 +878,7 @@ def unsolicited_inbound(network_days: DataFrame, cfg: ScoringSettings) -> DataFr
         detail,
         F.try_element_at(F.col("sources"), F.lit(1)),
     )
-    return _strongest(n.select("run_date", "session_id", sig.alias("signal")))
+    return strongest(n.select("run_date", "session_id", sig.alias("signal")))
 
 
 # --- endpoints -------------------------------------------------------------------------------
@@ -974,7 +975,7 @@ def rare_process_pair(events: DataFrame, baselines: DataFrame, cfg: ScoringSetti
         view_session_id(F.col("run_date"), "host", F.col("host")).alias("session_id"),
         sig.alias("signal"),
     )
-    return _strongest(rows)
+    return strongest(rows)
 
 
 # --- cloud -----------------------------------------------------------------------------------
@@ -1033,7 +1034,7 @@ def risky_iam_change(events: DataFrame, baselines: DataFrame, cfg: ScoringSettin
         view_session_id(F.col("run_date"), "cloud", F.col("principal")).alias("session_id"),
         sig.alias("signal"),
     )
-    return _strongest(rows)
+    return strongest(rows)
 
 
 # --- peers for hosts -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from jobs.core.config import ScoringSettings
 from jobs.core.lake import dates_predicate
 from jobs.model import estimators as risk_model
-from jobs.stages.score import sessions, signals
+from jobs.stages.score import lateral, sessions, signals
 
 
 @dataclass
@@ -98,6 +98,7 @@ def signal_rows(
         signals.unsolicited_inbound(network, cfg),
         signals.rare_process_pair(today, baselines, cfg),
         signals.risky_iam_change(today, baselines, cfg),
+        lateral.remote_execution(today, views.auth, cfg),
     ]
     return reduce(DataFrame.unionByName, parts)
 
