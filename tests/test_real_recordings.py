@@ -130,7 +130,9 @@ def _entity_days(real_lake: RealLake) -> dict[tuple[date, str], EntityDay]:
     )
     out: dict[tuple[date, str], EntityDay] = {}
     for r in rows:
-        entity = str(r["entity_id"]).lower().split(".")[0].split("\\")[-1].split("@")[0]
+        # DOMAIN\\user, user@domain, unknown:domain.tld\\user, host.domain.tld -> user / host
+        name = str(r["entity_id"]).lower().removeprefix("unknown:")
+        entity = name.split("\\")[-1].split("@")[0].split(".")[0]
         details = [s["detail"] or "" for s in r["signals"] or []]
         row = EntityDay(
             int(r["risk"]), int(r["risk_today"] or 0), (*(r["reasons"] or []), *details)
@@ -198,9 +200,12 @@ def test_credential_access_reaches_the_high_band_naming_the_technique(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 21: lateral movement is detected on the host it comes from more often than "
-    "on the host it reaches (remote services with ordinary paths, DCOM inside Office, WinRM); "
-    "needs a correlation of network logons with what follows on the target (see the issue)",
+    reason="issue 21: 17 of 21 judged recordings pass (remote_execution on the target); left: "
+    "a recording whose events are on another host than its transcript names (sc query), a DLL "
+    "hijack run by WMI as NETWORK SERVICE (no session to tie it to the logon: T1047 not named), "
+    "Zerologon's NetrServerAuthenticate2 (no event of it in the recording), a task changed by "
+    "an account outside the directory (unknown accounts get no user entity), and the attacker's "
+    "foothold (Mimikatz) or an Azure agent reading LSASS on a host the transcript does not name",
 )
 def test_lateral_movement_reaches_the_high_band_naming_the_technique(
     real_lake: RealLake,
