@@ -788,8 +788,8 @@ def test_daily_dag_rerun_succeeds_and_writes_what_run_stages_writes(
     lake, ref = Lake(spark, ours.lake_root), Lake(spark, theirs.lake_root)
     for table in tables:
         assertDataFrameEqual(
-            _without_workdir(lake.read(table), ours.lake_root),
-            _without_workdir(ref.read(table), theirs.lake_root),
+            _without_workdir(lake.read(table), ours.lake_root, theirs.lake_root),
+            _without_workdir(ref.read(table), ours.lake_root, theirs.lake_root),
         )
     exported = Path(DAY.isoformat()) / "policy_recommendations.jsonl"
     assert (Path(ours.exports_dir) / exported).read_bytes() == (
@@ -797,18 +797,20 @@ def test_daily_dag_rerun_succeeds_and_writes_what_run_stages_writes(
     ).read_bytes()
 
 
-def _without_workdir(df: DataFrame, lake_root: str) -> DataFrame:
-    """Text columns with the lake's work directory (the lake root's parent) as `<workdir>`:
-    a reason may name a path under it (`no MLflow store at <workdir>/mlruns`)."""
+def _without_workdir(df: DataFrame, *lake_roots: str) -> DataFrame:
+    """Text columns with the work directories of `lake_roots` (each lake root's parent) as
+    `<workdir>`: a reason may name a path under one (`no MLflow store at <workdir>/mlruns`),
+    and a day the DAG's lake took over from the reference names the reference's."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType
 
-    workdir = str(Path(lake_root).parent)
-    for field in df.schema.fields:
-        if isinstance(field.dataType, StringType):
-            df = df.withColumn(
-                field.name, F.replace(field.name, F.lit(workdir), F.lit("<workdir>"))
-            )
+    for root in lake_roots:
+        workdir = str(Path(root).parent)
+        for field in df.schema.fields:
+            if isinstance(field.dataType, StringType):
+                df = df.withColumn(
+                    field.name, F.replace(field.name, F.lit(workdir), F.lit("<workdir>"))
+                )
     return df
 
 

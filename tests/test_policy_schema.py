@@ -282,15 +282,16 @@ def test_json_schema_file_is_current() -> None:
 
 
 def test_every_signal_the_scoring_stage_emits_is_known_to_policies() -> None:
-    """The names passed to `make_signal` in the scoring code are exactly the vocabulary
+    """The names passed to `make_signal` in the scoring code (signals, lateral) are exactly the vocabulary
     policies check their conditions against (both come from jobs.core.config.SIGNAL_NAMES)."""
     import ast
 
-    from jobs.stages.score import signals
+    from jobs.stages.score import lateral, signals
 
-    tree = ast.parse(Path(signals.__file__).read_text(encoding="utf-8"))
+    trees = [ast.parse(Path(m.__file__).read_text(encoding="utf-8")) for m in (signals, lateral)]
     emitted = {
         node.args[0].value
+        for tree in trees
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
         and getattr(node.func, "id", None) == "make_signal"

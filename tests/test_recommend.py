@@ -654,7 +654,8 @@ def test_broken_policy_stops_the_stage_and_writes_nothing(
         run_recommend(scenario.ctx, [D1], policies_dir=broken)
     message = str(info.value)
     assert "\n" not in message
-    assert "endpoint-containment.yaml: tiers[0].when" in message and "nothing written" in message
+    # tiers[0] is host-detection; the first "risk >= 85 and" is the exfiltration tier's
+    assert "endpoint-containment.yaml: tiers[1].when" in message and "nothing written" in message
     assert (version(scenario.ctx, RECS), version(scenario.ctx, LOG)) == before
 
 
@@ -893,7 +894,9 @@ def test_a_quiet_day_completes_with_no_recommendations_and_says_so(
 ) -> None:
     """A day whose scored entities fall under no policy is not an error: the stage completes,
     the date has no recommendations, and the result names the quiet date."""
-    ctx = RunContext(spark, test_settings(tmp_path))
+    # no reference files: the point is the entities, not the directory (policy.allow_missing)
+    missing = {"allow_missing": ["identity_directory", "asset_inventory"]}
+    ctx = RunContext(spark, test_settings(tmp_path, policy=missing))
     quiet = D1 + timedelta(days=9)
     ctx.lake.replace_dates(
         spark.createDataFrame(

@@ -285,7 +285,7 @@ def test_a_registered_model_scoring_everyone_1_blocks_no_more_than_the_limit(
     from sklearn.dummy import DummyClassifier
 
     from jobs.model import estimators
-    from jobs.model.registry import load_champion
+    from jobs.model.registry import Champion, load_champion
     from jobs.model.train import run_train
     from jobs.stages.metrics.families import alert_metrics, blast_radius_metrics, dates_frame
     from jobs.stages.recommend.stage import run_recommend
@@ -306,8 +306,8 @@ def test_a_registered_model_scoring_everyone_1_blocks_no_more_than_the_limit(
     monkeypatch.undo()
     assert trained.promoted and trained.champion_version == trained.model_version
     loaded = load_champion(ctx.settings)
-    assert loaded is not None and loaded[1] == trained.model_version
-    model = loaded[0]
+    assert isinstance(loaded, Champion) and loaded.version == trained.model_version
+    model = loaded.model
     probe = pd.DataFrame(np.random.default_rng(0).normal(0, 5, (50, len(estimators.FEATURES))),
                          columns=list(estimators.FEATURES))  # fmt: skip
     assert set(estimators.risk_scores(model, probe).tolist()) == {1.0}

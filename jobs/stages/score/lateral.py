@@ -35,7 +35,7 @@ from pyspark.sql import functions as F
 from jobs.core.config import ScoringSettings
 from jobs.stages.score.detections import acting_account
 from jobs.stages.score.sessions import view_session_id
-from jobs.stages.score.signals import strongest
+from jobs.stages.score.signals import make_signal, strongest
 
 __all__ = ["REMOTE_KINDS", "remote_execution"]
 
@@ -215,22 +215,22 @@ def remote_execution(
         F.lit(" on "), F.col("host"), F.lit(" (ATT&CK "), techniques, F.lit(")"),
     )  # fmt: skip
 
-    def signal(name: str) -> Column:
-        return F.struct(
-            F.lit(name).alias("name"),
-            F.size("_did").cast("double").alias("value"),
-            F.lit(1.0).alias("threshold"),
-            F.lit(float(cfg.signal_points[name])).alias("contribution"),
-            detail.alias("detail"),
-            F.lit("windows").alias("source"),
-        )
+    count = F.size("_did")
+    windows_source = F.lit("windows")
 
     fired = per_host.select(
         "run_date",
         "host",
         "_account_keys",
-        F.when(F.col("_exec") == 1, signal("remote_execution"))
-        .otherwise(signal("remote_service_access"))
+        F.when(
+            F.col("_exec") == 1,
+            make_signal("remote_execution", count, F.lit(1), cfg, detail, windows_source, False),
+        )
+        .otherwise(
+            make_signal(
+                "remote_service_access", count, F.lit(1), cfg, detail, windows_source, False
+            )
+        )
         .alias("signal"),
     )
     on_host = fired.select(
