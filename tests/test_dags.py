@@ -2,7 +2,9 @@
 
 Airflow reads its configuration when first imported, so every test that imports it goes
 through the `airflow_home` fixture (a temporary AIRFLOW_HOME and SQLite database for the
-session). The end-to-end tests are real `spark-submit` launches of `jobs/cli/submit.py`.
+session). The end-to-end tests run the daily DAG with `dag.test()`: once through real
+`spark-submit` launches of `jobs/cli/submit.py`, once with each task's command line run in
+this process.
 """
 
 from __future__ import annotations
@@ -581,8 +583,7 @@ def test_analyst_decision_files_of_a_day(tmp_path: Path, monkeypatch: pytest.Mon
 
 # Generated scenarios land on the second day; the first gives baselines their history.
 DAY1, DAY = date(2026, 10, 1), date(2026, 10, 2)
-# Two sources keep a run to ~10 spark-submits (each 15-25 s of JVM and session start on an
-# idle 2-core machine) and still exercise the mapped ingest writing one ops.ingest_log.
+# Two sources keep a run small and still exercise the mapped ingest writing one ops.ingest_log.
 E2E_SOURCES = ["idp", "sshd"]
 
 
@@ -654,6 +655,24 @@ def _dag_test(
     return _state(run.state), _task_states(dag.dag_id, run.run_id)
 
 
+def _submit_in_process(hook: Any, application: str = "", **_: Any) -> None:
+    """`SparkSubmitHook.submit` run in this process: the command the hook would launch is
+    built (and must launch the entry point with the task's arguments), then the entry point's
+    command line runs here, on the session's Spark, and a non-zero exit fails the task as
+    spark-submit's would. The failed run above goes through real `spark-submit` launches;
+    a cold JVM per task for the re-run's ten tasks would add nothing but minutes."""
+    from airflow.exceptions import AirflowException
+
+    from jobs.cli.app import app, run_cli
+
+    args = list(hook._application_args)
+    command = hook._build_spark_submit_command(application)
+    assert application.endswith("submit.py") and command[-len(args) - 1 :] == [application, *args]
+    code = run_cli(app, args)
+    if code != 0:
+        raise AirflowException(f"policylake {' '.join(args)} exited with {code}")
+
+
 @pytest.fixture(scope="module")
 def daily_runs(
     spark: Any,
@@ -664,7 +683,9 @@ def daily_runs(
     """Two generated days. The reference lake runs `run_stages` for DAY1, then DAY; the DAG
     lake starts as a copy of the reference after DAY1, then `dag.test()` runs DAY twice:
     with the idp file corrupted and idp blocking (validate must fail and stop what follows,
-    leaving silver and gold alone), then with the file repaired (must succeed)."""
+    leaving silver and gold alone), then with the file repaired (must succeed). The failed
+    run's tasks are real `spark-submit` launches; the re-run's run in this process
+    (`_submit_in_process`)."""
     from jobs import generate
     from jobs.core.context import RunContext
     from jobs.pipeline.runner import run_stages
@@ -716,7 +737,11 @@ def daily_runs(
         }
     finally:
         idp_file.write_bytes(original)  # the vendor re-delivers the file
-    rerun_state, rerun_tis = _dag_test(dag, DAY)
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    with pytest.MonkeyPatch.context() as in_process:
+        in_process.setattr(SparkSubmitHook, "submit", _submit_in_process)
+        rerun_state, rerun_tis = _dag_test(dag, DAY)
     yield DailyRuns(
         reference,
         dag_settings,

@@ -178,9 +178,18 @@ def remote_execution(
     done = _followups(windows)
     window = int(cfg.remote_execution_window_minutes) * 60
     seconds = F.col("event_time").cast("long") - F.col("logon_time").cast("long")
-    by_session = F.col("logon_id").isNotNull() & (F.col("logon_id") == F.col("session_logon_id"))
-    by_time = F.col("logon_id").isNull() & seconds.between(-60, window)
-    matched = logons.join(done, ["run_date", "host"]).where(by_session | by_time)
+    # what the logon session did: an equi-join on its logon id; an event without one (7045)
+    # by time, so the host's many logons meet only its few such events
+    by_session = logons.join(
+        done.withColumnRenamed("logon_id", "session_logon_id"),
+        ["run_date", "host", "session_logon_id"],
+    )
+    by_time = (
+        logons.join(done.where(F.col("logon_id").isNull()), ["run_date", "host"])
+        .where(seconds.between(-60, window))
+        .drop("logon_id")
+    )
+    matched = by_session.unionByName(by_time)
     kinds = F.create_map(
         *[x for k, (text, _, _) in REMOTE_KINDS.items() for x in (F.lit(k), F.lit(text))]
     )
