@@ -70,4 +70,13 @@ say "installing the pinned packages for '$PROFILE' (constraints.txt): $SPEC"
 run .venv/bin/python -m pip install -q -c constraints.txt -e "$SPEC" \
   || die "pip could not install the pinned stack; see the messages above (is PyPI reachable?)"
 run .venv/bin/python -m pip check >/dev/null || die "pip check found conflicting packages: run '.venv/bin/pip check'"
+# Delta's jars, resolved once through Spark's Ivy into .venv/share/policylake/jars: every Spark
+# start afterwards finds them locally (no resolution, no Ivy report, no network).
+say "fetching Delta's jars from Maven Central (once)"
+if [ -n "${SETUP_DRY_RUN:-}" ]; then
+  run .venv/bin/python -m jobs.core.jars
+else
+  .venv/bin/python -m jobs.core.jars >/dev/null 2>.venv/fetch-jars.log \
+    || die "could not fetch Delta's jars (is Maven Central reachable?): $(tail -n 1 .venv/fetch-jars.log)"
+fi
 [ -n "${SETUP_DRY_RUN:-}" ] || say "ready: $(.venv/bin/python --version), pyspark $(.venv/bin/python -c 'import pyspark; print(pyspark.__version__)')"

@@ -273,6 +273,7 @@ def test_setup_installs_what_each_make_target_needs(
 ) -> None:
     plan = _setup_plan(profile, tmp_path, ("openjdk-17-jre-headless",))
     assert f"pip install -q -c constraints.txt {spec}\n" in plan, plan
+    assert "would run: .venv/bin/python -m jobs.core.jars\n" in plan, plan  # Delta's jars, once
     makefile = (REPO_ROOT / "Makefile").read_text()
     target = {"demo": "demo", "airflow": "airflow", "dev": "test"}[profile]
     assert f"\n{target}: $(VENV)/.installed-{profile}\n" in makefile

@@ -12,6 +12,7 @@ from delta import configure_spark_with_delta_pip
 from pyspark.sql import DataFrame, SparkSession
 
 from jobs.core.config import Settings
+from jobs.core.packages import local_jars, spark_packages
 
 
 def spark_conf(settings: Settings) -> dict[str, str]:
@@ -88,6 +89,10 @@ def build_spark(settings: Settings) -> SparkSession:
         builder = builder.config(key, value)
     if submitted:
         spark = builder.getOrCreate()
+    elif (jars := local_jars(spark_packages(settings.spark.packages))) is not None:
+        # fetched at set-up (`python -m jobs.core.jars`): no Ivy resolution at run time
+        own = [j for j in spark_conf(settings).get("spark.jars", "").split(",") if j.strip()]
+        spark = builder.config("spark.jars", ",".join([*own, *jars])).getOrCreate()
     else:
         spark = configure_spark_with_delta_pip(
             builder, extra_packages=list(settings.spark.packages)
