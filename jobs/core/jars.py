@@ -54,7 +54,7 @@ def fetch(packages: Sequence[str], folder: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Fetch the jars of Spark's Maven packages once.")
     parser.add_argument("--config", help="a policylake.yaml whose spark.packages to add")
     parser.add_argument("--dir", type=Path, default=None, help="target folder")
     args = parser.parse_args(argv)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.dir or jars_dir()
     try:
         jars = fetch(packages, folder)
-    except Exception as exc:  # noqa: BLE001 - one line for set-up, whatever failed
+    except Exception as exc:  # one line for set-up, whatever failed
         print(f"could not fetch {', '.join(packages)}: {exc}".splitlines()[0], file=sys.stderr)
         return 1
     print(f"{len(jars)} jar(s) for {', '.join(packages)} in {folder}")
