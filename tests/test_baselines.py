@@ -19,8 +19,13 @@ from jobs.core.lake import Lake
 from jobs.core.tables import BASELINE_ITEM_SETS, BASELINES, ENTITY_DAILY, SILVER_EVENTS
 from jobs.reference.files import ASSET_INVENTORY, IDENTITY_DIRECTORY
 from jobs.stages.baselines.entity_daily import entity_daily
-from jobs.stages.baselines.profiles import advance_baselines, full_baselines, observations
-from jobs.stages.baselines.stage import _stored_state, run_baselines
+from jobs.stages.baselines.profiles import (
+    WINDOW_OF_GROUP,
+    advance_baselines,
+    full_baselines,
+    observations,
+)
+from jobs.stages.baselines.stage import _stored_windows, run_baselines
 from tests.conftest import PipelineMonth, test_settings
 
 MON = date(2026, 10, 5)  # a Monday; New York is UTC-4 and London UTC+1 that week
@@ -307,6 +312,16 @@ def folded(
     return incremental, full
 
 
+def test_full_baselines_of_many_dates_are_each_dates_own(spark: SparkSession, folded: Any) -> None:
+    """The fallback recomputes every date that needs it in one query: the same rows as one
+    recompute per date."""
+    _, full = folded
+    rows = _hand_history() + _random_history(LAST)
+    obs = observations(daily_frame(spark, rows))
+    together = collected(full_baselines(obs, sorted(full), SMALL))
+    assert together == [r for d in sorted(full) for r in full[d]]
+
+
 def _row(rows: list[dict[str, Any]], entity_id: str) -> dict[str, Any]:
     return next(r for r in rows if r["entity_type"] == "user" and r["entity_id"] == entity_id)
 
@@ -560,7 +575,8 @@ def test_stage_replay_and_range_equal_date_by_date(spark: SparkSession, tmp_path
     # a single date advances the stored state; with other windows it could not
     after = run_baselines(ranged, [day(2)], rebuild_entity_daily=False)
     assert after.details["paths"] == {day(2).isoformat(): "incremental"}
-    assert _stored_state(ranged, day(1), SMALL) is None
+    small = tuple(int(getattr(SMALL, f)) for f in WINDOW_OF_GROUP.values())
+    assert _stored_windows(ranged, [day(1)])[day(1)] != small
 
 
 # --- integration: generator -> ingest -> validate -> normalize -> baselines ----------------

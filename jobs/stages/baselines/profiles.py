@@ -5,7 +5,7 @@ rows from the whole history), and the derived columns (medians, MADs, learning p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
@@ -150,10 +150,12 @@ def observations(daily: DataFrame) -> DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 
-def _finish(state: DataFrame, target: date, settings: BaselineSettings) -> DataFrame:
-    """Add what is derived from the state: learning flag, comparison target, robust statistics."""
+def _finish(state: DataFrame, target: date | Column, settings: BaselineSettings) -> DataFrame:
+    """Add what is derived from the state: learning flag, comparison target, robust statistics.
+    `target`: the date the profile is for, or a column holding it (one profile per target)."""
+    target_date = F.lit(target) if isinstance(target, date) else target
     is_account = F.col("entity_type").isin(*ACCOUNT_ENTITY_TYPES)
-    days_known = F.datediff(F.lit(target), F.col("first_seen"))
+    days_known = F.datediff(target_date, F.col("first_seen"))
     in_learning = F.coalesce(days_known < settings.learning_period_days, F.lit(True)) | (
         is_account & (F.col("signins_to_date") < settings.learning_min_signins)
     )
@@ -167,7 +169,7 @@ def _finish(state: DataFrame, target: date, settings: BaselineSettings) -> DataF
     ]
     df = state.select(
         "*",
-        F.lit(target).alias("run_date"),
+        target_date.alias("run_date"),
         in_learning.alias("in_learning"),
         F.when(to_peers, F.lit("peer_group"))
         .otherwise(F.col("entity_type"))
@@ -312,18 +314,25 @@ def advance_baselines(
     return _finish(state, target, settings)
 
 
-def full_baselines(obs: DataFrame, target: date, settings: BaselineSettings) -> DataFrame:
+def full_baselines(
+    obs: DataFrame, target: date | Sequence[date], settings: BaselineSettings
+) -> DataFrame:
     """baselines(target) from the observations of every day before it (the fallback path).
+    Given several targets, the profile of each (as many runs of one would give) in one query.
 
     Windowed parts read only their window; item `first_seen` (start of the item's current
     streak: no gap longer than the window) and the to-date counters read the whole history.
     """
-    hist = obs.where(F.col("run_date") < F.lit(target))
+    targets = sorted({target} if isinstance(target, date) else set(target))
+    frame = obs.sparkSession.createDataFrame([(d,) for d in targets], "_target date")
+    # each observation joins every target after it: one history per target
+    hist = obs.join(F.broadcast(frame), F.col("run_date") < F.col("_target"))
+    keys = [*KEYS, "_target"]
     habit = settings.habit_window_days
-    habit_start = F.lit(target - timedelta(days=habit))
+    habit_start = F.date_sub(F.col("_target"), habit)
 
     in_habit = F.col("run_date") >= habit_start
-    entities = hist.groupBy(*KEYS).agg(
+    entities = hist.groupBy(*keys).agg(
         F.max_by("peer_group", F.when(F.col("peer_group").isNotNull(), F.col("run_date"))).alias(
             "peer_group"
         ),
@@ -344,7 +353,7 @@ def full_baselines(obs: DataFrame, target: date, settings: BaselineSettings) -> 
     exploded = None
     for name in BASELINE_ITEM_SETS:
         part = hist.select(
-            *KEYS,
+            *keys,
             "run_date",
             F.lit(name).alias("_set"),
             F.lit(windows[name]).alias("_window"),
@@ -352,16 +361,16 @@ def full_baselines(obs: DataFrame, target: date, settings: BaselineSettings) -> 
         )
         exploded = part if exploded is None else exploded.unionByName(part)
     assert exploded is not None
-    by_item = Window.partitionBy(*KEYS, "_set", "item").orderBy("run_date")
+    by_item = Window.partitionBy(*keys, "_set", "item").orderBy("run_date")
     previous_day = F.lag("run_date").over(by_item)
     starts_streak = previous_day.isNull() | (
         F.datediff("run_date", previous_day) > F.col("_window")
     )
-    window_start = F.date_sub(F.lit(target), F.col("_window"))
+    window_start = F.date_sub(F.col("_target"), F.col("_window"))
     in_window = F.col("run_date") >= window_start
     per_item = (
         exploded.withColumn("_starts", starts_streak)
-        .groupBy(*KEYS, "_set", "item", "_window")
+        .groupBy(*keys, "_set", "item", "_window")
         .agg(
             F.max(F.when(F.col("_starts"), F.col("run_date"))).alias("first_seen"),
             F.max("run_date").alias("last_seen"),
@@ -374,7 +383,7 @@ def full_baselines(obs: DataFrame, target: date, settings: BaselineSettings) -> 
         F.col("item").alias("key"),
         F.struct("first_seen", "last_seen", "days", "events").alias("value"),
     )
-    sets = per_item.groupBy(*KEYS).agg(
+    sets = per_item.groupBy(*keys).agg(
         *[
             F.map_from_entries(
                 F.array_sort(F.collect_list(F.when(F.col("_set") == name, entry)))
@@ -383,9 +392,9 @@ def full_baselines(obs: DataFrame, target: date, settings: BaselineSettings) -> 
         ]
     )
 
-    state = entities.join(sets, list(KEYS), "left")
+    state = entities.join(sets, keys, "left")
     state = state.select(
-        *KEYS,
+        *keys,
         "peer_group",
         "tz",
         "first_seen",
@@ -401,7 +410,7 @@ def full_baselines(obs: DataFrame, target: date, settings: BaselineSettings) -> 
             "daily_values"
         ),
     )
-    return _finish(state, target, settings)
+    return _finish(state, F.col("_target"), settings)
 
 
 def days_needed(targets: Iterable[date], settings: BaselineSettings) -> list[date]:

@@ -20,7 +20,6 @@ from datetime import date, timedelta
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.core.config import BaselineSettings
 from jobs.core.context import RunContext, StageResult
 from jobs.core.errors import PipelineError, ReferenceDataError
 from jobs.core.lake import conform
@@ -80,18 +79,17 @@ def _reference(ctx: RunContext) -> tuple[DataFrame | None, DataFrame | None, lis
     return accounts, hosts, notes
 
 
-def _stored_state(ctx: RunContext, day: date, settings: BaselineSettings) -> DataFrame | None:
-    """baselines(day) from the lake, if present and built with the configured windows."""
+def _stored_windows(ctx: RunContext, days: list[date]) -> dict[date, tuple[int, ...]]:
+    """The windows the stored baselines of each of `days` were built with (one small query);
+    a day without stored baselines is absent."""
     lake = ctx.lake
     if not lake.exists(BASELINES):
-        return None
-    stored = conform(lake.read_dates(BASELINES, [day]), BASELINES)
-    first = stored.select(*WINDOW_OF_GROUP.values()).limit(1).collect()
-    if not first:
-        return None
-    if tuple(first[0]) != tuple(int(getattr(settings, f)) for f in WINDOW_OF_GROUP.values()):
-        return None
-    return stored
+        return {}
+    stored = lake.read_dates(BASELINES, days).select("run_date", *WINDOW_OF_GROUP.values())
+    return {
+        r["run_date"]: tuple(int(v) for v in r[1:])
+        for r in stored.dropDuplicates(["run_date"]).collect()
+    }
 
 
 def _empty(ctx: RunContext, table: Table) -> DataFrame:
@@ -109,11 +107,12 @@ def _entity_daily_history(ctx: RunContext, before: date) -> DataFrame:
 def run_baselines(
     ctx: RunContext, dates: list[date], *, rebuild_entity_daily: bool = True
 ) -> StageResult:
-    """Write gold.entity_daily for `dates` (one job), then gold.baselines date by date.
+    """Write gold.entity_daily for `dates` (one job), then gold.baselines.
 
     Each date advances the previous date's baselines read from the lake (written moments
-    before inside a range); a date whose previous baselines are missing, or were built with
-    other windows, is recomputed in full from the entity_daily history.
+    before inside a range), date by date; the dates whose previous baselines are missing, or
+    were built with other windows, are recomputed in full from the entity_daily history,
+    together, first.
     """
     if not dates:
         raise BaselinesInputError("baselines: no dates to run")
@@ -140,31 +139,35 @@ def run_baselines(
     else:
         needed = _empty(ctx, ENTITY_DAILY)
 
-    paths: dict[str, str] = {}
-    written: date | None = None
+    # A date whose previous day this run writes, or whose previous baselines are stored (with
+    # these windows), advances them; every other date is recomputed in full from the
+    # entity_daily history, all of them in one query and one commit (a lake of scattered
+    # days, e.g. lab recordings years apart, is mostly such dates).
+    stored = _stored_windows(ctx, [d - timedelta(days=1) for d in dates])
+    windows = tuple(int(getattr(settings, f)) for f in WINDOW_OF_GROUP.values())
+    in_run = set(dates)
+    full = [
+        d
+        for d in dates
+        if d - timedelta(days=1) not in in_run and stored.get(d - timedelta(days=1)) != windows
+    ]
+    paths: dict[str, str] = {d.isoformat(): "full" for d in full}
     with Checkpoints() as keep:
+        if full:
+            history = observations(_entity_daily_history(ctx, max(full)))
+            profiles = conform(full_baselines(history, full, settings), BASELINES)
+            lake.replace_dates(profiles, BASELINES, full)
         obs = keep(observations(needed))
         for target in dates:
-            previous_day = target - timedelta(days=1)
-            if written == previous_day:  # written by this run, with these windows
-                previous: DataFrame | None = conform(
-                    lake.read_dates(BASELINES, [previous_day]), BASELINES
-                )
-            else:
-                previous = _stored_state(ctx, previous_day, settings)
-            if previous is None:
-                history = observations(_entity_daily_history(ctx, target))
-                profile = full_baselines(history, target, settings)
-                paths[target.isoformat()] = "full"
-            else:
-                profile = advance_baselines(previous, obs, target, settings)
-                paths[target.isoformat()] = "incremental"
-            # One commit per date, and the next date reads it back: a range builds exactly as
-            # date-by-date runs do, a failure keeps the dates already done, the plan never grows.
-            profile = conform(profile, BASELINES)
+            if target.isoformat() in paths:
+                continue
+            # written moments before by this run, or stored: the next date reads it back, so a
+            # range builds exactly as date-by-date runs do and the plan never grows
+            previous = conform(lake.read_dates(BASELINES, [target - timedelta(days=1)]), BASELINES)
+            profile = conform(advance_baselines(previous, obs, target, settings), BASELINES)
             lake.replace_dates(profile, BASELINES, [target])
-            written = target
+            paths[target.isoformat()] = "incremental"
 
     result.rows[BASELINES.name] = lake.read_dates(BASELINES, dates).count()
-    result.details["paths"] = paths
+    result.details["paths"] = dict(sorted(paths.items()))
     return result
