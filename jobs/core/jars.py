@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from jobs.core.config import load_settings
 from jobs.core.packages import jars_dir, local_jars, spark_packages, write_manifest
 
 
@@ -60,8 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     extra: tuple[str, ...] = ()
     if args.config:
-        from jobs.core.config import load_settings
-
         extra = load_settings(args.config).spark.packages
     packages = spark_packages(extra)
     folder = args.dir or jars_dir()
