@@ -9,11 +9,14 @@ the engine or in the guardrails fails these tests. Slow: it uses `pipeline_month
 
 from __future__ import annotations
 
+import base64
+import csv
 import fnmatch
 import json
+import os
 import re
 import shutil
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
 from jobs.generate.scenarios import EXPECTED_SIGNALS, KINDS
@@ -211,6 +216,13 @@ def month_copy(pipeline_month: PipelineMonth, where: Path, **sections: dict[str,
     return RunContext(pipeline_month.ctx.spark, test_settings(where, **sections))
 
 
+def account_types(ctx: Any) -> dict[str, str]:
+    """user id -> account type, from the directory file itself (not from the engine)."""
+    path = Path(ctx.settings.paths.reference_root) / "identity_directory.csv"
+    with path.open(newline="", encoding="utf-8") as fh:
+        return {r["user_id"].lower(): r["account_type"] for r in csv.DictReader(fh)}
+
+
 def guardrail_violations(
     recs: list[dict[str, Any]], rules: dict[str, Any], types: dict[str, str]
 ) -> list[tuple[str, str, str, str]]:
@@ -253,6 +265,142 @@ def test_the_violation_check_catches_a_bypass() -> None:
     ]  # fmt: skip
     got = guardrail_violations(recs, rules, {"ops@corp.example": "break_glass"})
     assert [v[0] for v in got] == ["break_glass", "break_glass", "allowlist", "shadow"]
+
+
+ANALYSTS = ("ana@corp.example", "ben@corp.example", "mallory@corp.example")
+drawn_decisions = st.lists(
+    st.fixed_dictionaries(
+        {
+            "rec": st.integers(min_value=0, max_value=10_000),
+            "decision": st.sampled_from(("approve", "reject", "override")),
+            "action": st.sampled_from(tuple(SEVERITY)),
+            "analyst": st.sampled_from(ANALYSTS),
+            "signer": st.sampled_from(("own", "own", "own", "other", "forged", "none")),
+            # a point between the first date's start and the feedback clock (a fraction), or
+            # minutes from that start, a month before to months after (the future included)
+            "at": st.one_of(st.floats(0, 1), st.integers(-31 * 24 * 60, 150 * 24 * 60)),
+            "verdict": st.sampled_from((None, "true_positive", "false_positive")),
+        }
+    ),
+    min_size=4,
+    max_size=12,
+)  # fmt: skip
+
+
+def test_no_analyst_decision_file_enforces_a_guarded_action_on_the_month(
+    pipeline_month: PipelineMonth, tmp_path: Path
+) -> None:
+    """Done-when (issue 24): random analyst decision files (any action, any status, any time,
+    signed by a registered analyst, by another, forged or unsigned) over a generated month's
+    real recommendations never make a break-glass account or an allowlisted entity above its
+    cap blocked or isolated, nor a shadow policy enforced; feedback applies them, recommend
+    re-applies them.
+
+    Two dates are re-recommended with the user their policies treat most severely listed as
+    break-glass and the host or IP they treat most severely allowlisted, so each guardrail
+    has targets whose policy asks for a severe action; decisions accumulate over the
+    examples."""
+    from jobs.governance.decisions import AnalystDecisionIn, sign_decision
+    from jobs.governance.feedback import run_feedback
+    from jobs.stages.recommend.stage import run_recommend
+    from tests.test_recommend import analyst_key, signed_decisions, write_registry
+
+    ctx = month_copy(pipeline_month, tmp_path)
+    write_registry(ctx.settings)
+    log = ctx.lake.read("gold.decision_log").select(
+        "run_date", "policy_id", "target_type", "target_id", "policy_action", "status"
+    )
+    # two dates: the first with a shadow decision, and the one whose hosts and IPs get the
+    # most severe actions (the generated month has few of either)
+    by_day: dict[date, list[dict[str, Any]]] = {}
+    for r in log.where(F.col("policy_action") != "allow").collect():
+        by_day.setdefault(r["run_date"], []).append(r.asDict())
+
+    def severity_on(d: date, types: tuple[str, ...]) -> int:
+        return sum(
+            SEVERITY[r["policy_action"]] ** 2 for r in by_day[d] if r["target_type"] in types
+        )
+
+    shadow_day = min(d for d, rows in by_day.items() if any(r["status"] == "shadow" for r in rows))
+    severe_day = max(sorted(by_day), key=lambda d: severity_on(d, ("host", "ip")))
+    days = sorted({shadow_day, severe_day})
+    rows = [r for d in days for r in by_day[d]]
+    severest = sorted(rows, key=lambda r: (-SEVERITY[r["policy_action"]], r["target_id"]))
+    user = next(r for r in severest if r["target_type"] == "user"
+                and r["policy_id"] not in SHADOW_POLICIES)  # fmt: skip
+    other = next(r for r in severest if r["target_type"] in ("host", "ip"))
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    rules = _yaml(policies / "guardrails.yaml")
+    rules["break_glass"]["accounts"].append(user["target_id"])
+    rules["allowlist"]["entries"].append(
+        {
+            "entity_type": other["target_type"],
+            "entity_id": other["target_id"],
+            "reason": "issue 24 property test",
+            "owner": "soc@corp.example",
+        }
+    )
+    (policies / "guardrails.yaml").write_text(yaml.safe_dump(rules))
+    types = account_types(ctx)
+    run_recommend(ctx, days, policies_dir=policies)
+
+    def day_recs() -> list[dict[str, Any]]:
+        return [r.asDict() for r in ctx.lake.read_dates("gold.policy_recommendations", days)
+                .select("rec_id", "run_date", "policy_id", "target_type", "target_id",
+                        "action", "status", "override_action").collect()]  # fmt: skip
+
+    recs = day_recs()
+    statuses = {r["status"] for r in recs}
+    assert {"approved", "alert_only"} <= statuses  # shadow decisions stay in the log
+    guarded = {r["target_id"] for r in recs if r["status"] == "alert_only"}
+    assert {user["target_id"], other["target_id"]} <= guarded
+    assert guardrail_violations(recs, rules, types) == []
+    pool = sorted(r["rec_id"] for r in recs)
+    start = datetime.combine(days[0], datetime.min.time(), UTC)
+    now = datetime.combine(days[-1], datetime.min.time(), UTC) + timedelta(days=2)
+    files = iter(range(1_000))
+
+    def at(drawn: float | int) -> datetime:
+        if isinstance(drawn, float):
+            return start + (now - start) * drawn
+        return start + timedelta(minutes=drawn)
+
+    @settings(
+        max_examples=int(os.environ.get("POLICYLAKE_MONTH_PROPERTY_EXAMPLES", "5")),
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(drawn=drawn_decisions)
+    def feed(drawn: list[dict[str, Any]]) -> None:
+        lines = []
+        for d in drawn:
+            row = {"rec_id": pool[d["rec"] % len(pool)], "decision": d["decision"],
+                   "analyst": d["analyst"],
+                   "decided_at": at(d["at"]).isoformat(),
+                   "verdict": d["verdict"], "reason": "drawn by hypothesis"}  # fmt: skip
+            if d["decision"] == "override":
+                row["override_action"] = d["action"]
+            parsed = AnalystDecisionIn.model_validate(row)
+            registered = [a for a in ANALYSTS[:2] if a != d["analyst"]]
+            if d["signer"] == "own" and d["analyst"] in ANALYSTS[:2]:
+                row["signature"] = sign_decision(analyst_key(d["analyst"]), parsed)
+            elif d["signer"] == "other":
+                row["signature"] = sign_decision(analyst_key(registered[0]), parsed)
+            elif d["signer"] == "forged":
+                row["signature"] = base64.b64encode(b"\0" * 64).decode()
+            lines.append(row)
+        path = signed_decisions(tmp_path / f"drawn-{next(files)}.jsonl", lines, sign=False)
+        run_feedback(ctx, path, run_date=now.date(), now=now)
+        assert guardrail_violations(day_recs(), rules, types) == []
+
+    feed()
+    accepted = ctx.lake.read("ops.analyst_decisions").count()
+    assert accepted > 0  # some drawn decisions were valid and applied
+    run_recommend(ctx, days, policies_dir=policies)
+    assert guardrail_violations(day_recs(), rules, types) == []
 
 
 BLAST_LIMIT = 3  # max_new per run date and domain; max_share 0.5 is looser here
