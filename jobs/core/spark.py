@@ -87,7 +87,8 @@ def build_spark(settings: Settings) -> SparkSession:
     if not submitted:
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder
-    for key, value in spark_conf(settings).items():
+    conf = spark_conf(settings)
+    for key, value in conf.items():
         if submitted and key in _LAUNCH_ONLY:
             continue
         builder = builder.config(key, value)
@@ -95,7 +96,7 @@ def build_spark(settings: Settings) -> SparkSession:
         spark = builder.getOrCreate()
     elif (jars := local_jars(spark_packages(settings.spark.packages))) is not None:
         # fetched at set-up (`python -m jobs.core.jars`): no Ivy resolution at run time
-        own = [j for j in spark_conf(settings).get("spark.jars", "").split(",") if j.strip()]
+        own = [j for j in conf.get("spark.jars", "").split(",") if j.strip()]
         spark = builder.config("spark.jars", ",".join([*own, *jars])).getOrCreate()
     else:
         spark = configure_spark_with_delta_pip(

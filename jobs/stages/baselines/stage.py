@@ -143,14 +143,11 @@ def run_baselines(
     # these windows), advances them; every other date is recomputed in full from the
     # entity_daily history, all of them in one query and one commit (a lake of scattered
     # days, e.g. lab recordings years apart, is mostly such dates).
-    stored = _stored_windows(ctx, [d - timedelta(days=1) for d in dates])
+    previous = {d: d - timedelta(days=1) for d in dates}
+    outside = [d for d in dates if previous[d] not in previous]  # day before not in this run
+    stored = _stored_windows(ctx, [previous[d] for d in outside])
     windows = tuple(int(getattr(settings, f)) for f in WINDOW_OF_GROUP.values())
-    in_run = set(dates)
-    full = [
-        d
-        for d in dates
-        if d - timedelta(days=1) not in in_run and stored.get(d - timedelta(days=1)) != windows
-    ]
+    full = [d for d in outside if stored.get(previous[d]) != windows]
     paths: dict[str, str] = {d.isoformat(): "full" for d in full}
     with Checkpoints() as keep:
         if full:
@@ -163,8 +160,8 @@ def run_baselines(
                 continue
             # written moments before by this run, or stored: the next date reads it back, so a
             # range builds exactly as date-by-date runs do and the plan never grows
-            previous = conform(lake.read_dates(BASELINES, [target - timedelta(days=1)]), BASELINES)
-            profile = conform(advance_baselines(previous, obs, target, settings), BASELINES)
+            state = conform(lake.read_dates(BASELINES, [previous[target]]), BASELINES)
+            profile = conform(advance_baselines(state, obs, target, settings), BASELINES)
             lake.replace_dates(profile, BASELINES, [target])
             paths[target.isoformat()] = "incremental"
 
