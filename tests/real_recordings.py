@@ -5,9 +5,12 @@ OTRF's atomic recordings (`otrf-security-datasets/datasets/atomic/windows/*/host
 JSON-lines export each) become raw days under `raw/windows/<date>/<archive>.json`, the date
 being the one most of the recording's events carry. Which host and account a recording
 attacks is derived from its `_metadata/<id>.yaml` (`simulation.adversary_view`, the attacker's
-own transcript), never listed by hand: a lab host named in the transcript, or reached at an
-address the transcript names, is attacked (or is the attacker's foothold); `DOMAIN\\user`
-spellings name the acting accounts; a recording of one host attacks that host.
+own transcript), never listed by hand: a lab host is attacked when the transcript names it,
+names its address, or runs a command aimed at it (`\\\\host`; as the recording's own process
+events spell that command, which are the truth when the transcript names another host); a
+host on which a program the transcript runs by its full path started is the attacker's
+foothold; `DOMAIN\\user` spellings name the acting accounts; a recording of one host attacks
+that host.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ CREDENTIAL_ACCESS, LATERAL_MOVEMENT = "TA0006", "TA0008"
 TIME_KEYS = ("@timestamp", "EventTime", "TimeCreated", "UtcTime")
 _ACCOUNT = re.compile(r"(?<![\\:\w])([A-Za-z][\w-]{1,14})\\([\w.$-]{1,64})")
 _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
+_UNC_HOST = re.compile(r"\\\\([A-Za-z0-9][\w.-]*)")
+_PROGRAM = re.compile(r"[A-Za-z]:\\[^\"'\s|<>]+?\.exe\b", re.IGNORECASE)
 
 
 @dataclass
@@ -48,6 +53,7 @@ class Recording:
     hosts: set[str] = field(default_factory=set)  # lower-case short names seen in events
     attacked_hosts: set[str] = field(default_factory=set)
     accounts: set[str] = field(default_factory=set)  # lower-case user names (no domain)
+    footholds: set[str] = field(default_factory=set)  # hosts that ran the transcript's programs
 
     @property
     def tactic(self) -> str | None:
@@ -127,6 +133,42 @@ def _address_of_hosts(events: list[dict[str, Any]]) -> dict[str, str]:
     return {ip: host for ip, (_, host) in best.items()}
 
 
+def footholds_of(events: list[dict[str, Any]], view: str) -> set[str]:
+    """Hosts on which a program the transcript runs by its full path started (Sysmon 1,
+    Security 4688): the attacker's own foothold, which the transcript often names only by the
+    path of its tools (`C:\\Users\\<user>\\Downloads\\...\\mimikatz.exe`)."""
+    programs = {p.lower() for p in _PROGRAM.findall(view)}
+    if not programs:
+        return set()
+    return {
+        _short(str(e.get("Hostname") or e.get("Computer")))
+        for e in events
+        if str(e.get("EventID")) in ("1", "4688")
+        and str(e.get("Image") or e.get("NewProcessName") or "").lower() in programs
+        and (e.get("Hostname") or e.get("Computer"))
+    }
+
+
+def _command_shape(text: str) -> str:
+    """A command line with its `\\\\host` arguments blanked, in lower case, spaces collapsed."""
+    return " ".join(_UNC_HOST.sub(r"\\\\host", text.lower()).split())
+
+
+def hosts_reached(events: list[dict[str, Any]], view: str) -> set[str]:
+    """Hosts a transcript command aimed at (`\\\\host`) as the recording's own process events
+    (Sysmon 1, Security 4688) spell its command line: the events are the truth when the
+    transcript names another host than the command that ran."""
+    commands = {_command_shape(line) for line in view.splitlines() if _UNC_HOST.search(line)}
+    reached = set()
+    for event in events:
+        line = str(event.get("CommandLine") or "")
+        if str(event.get("EventID")) in ("1", "4688") and _UNC_HOST.search(line):
+            shape = _command_shape(line)
+            if any(command in shape for command in commands):
+                reached |= {_short(h) for h in _UNC_HOST.findall(line)}
+    return reached
+
+
 def load_recordings(datasets: Path) -> list[Recording]:
     """Every Windows host recording with a metadata document, parsed once."""
     metadata = _metadata(datasets)
@@ -171,6 +213,8 @@ def load_recordings(datasets: Path) -> list[Recording]:
         }
         addresses = _address_of_hosts(events)
         recording.attacked_hosts |= {addresses[ip] for ip in _IPV4.findall(view) if ip in addresses}
+        recording.attacked_hosts |= hosts_reached(events, view) & recording.hosts
+        recording.footholds = footholds_of(events, view)
         if not recording.attacked_hosts and len(recording.hosts) == 1:
             recording.attacked_hosts = set(recording.hosts)
         domains = {

@@ -5,8 +5,8 @@ What each recording attacks comes from its own metadata (tests/real_recordings.p
 from a list here. Done when (issue 21): every recording ingests with at most 1% quarantined
 and its source ok; every EVTX file imports; in each credential-access and lateral-movement
 recording the attacked host (or the acting account) reaches the high band on its day with a
-reason naming the technique, while the lab's hosts no recording of that day attacks stay
-below the medium band.
+reason naming the technique, while the lab's hosts that no recording of that day attacks
+(or runs the attacker's tools on) stay below the medium band.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from tests.real_recordings import (
     LATERAL_MOVEMENT,
     Recording,
     empty_reference,
+    footholds_of,
+    hosts_reached,
     load_recordings,
     write_raw,
 )
@@ -151,13 +153,14 @@ def _names(day: EntityDay, techniques: tuple[str, ...]) -> bool:
 def _judge(real_lake: RealLake, tactic: str) -> list[str]:
     """The recordings of `tactic` whose attacked host (or acting account) is not in the high
     band on its day with a signal naming the recording's technique, and the lab hosts that
-    the day's recordings do not attack but whose own evidence of the day reaches the medium
-    band (risk carried over from an attack the day before is not the day's evidence)."""
+    the day's recordings neither attack nor run the attacker's tools on (the foothold) but
+    whose own evidence of the day reaches the medium band (risk carried over from an attack
+    the day before is not the day's evidence)."""
     cfg = real_lake.ctx.settings.scoring
     days = _entity_days(real_lake)
-    attacked_on: dict[date, set[str]] = defaultdict(set)
+    involved_on: dict[date, set[str]] = defaultdict(set)
     for rec in real_lake.recordings:
-        attacked_on[rec.day] |= rec.attacked_hosts | rec.accounts
+        involved_on[rec.day] |= rec.attacked_hosts | rec.accounts | rec.footholds
     problems, unknown = [], []
     for rec in real_lake.recordings:
         if rec.tactic != tactic:
@@ -175,7 +178,7 @@ def _judge(real_lake: RealLake, tactic: str) -> list[str]:
                 f"missed {rec.archive.name} {rec.day} {sorted(targets)}: risk {best.risk}, "
                 f"{named}: {list(best.explained[:2])}"
             )
-        for host in rec.hosts - attacked_on[rec.day]:
+        for host in rec.hosts - involved_on[rec.day]:
             other = days.get((rec.day, host), none)
             if other.risk_today >= cfg.band_medium:
                 problems.append(
@@ -198,18 +201,27 @@ def test_credential_access_reaches_the_high_band_naming_the_technique(
         pytest.fail("\n".join(problems))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 21: 17 of 21 judged recordings pass (remote_execution on the target); left: "
-    "a recording whose events are on another host than its transcript names (sc query), a DLL "
-    "hijack run by WMI as NETWORK SERVICE (no session to tie it to the logon: T1047 not named), "
-    "Zerologon's NetrServerAuthenticate2 (no event of it in the recording), a task changed by "
-    "an account outside the directory (unknown accounts get no user entity), and the attacker's "
-    "foothold (Mimikatz) or an Azure agent reading LSASS on a host the transcript does not name",
-)
 def test_lateral_movement_reaches_the_high_band_naming_the_technique(
     real_lake: RealLake,
 ) -> None:
+    """Each lateral-movement recording, judged as the credential-access ones."""
     problems = _judge(real_lake, LATERAL_MOVEMENT)
     if problems:
         pytest.fail("\n".join(problems))
+
+
+def test_the_judge_takes_targets_from_the_commands_that_ran_and_spares_the_foothold() -> None:
+    """What the judge derives from a transcript and the recording's process events: the host
+    a command reached as the events spell it, and the host that ran the attacker's tools."""
+    view = 'sc.exe \\\\WS6 query ikeext\n(op) > C:\\Users\\ann\\Downloads\\tool.exe "x" exit'
+    events: list[dict[str, Any]] = [
+        {"EventID": 1, "Hostname": "WS5.corp.local", "CommandLine": "sc.exe  \\\\DC1.corp.local query IKEEXT",
+         "Image": "C:\\Windows\\System32\\sc.exe"},
+        {"EventID": 4688, "Hostname": "WS5.corp.local", "NewProcessName": "C:\\Users\\ann\\Downloads\\tool.exe",
+         "CommandLine": "tool.exe x"},
+        {"EventID": 1, "Hostname": "WS7.corp.local", "CommandLine": "sc.exe \\\\WS8 stop spooler"},
+        {"EventID": 10, "Hostname": "WS9.corp.local", "SourceImage": "C:\\Users\\ann\\Downloads\\tool.exe"},
+    ]  # fmt: skip
+    assert hosts_reached(events, view) == {"dc1"}  # not ws8: another command
+    assert footholds_of(events, view) == {"ws5"}  # a process start, not a process access
+    assert hosts_reached(events, "whoami") == set()
