@@ -224,3 +224,25 @@ def test_entity_day_views(spark: SparkSession) -> None:
         for r in v.select("session_id").collect()
     ]
     assert len(set(ids)) == len(ids) == 4
+
+
+def test_an_unknown_account_has_one_key_in_its_dns_and_netbios_spellings(
+    spark: SparkSession,
+) -> None:
+    spellings = [
+        ("THESHIRE.LOCAL\\pgustavo", "unknown:theshire\\pgustavo"),  # Kerberos logon (4624)
+        ("THESHIRE\\pgustavo", "unknown:theshire\\pgustavo"),  # Sysmon, most Security events
+        ("corp.example.com\\Ann", "unknown:corp\\ann"),
+        ("ann@corp.example.com", "unknown:ann@corp.example.com"),  # a UPN stays a UPN
+        ("ann", "unknown:ann"),
+        ("WS01$", "unknown:ws01$"),
+    ]
+    frame = spark.createDataFrame(
+        [(None, raw) for raw, _ in spellings], "user_id string, user_name_raw string"
+    ).union(
+        spark.createDataFrame(
+            [("u-1", "THESHIRE.LOCAL\\ann")], "user_id string, user_name_raw string"
+        )
+    )
+    keys = [r[0] for r in frame.select(session_views.user_key(frame)).collect()]
+    assert keys == [key for _, key in spellings] + ["u-1"]  # the directory's id wins

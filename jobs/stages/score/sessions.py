@@ -82,11 +82,20 @@ def _failed(status: Column) -> Column:
     return F.when(status == "failure", 1).otherwise(0)
 
 
+def account_spelling(raw: Column) -> Column:
+    """One spelling per account of the directory's unknowns: lower case, and a domain given
+    by its DNS name (`THESHIRE.LOCAL\\pgustavo`, as Windows writes Kerberos logons) by its
+    first label, the NetBIOS name Windows writes everywhere else by default
+    (`theshire\\pgustavo`). `user@domain` names are kept as they are."""
+    return F.regexp_replace(F.lower(raw), r"^([^\\.@]+)\.[^\\@]*\\", "$1\\\\")
+
+
 def user_key(df: DataFrame) -> Column:
-    """Canonical user id, else the raw spelling (unknown accounts still form sessions)."""
+    """Canonical user id, else the account's spelling (unknown accounts still form sessions;
+    `account_spelling`)."""
     return F.coalesce(
         F.col("user_id"),
-        F.concat(F.lit("unknown:"), F.lower(F.col("user_name_raw"))),
+        F.concat(F.lit("unknown:"), account_spelling(F.col("user_name_raw"))),
         F.lit(UNKNOWN),
     )
 
