@@ -84,6 +84,7 @@ with DAG(
             "empty: the Variable policylake_blocking_sources",
         )
     },
+    user_defined_macros=orchestration.MACROS,
     tags=["policylake", "daily"],
     doc_md=__doc__,
 ) as dag:

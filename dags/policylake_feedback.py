@@ -34,6 +34,7 @@ with DAG(
     default_args=orchestration.default_args(
         timeout=timedelta(hours=1), notifiers=[SmtpNotifier(**notify)] if notify else []
     ),
+    user_defined_macros=orchestration.MACROS,
     tags=["policylake", "feedback"],
     doc_md=__doc__,
 ) as dag:

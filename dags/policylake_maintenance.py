@@ -34,6 +34,7 @@ with DAG(
     default_args=orchestration.default_args(
         retries=1, timeout=timedelta(hours=6), notifiers=[SmtpNotifier(**notify)] if notify else []
     ),
+    user_defined_macros=orchestration.MACROS,
     tags=["policylake", "maintenance"],
     doc_md=__doc__,
 ) as dag:

@@ -35,6 +35,7 @@ with DAG(
         timeout=timedelta(hours=4),
         notifiers=[SmtpNotifier(**notify)] if notify else [],
     ),
+    user_defined_macros=orchestration.MACROS,
     tags=["policylake", "training"],
     doc_md=__doc__,
 ) as dag:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.core.config import SOURCES, Settings, load_rooted, load_settings
-from jobs.core.packages import delta_maven_coordinate
+from jobs.core.packages import local_jars, spark_packages
 from jobs.governance.decision_files import analyst_decision_files, analyst_decisions_dir
 
 # The Spark application every task submits (a file path, as spark-submit wants it).
@@ -256,11 +256,54 @@ def day_files_ready(day: str, now: datetime | None = None) -> bool:
     return ready
 
 
+def _driver_runs_here(conn_id: str = SPARK_CONN_ID) -> bool:
+    """Whether a task's Spark driver runs on this Airflow worker: a local master or client
+    deploy mode (the default) of the connection `conn_id`. Then the jars set-up fetched into
+    this environment can go on the class path; a driver in cluster mode runs elsewhere."""
+    from airflow.sdk import BaseHook  # a task renders this; the DAG file does not import it
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        extra = BaseHook.get_connection(conn_id).extra_dejson
+    except AirflowNotFoundException:  # the hook then defaults to YARN: not here
+        return False
+    return str(extra.get("deploy-mode") or "client").strip().lower() == "client"
+
+
+def _task_local_jars(extra: str) -> list[str] | None:
+    wanted = spark_packages(extra.split(","))
+    return local_jars(wanted) if _driver_runs_here() else None
+
+
+def task_packages(extra: str = "") -> str:
+    """`--packages` of a Spark task: Delta and the `extra` coordinates, or nothing when
+    set-up fetched exactly those jars into this environment and the driver runs here (they
+    go as `--jars`: no Ivy resolution, no Ivy report, no network when the task starts)."""
+    if _task_local_jars(extra):
+        return ""
+    return ",".join(spark_packages(extra.split(",")))
+
+
+def task_jars(extra: str = "") -> str:
+    """`--jars` of a Spark task: the locally fetched jars when `task_packages` is empty."""
+    return ",".join(_task_local_jars(extra) or [])
+
+
+# Jinja macros of every policylake DAG (`user_defined_macros`), called when a task renders.
+MACROS = {"policylake_packages": task_packages, "policylake_jars": task_jars}
+_EXTRA = f"var.value.get('{EXTRA_PACKAGES_VARIABLE}', '')"
+
+
 def packages_template() -> str:
     """Delta, plus the comma-separated Maven coordinates in the optional Airflow Variable
-    `policylake_spark_packages` (e.g. hadoop-aws for an s3a:// lake), rendered per task."""
-    extra = f"var.value.get('{EXTRA_PACKAGES_VARIABLE}', '')"
-    return f"{{{{ (['{delta_maven_coordinate()}'] + {extra}.split(',')) | map('trim') | select | join(',') }}}}"
+    `policylake_spark_packages` (e.g. hadoop-aws for an s3a:// lake), rendered per task;
+    empty when they are fetched locally (`jars_template`)."""
+    return f"{{{{ policylake_packages({_EXTRA}) }}}}"
+
+
+def jars_template() -> str:
+    """The locally fetched jars of the same packages, rendered per task (else empty)."""
+    return f"{{{{ policylake_jars({_EXTRA}) }}}}"
 
 
 def submit_kwargs(settings: Settings | None = None) -> dict[str, Any]:
@@ -274,6 +317,7 @@ def submit_kwargs(settings: Settings | None = None) -> dict[str, Any]:
         "conn_id": SPARK_CONN_ID,
         "pool": pool,
         "packages": packages_template(),
+        "jars": jars_template(),
         "conf": {
             "spark.sql.session.timeZone": "UTC",
             "spark.ui.enabled": "false",

@@ -29,6 +29,7 @@ import yaml
 from jobs import orchestration
 from jobs.core.config import SOURCES, Settings
 from jobs.core.errors import ConfigError
+from jobs.core.packages import JARS_DIR_ENV, delta_maven_coordinate, write_manifest
 from jobs.governance.decision_files import analyst_decision_files
 from jobs.pipeline.runner import STAGES
 from tests.conftest import test_settings
@@ -162,7 +163,7 @@ def test_delta_coordinate_matches_the_installed_distributions() -> None:
     from importlib.metadata import version
 
     spark_minor = ".".join(version("pyspark").split(".")[:2])
-    assert orchestration.delta_maven_coordinate() == (
+    assert delta_maven_coordinate() == (
         f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}"
     )
 
@@ -225,7 +226,7 @@ def test_every_spark_task_submits_the_entry_point_for_its_day(dagbag: Any) -> No
         "policylake_feedback": orchestration.RUN_DAY,
         "policylake_training": orchestration.TRAIN_LAST_DAY,
     }
-    delta = orchestration.delta_maven_coordinate()
+    delta = delta_maven_coordinate()
     for dag_id in DAG_IDS:
         dag = dagbag.dags[dag_id]
         tasks = _submit_tasks(dag)
@@ -238,7 +239,9 @@ def test_every_spark_task_submits_the_entry_point_for_its_day(dagbag: Any) -> No
                 continue
             assert Path(_arg(task, "application")) == REPO / "jobs" / "cli" / "submit.py"
             assert Path(_arg(task, "application")).is_file()
-            assert delta in _arg(task, "packages")
+            # Delta's jars: rendered per task (test_spark_tasks_take_the_jars_set_up_fetched...)
+            rendered = _render_dependencies(task, {})
+            assert delta in rendered[0] or "delta-spark" in rendered[1], rendered
             assert _arg(task, "conf")["spark.sql.session.timeZone"] == "UTC"
             for args in _args_of(task):
                 stage = {"ingest_analyst_decisions": "feedback"}.get(task.task_id, task.task_id)
@@ -412,16 +415,44 @@ def test_blocking_sources_come_from_the_run_conf_else_the_variable(dagbag: Any) 
     assert render("all", {"policylake_blocking_sources": "idp"}) == "--blocking-sources=all"
 
 
-def test_packages_template_adds_the_variable_packages(dagbag: Any) -> None:
+def _render_dependencies(task: Any, variables: dict[str, str]) -> tuple[str, str]:
+    """(--packages, --jars) of `task` as Airflow renders them, with the DAG's macros."""
+    context = {"var": {"value": _Variables(variables)}, **task.dag.user_defined_macros}
+    return (
+        str(task.render_template(_arg(task, "packages"), context)),
+        str(task.render_template(_arg(task, "jars"), context)),
+    )
+
+
+def test_spark_tasks_take_the_jars_set_up_fetched_or_else_the_packages(
+    dagbag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delta = delta_maven_coordinate()
+    aws = "org.apache.hadoop:hadoop-aws:3.4.1"
+    extra = {"policylake_spark_packages": f" {aws} ,"}
+    fetched = [tmp_path / "delta-spark.jar", tmp_path / "delta-storage.jar"]
+    for jar in fetched:
+        jar.write_bytes(b"PK")
+    write_manifest(tmp_path, [delta], fetched)
+    monkeypatch.setenv(JARS_DIR_ENV, str(tmp_path))
+    for dag_id in sorted(DAG_IDS):
+        dag = dagbag.dags[dag_id]
+        for task in _submit_tasks(dag):
+            # local master (the tests' connection): set-up's jars, no Ivy resolution
+            assert _render_dependencies(task, {}) == ("", ",".join(str(j) for j in fetched))
+            # a package set-up did not fetch: every coordinate goes through --packages
+            assert _render_dependencies(task, extra) == (f"{delta},{aws}", "")
     task = dagbag.dags["policylake_daily"].get_task("validate")
-    delta = orchestration.delta_maven_coordinate()
-
-    def render(variables: dict[str, str]) -> str:
-        return str(task.render_template(task.packages, {"var": {"value": _Variables(variables)}}))
-
-    assert render({}) == delta
-    extra = {"policylake_spark_packages": " org.apache.hadoop:hadoop-aws:3.4.1 ,"}
-    assert render(extra) == f"{delta},org.apache.hadoop:hadoop-aws:3.4.1"
+    # a driver in cluster deploy mode runs elsewhere: the worker's files are not its files
+    cluster = {"conn_type": "spark", "host": "spark://m:7077", "extra": {"deploy-mode": "cluster"}}
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps(cluster))
+    assert _render_dependencies(task, {}) == (delta, "")
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", LOCAL_SPARK)
+    # no manifest, or one missing a jar: Ivy as before
+    fetched[1].unlink()
+    assert _render_dependencies(task, {}) == (delta, "")
+    monkeypatch.setenv(JARS_DIR_ENV, str(tmp_path / "nowhere"))
+    assert _render_dependencies(task, {}) == (delta, "")
 
 
 def test_failure_callback_logs_one_matchable_line(caplog: pytest.LogCaptureFixture) -> None:
