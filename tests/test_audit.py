@@ -541,3 +541,55 @@ def test_missing_days_are_anchored_or_linked_and_not_accepted() -> None:
     assert missing_days(heads, {}, {D1: "accepted"}) == []
     anchored = dict.fromkeys((d0, D1, D2, date(2026, 10, 3)), None)
     assert missing_days(heads, anchored, {}) == [D1, date(2026, 10, 3)]  # type: ignore[arg-type]
+
+
+def test_days_chained_before_the_anchor_are_anchored_once_they_verify(
+    chained: Chained, spark: SparkSession, tmp_path: Path, keyed: None
+) -> None:
+    """Upgrading a lake chained before `paths.audit_anchor` existed: `verify
+    --anchor-unanchored REASON` adds each day that passes every other check, refuses a day
+    that does not, and is a no-op once every day is anchored."""
+    from jobs.cli.app import app
+
+    runner = CliRunner()
+    shutil.copytree(chained.work / "lake", tmp_path / "lake")  # the lake, no anchor yet
+    ctx = RunContext(spark, test_settings(tmp_path))
+    tamper_reason(ctx, "eve@corp.example", "identity-sessions", day=D2)
+    before = runner.invoke(app, ["verify", "--all", "--workdir", str(tmp_path)])
+    assert before.exit_code == 1 and "no audit anchor at" in before.output
+    empty = runner.invoke(
+        app, ["verify", "--all", "--anchor-unanchored", " ", "--workdir", str(tmp_path)]
+    )
+    assert empty.exit_code == 2 and not (tmp_path / ANCHOR).exists()
+
+    out = runner.invoke(
+        app,
+        ["verify", "--all", "--anchor-unanchored", "CHG-7: upgrade", "--workdir", str(tmp_path)],
+    )
+    assert out.exit_code == 1, out.output
+    lines = out.output.splitlines()
+    assert lines[:2] == [
+        "anchored 2026-10-01: it passed every other check",
+        "not anchored 2026-10-02: 1 row(s) differ from the recorded chain",
+    ]
+    records = read_anchor(ctx.settings, spark) or []
+    assert [(r.run_date, r.reason) for r in records] == [
+        (D1, "anchored after the fact: CHG-7: upgrade")
+    ]
+    assert verify_chain(ctx, D1).ok
+    assert verify_chain(ctx, D2).problems == [
+        "2026-10-02 is not in the audit anchor (chained without it, or its record was removed)"
+    ]
+
+    clean = tmp_path / "clean"
+    shutil.copytree(chained.work / "lake", clean / "lake")
+    args = ["verify", "--all", "--anchor-unanchored", "CHG-8", "--workdir", str(clean)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert first.output.splitlines()[-1] == "trail ok: 2 chained day(s), 2 in the anchor"
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0
+    assert again.output.splitlines()[0] == (
+        "nothing to anchor: every chained day is in the audit anchor"
+    )
+    assert len(read_anchor(RunContext(spark, test_settings(clean)).settings, spark) or []) == 2

@@ -33,7 +33,7 @@ from jobs.cli.common import (
 )
 from jobs.core.errors import PipelineError, UsageError
 from jobs.core.tables import PSEUDONYMS, REFUSED_DECISIONS
-from jobs.governance.audit import chained_dates, verify_dates, verify_trail
+from jobs.governance.audit import anchor_unanchored, chained_dates, verify_dates, verify_trail
 from jobs.governance.decision_files import analyst_decision_files, analyst_decisions_dir
 from jobs.governance.decisions import (
     check_decision_folders,
@@ -180,6 +180,16 @@ def verify(
     all_dates: Annotated[
         bool, typer.Option("--all", help="Every chained date (and every date the anchor has).")
     ] = False,
+    anchor_reason: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor-unanchored",
+            metavar="REASON",
+            help="First add to the audit anchor the chained days it lacks (a lake chained "
+            "before the anchor was configured), each only if it passes every other check; "
+            "REASON (who, why) is recorded with them.",
+        ),
+    ] = None,
     workdir: WorkdirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -188,8 +198,20 @@ def verify(
     truncated tail). Exit 1 on any difference, and on an unsigned or unchecked head."""
     if (date_ is None) == (not all_dates):
         raise UsageError("give --date or --all")
+    if anchor_reason is not None and not anchor_reason.strip():
+        raise UsageError("--anchor-unanchored needs a reason (who, and why)")
     cfg = settings(config, workdir)
     ctx = context(cfg)
+    refused = False
+    if anchor_reason is not None:
+        backfill = anchor_unanchored(ctx, anchor_reason)
+        for day in backfill.anchored:
+            typer.echo(f"anchored {day.isoformat()}: it passed every other check")
+        for day, why in sorted(backfill.refused.items()):
+            typer.echo(f"not anchored {day.isoformat()}: {why}")
+        if not backfill.anchored and not backfill.refused:
+            typer.echo("nothing to anchor: every chained day is in the audit anchor")
+        refused = bool(backfill.refused)
     if all_dates:
         days = sorted(chained_dates(ctx))
         if not days:
@@ -205,7 +227,7 @@ def verify(
                 typer.echo(f"  {line}")
     trail = verify_trail(ctx)
     typer.echo(trail.summary())
-    if failed or not trail.ok:
+    if failed or refused or not trail.ok:
         raise typer.Exit(1)
 
 

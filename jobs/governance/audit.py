@@ -22,8 +22,9 @@ previous_date, hmac, reason). Every head recorded is also appended to the *ancho
 an object-store prefix with object lock. `verify` compares the lake with it, so deleting a
 day, or the most recent days, is detected even by someone who can rewrite every table;
 re-chaining over a day the anchor knows but the lake lost is refused unless accepted
-explicitly (`accept_gap`, logged in the anchor and the heads). With `environment: prod` the
-key is required. Only `record_chain`, `verify_dates` and the anchor functions do I/O.
+explicitly (`accept_gap`, logged in the anchor and the heads); days chained before the anchor
+existed are added to it, once each passes `verify`, by `anchor_unanchored`. With
+`environment: prod` the key is required. Only `record_chain`, `verify_dates` and the anchor functions do I/O.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from jobs.core.tables import AUDIT_HEADS, DECISION_LOG, DECISION_LOG_CHAIN
 
 __all__ = [
     "AUDIT_KEY_ENV",
+    "AnchorBackfill",
     "AnchorRecord",
     "ChainedRow",
     "Head",
@@ -66,6 +68,7 @@ __all__ = [
     "TrailResult",
     "VerifyResult",
     "accepted_gaps",
+    "anchor_unanchored",
     "append_anchor",
     "audit_key",
     "audit_key_for",
@@ -803,6 +806,69 @@ def verify_trail(ctx: Any) -> TrailResult:
             + ", ".join(f"{d.isoformat()} ({why})" for d, why in sorted(accepted.items()))
         )
     return result
+
+
+@dataclass
+class AnchorBackfill:
+    """What `anchor_unanchored` did: the dates it anchored, and those it refused (why)."""
+
+    anchored: list[date] = field(default_factory=list)
+    refused: dict[date, str] = field(default_factory=dict)
+
+
+def _not_anchored_only(result: VerifyResult, keyless: bool) -> list[str]:
+    """What, besides the day's absence from the anchor, stops `result` from verifying; a
+    head that is unsigned or unchecked passes only without a key (dev: unsigned nights)."""
+    day = result.run_date
+    return [
+        *(p for p in result.problems if not p.startswith(f"{day} is not in the audit anchor")),
+        *(
+            u
+            for u in result.unchecked
+            if not u.startswith("no audit anchor at")
+            and not (keyless and u.startswith(("HMAC not checked", "head is not signed")))
+        ),
+        *(
+            [f"{len(result.changes)} row(s) differ from the recorded chain"]
+            if result.changes
+            else []
+        ),
+    ]
+
+
+def anchor_unanchored(ctx: Any, reason: str) -> AnchorBackfill:
+    """Append to the anchor the heads of the chained days it does not hold (a lake chained
+    before `paths.audit_anchor` was configured), each only when it passes every other check
+    of `verify`: intact rows and order, its head, the link to the previous day, and the
+    HMAC when the key is set. `reason` (who and why) goes with each record. A day that
+    fails is refused with what failed, and not anchored: the anchor never vouches for a day
+    the chain does not."""
+    if not reason.strip():
+        raise ValueError("give the reason for anchoring the days after the fact")
+    lake: Lake = ctx.lake
+    heads = _heads(lake)
+    anchored = latest_anchored(read_anchor(ctx.settings, lake.spark) or [])
+    todo = sorted(d for d in heads if d not in anchored)
+    out = AnchorBackfill()
+    if not todo:
+        return out
+    keyless = audit_key_for(ctx.settings) is None
+    for day, result in sorted(verify_dates(ctx, todo).items()):
+        failed = _not_anchored_only(result, keyless)
+        if failed:
+            out.refused[day] = "; ".join(failed)
+        else:
+            out.anchored.append(day)
+    at = _now_text()
+    why = f"anchored after the fact: {reason.strip()}"
+    append_anchor(
+        ctx.settings,
+        lake.spark,
+        [replace(AnchorRecord.of(heads[d], at), reason=why) for d in out.anchored],
+    )
+    for day in out.anchored:
+        log.warning("audit: %s anchored after the fact (%s)", day, reason.strip())
+    return out
 
 
 def _first_out_of_order(recorded: Sequence[tuple[Any, ...]]) -> int | None:
