@@ -80,6 +80,10 @@ def test_maintenance_compacts_keeps_rows_and_cursors_inside_the_window(
     assert before["resynced"] is False and before["change_rows"] > 0
     tables = [t for t in CATALOGUE.values() if ctx.lake.exists(t)]
     files_before = {t.name: ctx.lake.layout(t).files for t in tables}
+    for t in tables:  # created with the retention settings: no window before the first upkeep
+        created = ctx.lake.layout(t).properties
+        assert created.get("delta.deletedFileRetentionDuration") == "interval 7 days", t.name
+        assert created.get("delta.logRetentionDuration") == "interval 30 days", t.name
 
     done = {u.table: u for u in maintain(ctx)}
 

@@ -25,7 +25,11 @@ class RunContext:
 
     @property
     def lake(self) -> Lake:
-        return Lake(self.spark, self.settings.paths.lake_root)
+        return Lake(
+            self.spark,
+            self.settings.paths.lake_root,
+            self.settings.maintenance.table_properties(),
+        )
 
 
 @dataclass

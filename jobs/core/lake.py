@@ -99,9 +99,17 @@ def _check_writer(table: Table) -> None:
 class Lake:
     """The lake at `root` (a local folder or an object-store URI)."""
 
-    def __init__(self, spark: SparkSession, root: str) -> None:
+    def __init__(
+        self, spark: SparkSession, root: str, table_properties: Mapping[str, str] | None = None
+    ) -> None:
         self.spark = spark
         self.root = root
+        # properties every table is created with (the retention settings), before its own
+        self.table_properties = dict(table_properties or {})
+
+    def _created_with(self, table: Table) -> dict[str, str]:
+        """The properties a new `table` gets: the lake's, then the catalogue entry's own."""
+        return {**self.table_properties, **table.properties}
 
     def path(self, table: TableRef) -> str:
         table = resolve(table)
@@ -200,7 +208,7 @@ class Lake:
             if table.partition_by:
                 writer = writer.partitionBy(*table.partition_by)
             if not self.exists(table):
-                for key, value in table.properties.items():
+                for key, value in self._created_with(table).items():
                     writer = writer.option(key, value)
             writer.save(self.path(table))
 
@@ -210,9 +218,11 @@ class Lake:
         """Replace the whole table with `df` in one commit (tables not replaced by date)."""
         table = resolve(table)
         _check_writer(table)
-        df.write.format("delta").mode("overwrite").partitionBy(*table.partition_by).save(
-            self.path(table)
-        )
+        writer = df.write.format("delta").mode("overwrite").partitionBy(*table.partition_by)
+        if not self.exists(table):
+            for key, value in self._created_with(table).items():
+                writer = writer.option(key, value)
+        writer.save(self.path(table))
 
     def for_update(self, table: TableRef) -> DeltaTable:
         """The table for a MERGE by its writer, created empty (schema, partitioning,
@@ -221,7 +231,7 @@ class Lake:
         _check_writer(table)
         builder = DeltaTable.createIfNotExists(self.spark).location(self.path(table))
         builder = builder.addColumns(table.schema).partitionedBy(*table.partition_by)
-        for key, value in table.properties.items():
+        for key, value in self._created_with(table).items():
             builder = builder.property(key, value)
         builder.execute()
         return DeltaTable.forPath(self.spark, self.path(table))
