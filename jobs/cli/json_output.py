@@ -65,7 +65,7 @@ def plain(value: Any) -> Any:
     """`value` as JSON types: dates ISO 8601, paths and other objects as text, sets sorted,
     a float that is not a number (NaN, infinity) as null."""
     if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else str(plain(k)): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     if isinstance(value, (set, frozenset)):
