@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -65,6 +66,17 @@ def run_command(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, st
     code = run_cli(app, list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def run_json_command(
+    capsys: pytest.CaptureFixture[str], *argv: str
+) -> tuple[int, dict[str, Any], str]:
+    """`policylake ARGV... --json`: exit code, its document (the whole of stdout), stderr. The
+    same command line is run without --json first: the exit code must be the same."""
+    code, _, _ = run_command(capsys, *argv)
+    json_code, out, err = run_command(capsys, *argv, "--json")
+    assert json_code == code, err
+    return json_code, json.loads(out), err
 
 
 @pytest.fixture()

@@ -40,7 +40,7 @@ from jobs.governance.audit import (
     verify_trail,
 )
 from jobs.stages.recommend.stage import run_recommend
-from tests.conftest import test_settings
+from tests.conftest import run_json_command, test_settings
 from tests.test_recommend import POLICIES, risk_row, sig, write_day_inputs, write_reference
 
 D1, D2 = date(2026, 10, 1), date(2026, 10, 2)
@@ -406,6 +406,58 @@ def test_cli_verify_exit_codes(
     ]
     usage = runner.invoke(app, ["verify", "--date", "yesterday", "--workdir", str(tmp_path)])
     assert usage.exit_code == 2
+
+
+def test_cli_verify_json_gives_each_date_its_verdict_and_the_trail(
+    chained: Chained,
+    spark: SparkSession,
+    tmp_path: Path,
+    keyed: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`verify --json` (issue 26): one document with what the human lines say, and the same
+    exit codes (0 intact, 1 tampered, 2 bad usage with its one-line error)."""
+    code, doc, err = run_json_command(
+        capsys, "verify", "--date", "2026-10-01", "--workdir", str(chained.work)
+    )
+    assert code == 0 and (doc["schema"], doc["ok"], doc["error"]) == (
+        "policylake.cli/verify/v1",
+        True,
+        None,
+    )
+    (day,) = doc["dates"]
+    (head,) = [r for r in chained.again if r["run_date"] == D1]
+    rows = RunContext(spark, test_settings(chained.work)).lake.read(LOG)
+    assert (day["run_date"], day["ok"], day["hmac"], day["head"]) == (
+        "2026-10-01",
+        True,
+        "verified",
+        head["head"],
+    )
+    assert day["rows"] == rows.where(F.col("run_date") == F.lit(D1)).count()
+    assert (day["changes"], day["problems"], day["unchecked"]) == ([], [], [])
+    assert doc["trail"]["ok"] and (doc["trail"]["days"], doc["trail"]["anchored"]) == (2, 2)
+    assert doc["anchor"] is None
+    assert day["summary"] in err and doc["trail"]["summary"] in err  # the human lines: stderr
+
+    ctx = copy_of(chained, spark, tmp_path)
+    position, rec = position_of(ctx, D1, "bob@corp.example", "identity-sessions")
+    tamper_reason(ctx, "bob@corp.example", "identity-sessions")
+    code, doc, _ = run_json_command(
+        capsys, "verify", "--date", "2026-10-01", "--workdir", str(tmp_path)
+    )
+    assert code == 1 and (doc["ok"], doc["exit_code"]) == (False, 1)
+    (day,) = doc["dates"]
+    assert day["ok"] is False and day["changes"] == [
+        {"kind": "changed", "position": position, "rec_id": rec, "policy_id": "identity-sessions"}
+    ]
+    assert doc["trail"]["ok"] is True
+
+    code, doc, err = run_json_command(
+        capsys, "verify", "--date", "yesterday", "--workdir", str(tmp_path)
+    )
+    assert code == 2 and doc["error"] == err.strip().removeprefix("error: ")
+    assert doc["error"].startswith("--date must be a date") and "dates" not in doc
 
 
 # --- issue 24, finding 2: prod needs the key; the anchor outside the lake ---------------------

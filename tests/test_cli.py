@@ -4,6 +4,7 @@ type, the spark-submit application, and the no-op paths (no JVM in this module).
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import pkgutil
 import shutil
@@ -325,3 +326,88 @@ def test_the_demo_needs_neither_airflow_nor_the_dev_tools() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--workdir" in done.stdout
+
+
+# --- --json (issue 26): one document on stdout, the same exit codes --------------------------
+
+JSON_COMMANDS = [
+    ["run"],
+    ["train"],
+    ["export"],
+    ["verify"],
+    ["policy", "lint"],
+    ["policy", "test"],
+    ["policy", "diff"],
+    ["detections", "lint"],
+    ["detections", "test"],
+]
+
+
+@pytest.mark.parametrize("command", JSON_COMMANDS, ids=" ".join)
+def test_every_json_command_offers_the_flag(
+    workdir: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    code, out, _ = _run(capsys, *command, "--help")
+    assert code == 0 and "--json" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "document"),
+    [
+        (["verify", "--date", "2026-10-01", "--bogus"], False),  # the parser rejects it
+        (["train", "--date", "2026-10-01", "--days", "0"], False),
+        (["verify"], True),  # the command starts, then stops
+        (["run", "--stage", "ingest", "--date", "2026-13-01"], True),
+        (["export", "--date", "yesterday"], True),
+        (["policy", "diff", "--date", "x", "--policies", "p"], True),
+    ],
+)
+def test_json_errors_keep_their_exit_code_and_line_with_a_document_once_started(
+    workdir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], document: bool
+) -> None:
+    """A command line the parser rejects writes nothing on stdout; a command that starts
+    and stops on an error writes its document with that error. Stderr and the exit code are
+    what the same command line without --json gives."""
+    code, out, err = _run(capsys, *argv)
+    json_code, json_out, json_err = _run(capsys, *argv, "--json")
+    assert json_code == code == EXIT_USAGE and out == ""
+    line = _one_error_line(json_err)
+    assert line == _one_error_line(err)
+    if not document:
+        assert json_out == ""
+        return
+    command = "-".join(argv[:2]) if argv[0] == "policy" else argv[0]
+    assert json.loads(json_out) == {
+        "schema": f"policylake.cli/{command}/v1",
+        "ok": False,
+        "exit_code": EXIT_USAGE,
+        "error": line.removeprefix("error: "),
+    }
+
+
+def test_json_values_are_plain_json() -> None:
+    """Dates as ISO 8601, paths as text, sets sorted, dataclasses as objects, and a float
+    that is not a number as null (json.dumps would write NaN, which is not JSON)."""
+    from dataclasses import dataclass
+    from datetime import date, datetime
+
+    from jobs.cli.json_output import plain
+
+    @dataclass
+    class Verdict:
+        day: date
+        files: frozenset[Path]
+
+    value = {
+        datetime(2026, 10, 1, 8, 0): "a datetime key",
+        date(2026, 10, 1): [Verdict(date(2026, 10, 2), frozenset({Path("b"), Path("a")}))],
+        "at": datetime(2026, 10, 1, 8, 30),
+        "metrics": (float("nan"), float("inf"), 0.5, 3, True, None),
+    }
+    assert plain(value) == {
+        "2026-10-01T08:00:00": "a datetime key",
+        "2026-10-01": [{"day": "2026-10-02", "files": ["a", "b"]}],
+        "at": "2026-10-01T08:30:00",
+        "metrics": [None, None, 0.5, 3, True, None],
+    }
+    json.dumps(plain(value), allow_nan=False)

@@ -28,7 +28,7 @@ from jobs.stages.score import risk as risk_mod
 from jobs.stages.score import signals as signal_mod
 from jobs.stages.score.detections import detection_matches, detection_signals, rule_catalogue
 from jobs.stages.score.views import build_views, session_frame
-from tests.conftest import DATASETS, REPO_ROOT, run_command
+from tests.conftest import DATASETS, REPO_ROOT, run_command, run_json_command
 from tests.scoring_frames import DAY, at, baseline, baselines_df, event
 
 SHIPPED = REPO_ROOT / "detections"
@@ -537,3 +537,70 @@ def test_policies_can_name_detections_and_still_catch_typos_in_built_in_signals(
 def test_noisy_rules_cannot_be_configured_to_block() -> None:
     with pytest.raises(ValueError, match="noisy_max_points"):
         Settings.model_validate({"detections": {"noisy_max_points": 85}})
+
+
+# --- --json (issue 26) ---------------------------------------------------------------------
+
+
+def test_lint_json_lists_the_compiled_rules_and_the_failures(
+    cli_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    shipped: list[CompiledRule],
+) -> None:
+    code, doc, _ = run_json_command(capsys, "detections", "lint")
+    assert code == 0 and doc["schema"] == "policylake.cli/detections-lint/v1" and doc["ok"]
+    assert sorted(r["signal"] for r in doc["compiled"]) == sorted(r.rule.signal for r in shipped)
+    assert doc["counts"] == {"compiled": len(shipped), "failed": 0, "not_ingested": 0}
+    assert doc["failures"] == []
+    monkeypatch.setattr("jobs.detections.rules.REPOSITORY_ROOT", cli_dir)
+    own = cli_dir / "detections"
+    path = write_rule(own, "needs_user_agent", rule_text(
+        "  sel:\n    userAgent: x\n  condition: sel", "  product: aws\n  service: cloudtrail",
+        title="needs a user agent"))  # fmt: skip
+    code, doc, err = run_json_command(capsys, "detections", "lint", "--rules", str(own))
+    assert code == 1 and doc["exit_code"] == 1 and doc["ok"] is False
+    assert "detections lint failed" in err
+    assert doc["compiled"] == [] and doc["counts"]["failed"] == 1
+    (failure,) = doc["failures"]
+    assert (failure["severity"], failure["path"], failure["title"]) == (
+        "error",
+        str(path),
+        "needs a user agent",
+    )
+
+
+def test_test_json_gives_each_example_and_each_rule_on_events_its_verdict(
+    cli_dir: Path, capsys: pytest.CaptureFixture[str], spark: SparkSession
+) -> None:
+    rules = cli_dir / "rules"
+    write_rule(rules, "whoami", rule_text(
+        "  sel:\n    CommandLine|contains: whoami\n  condition: sel", title="whoami") + (
+        "tests:\n  - name: whoami runs\n    event: {EventID: 1, CommandLine: 'whoami /all'}\n"
+        "  - name: expects a match that cannot happen\n"
+        "    event: {EventID: 1, CommandLine: 'hostname'}\n"))  # fmt: skip
+    code, doc, _ = run_json_command(capsys, "detections", "test", "--rules", str(rules))
+    assert code == 1 and doc["schema"] == "policylake.cli/detections-test/v1"
+    assert doc["mode"] == "examples" and doc["ok"] is False
+    assert sorted(
+        (e["signal"], e["example"], e["matched"], e["passed"]) for e in doc["examples"]
+    ) == [
+        ("sigma.whoami", "expects a match that cannot happen", False, False),
+        ("sigma.whoami", "whoami runs", True, True),
+    ]
+    assert doc["counts"] == {"passed": 1, "failed": 1, "untested": 0}
+
+    events = cli_dir / "one.json"
+    events.write_text(json.dumps(_evtx_dump_doc(
+        SYSMON, 1, {"Image": r"C:\Windows\System32\cmd.exe", "CommandLine": "cmd /c whoami"})))  # fmt: skip
+    write_rule(rules, "net_user", rule_text(
+        "  sel:\n    CommandLine|contains: 'net user'\n  condition: sel", title="net user", n=2))  # fmt: skip
+    argv = ["detections", "test", "--rules", str(rules), "--events", str(events)]
+    code, doc, err = run_json_command(capsys, *argv)
+    assert code == 1 and doc["mode"] == "events" and doc["event_files"] == [str(events)]
+    assert "MISSED sigma.net_user" in err
+    assert sorted((r["signal"], r["title"], r["events"]) for r in doc["rules"]) == [
+        ("sigma.net_user", "net user", 0),
+        ("sigma.whoami", "whoami", 1),
+    ]
+    assert doc["counts"] == {"given": 2, "fire": 1, "missed": 1}

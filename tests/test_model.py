@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from pyspark.sql import functions as F
 from jobs.core.tables import SESSION_SCORES
 from jobs.model import estimators
 from jobs.stages.score import sessions as session_views
-from tests.conftest import test_settings
+from tests.conftest import run_command, run_json_command, test_settings
 from tests.scoring_frames import DAY, at, events_df, signin
 
 
@@ -320,6 +321,48 @@ def test_the_alias_is_resolved_once_and_that_version_loaded(
     assert champion.version == "1"
     assert champion.digest == client.get_model_version(name, "1").tags["model_sha256"]
     assert hasattr(champion.model.model, "predict_proba")  # v1's gradient boosting, not v2
+
+
+def test_train_json_gives_the_registered_version_and_its_metrics(
+    trained_lake: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --json` (issue 26) on a copy of the lake (its own MLflow store): the version
+    registered, its held-out metrics as MLflow logged them, the promotion; an error keeps
+    its exit code and line."""
+    from mlflow import MlflowClient
+
+    from jobs.model.registry import tracking_uri
+
+    shutil.copytree(Path(trained_lake["settings"].paths.lake_root), tmp_path / "lake")
+    args = ["train", "--date", DAY.isoformat(), "--days", "1", "--workdir", str(tmp_path)]
+    args += ["--ground-truth", str(trained_lake["truth"])]
+    code, doc, err = run_json_command(capsys, *args, "--estimator", "random_forest")
+    assert code == 1 and doc["error"] == err.strip().removeprefix("error: ")
+    assert "unknown estimator 'random_forest'" in doc["error"]
+
+    code, out, err = run_command(capsys, *args, "--estimator", "gradient_boosting", "--json")
+    doc = json.loads(out)
+    assert code == 0 and (doc["schema"], doc["ok"]) == ("policylake.cli/train/v1", True)
+    assert (doc["first_date"], doc["last_date"]) == (DAY.isoformat(), DAY.isoformat())
+    settings = test_settings(tmp_path)
+    uri = tracking_uri(settings)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = client.get_model_version_by_alias(settings.scoring.model_name, "champion")
+    assert (doc["model_version"], doc["promoted"], doc["champion_version"]) == (
+        str(champion.version),
+        True,
+        str(champion.version),
+    )
+    assert champion.run_id == doc["run_id"]
+    logged = client.get_run(doc["run_id"]).data
+    assert (doc["estimator"], doc["label_source"]) == (
+        logged.params["estimator"],
+        logged.params["label_source"],
+    )
+    assert doc["metrics"]["average_precision"] == pytest.approx(
+        logged.metrics["holdout_average_precision"]
+    )
+    assert f"trained gradient_boosting v{doc['model_version']}" in err
 
 
 def test_no_store_means_no_champion(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from jobs.cli.policy import policy_app
 from jobs.policy.lint import lint_directory
+from jobs.policy.schema import load_policy_set
+from tests.conftest import run_json_command
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 runner = CliRunner()
@@ -244,3 +246,50 @@ def test_lint_reasons_about_signal_fields(tmp_path: Path) -> None:
     assert findings == [
         "tier 'shadowed' is unreachable: every input it matches is already matched by earlier tier(s) 'exfil'"
     ]
+
+
+# --- --json (issue 26) ---------------------------------------------------------------------
+
+
+def test_policy_lint_json_lists_every_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = policy(
+        "sample", [tier("everything", "true", "allow"), tier("high", "risk >= 90", "block")]
+    )
+    directory = folder(tmp_path, data)
+    code, doc, err = run_json_command(capsys, "policy", "lint", "--policies", str(directory))
+    findings = lint_directory(directory)
+    assert code == 1 and any(f.severity == "error" for f in findings)
+    assert doc["schema"] == "policylake.cli/policy-lint/v1"
+    assert (doc["ok"], doc["exit_code"], doc["error"]) == (False, 1, None)
+    assert (doc["policies"], doc["strict"]) == (str(directory), False)
+    assert sorted(
+        (f["severity"], f["rule"], f["file"], f["policy_id"], f["message"]) for f in doc["findings"]
+    ) == sorted((f.severity, f.rule, f.file, f.policy_id, f.message) for f in findings)
+    assert doc["counts"] == {s: sum(f.severity == s for f in findings) for s in doc["counts"]}
+    assert "policy lint failed" in err  # the human summary, on stderr
+
+
+def test_policy_test_json_gives_each_case_its_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = policy("sample", [tier("high", "risk >= 90", "block")])
+    data["tests"][0]["expect"] = "limit"
+    directory = folder(tmp_path, data)
+    code, doc, err = run_json_command(capsys, "policy", "test", "--policies", str(directory))
+    assert code == 1 and "FAIL" in err
+    assert doc["schema"] == "policylake.cli/policy-test/v1" and doc["ok"] is False
+    assert doc["counts"] == {"passed": 1, "failed": 1, "not_loaded": 0}
+    assert [(c["policy_id"], c["case"], c["expected"], c["got"], c["passed"]) for c in doc["cases"]] == [
+        ("sample", "very high risk", "limit", "block", False),
+        ("sample", "low risk", "allow", "allow", True),
+    ]  # fmt: skip
+    shipped_code, shipped, _ = run_json_command(
+        capsys, "policy", "test", "--policies", str(POLICIES)
+    )
+    assert shipped_code == 0 and shipped["ok"] is True and shipped["errors"] == []
+    assert shipped["counts"]["passed"] == len(shipped["cases"]) > 0
+    assert {c["policy_id"] for c in shipped["cases"]} == {
+        p.model.id for p in load_policy_set(POLICIES).policies
+    }

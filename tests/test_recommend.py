@@ -32,7 +32,7 @@ from jobs.policy.engine import rec_id
 from jobs.stages.export.stage import export_day
 from jobs.stages.recommend.decisions import evaluate
 from jobs.stages.recommend.stage import run_recommend
-from tests.conftest import test_settings
+from tests.conftest import run_command, run_json_command, test_settings
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"
@@ -634,6 +634,62 @@ def test_export_runs_under_the_date_lock_and_the_stage_journal(
     assert run is not None and run.status == FINISHED
 
 
+def test_export_and_run_json_name_the_files_and_stages_they_wrote(
+    scenario: Scenario,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`export --json` and `run --json` (issue 26): the files, counts and checksums the
+    command wrote, a held date's error with the same exit code."""
+    from jobs.core.locks import lock_dates
+
+    work = Path(scenario.ctx.settings.paths.lake_root).parent
+    out = tmp_path / "out"
+    args = ["export", "--date", D1.isoformat(), "--out", str(out), "--workdir", str(work)]
+    with lock_dates(scenario.ctx.settings.paths.lake_root, [D1], "a recommend run"):
+        code, doc, err = run_json_command(capsys, *args)
+    assert code == 1 and (doc["ok"], doc["exit_code"]) == (False, 1)
+    assert f"error: {doc['error']}" == err.strip().splitlines()[-1]  # after the progress bar
+    assert "2026-10-01 is being processed by another run" in doc["error"]
+    assert (doc["dates"], doc["out_dir"], "exports" in doc) == (["2026-10-01"], str(out), False)
+
+    code, stdout, _ = run_command(capsys, *args, "--json")
+    doc = json.loads(stdout)
+    assert code == 0 and (doc["schema"], doc["ok"]) == ("policylake.cli/export/v1", True)
+    rows = recs(scenario.ctx, D1).count()
+    (exported,) = doc["exports"]
+    assert doc["rows"] == exported["rows"] == rows > 0
+    data = Path(exported["data_file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == exported["sha256"]
+    manifest_file = Path(exported["manifest"])
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest_file.parent == out / "2026-10-01"
+    assert (manifest["rows"], manifest["sha256"], manifest["table_version"]) == (
+        rows,
+        exported["sha256"],
+        exported["table_version"],
+    )
+    assert exported["table_version"] == version(scenario.ctx, RECS)
+
+    monkeypatch.setenv("POLICYLAKE__PATHS__EXPORTS_DIR", str(tmp_path / "by-run"))
+    run = ["run", "--stage", "export", "--date", "2026-10-01", "--workdir", str(work), "--json"]
+    code, stdout, err = run_command(capsys, *run)
+    doc = json.loads(stdout)
+    assert code == 0 and (doc["schema"], doc["dates"]) == ("policylake.cli/run/v1", ["2026-10-01"])
+    (stage,) = doc["stages"]
+    assert (stage["stage"], stage["dates"], stage["rows"]) == (
+        "export",
+        ["2026-10-01"],
+        {"exported": rows},
+    )
+    assert isinstance(stage["seconds"], float) and stage["seconds"] > 0
+    (again,) = stage["details"]["exports"]
+    assert again["sha256"] == exported["sha256"]  # the same table, the same bytes
+    assert Path(again["manifest"]).parent == tmp_path / "by-run" / "2026-10-01"
+    assert "run: 2026-10-01 .. 2026-10-01" in err  # the table of stages, on stderr
+
+
 def test_evaluation_runs_distributed_in_map_in_pandas(scenario: Scenario) -> None:
     from jobs.policy.schema import load_policy_set
 
@@ -843,13 +899,8 @@ def test_consumer_example_enforces_nothing_once_every_recommendation_expired(
     assert (summary["to_enforce"], summary["enforced_rec_ids"]) == (0, [])
 
 
-def test_policy_diff_replays_the_date_as_it_was_written(scenario: Scenario, tmp_path: Path) -> None:
-    """Runs last: it rewrites gold.entity_risk for D1 to prove the replay uses the old version."""
-    from typer.testing import CliRunner
-
-    from jobs.cli.policy import policy_app
-
-    ctx = scenario.ctx
+def limit_instead_of_challenge(tmp_path: Path) -> Path:
+    """The shipped policies, with identity-sessions' high-risk tier limiting, not challenging."""
     changed = tmp_path / "policies"
     shutil.copytree(POLICIES, changed)
     identity = changed / "identity-sessions.yaml"
@@ -862,6 +913,47 @@ def test_policy_diff_replays_the_date_as_it_was_written(scenario: Scenario, tmp_
         "expect: challenge\n    expect_tier: high-risk", "expect: limit\n    expect_tier: high-risk"
     )
     identity.write_text(text)
+    return changed
+
+
+def test_policy_diff_json_lists_the_changes(
+    scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`policy diff --json` (issue 26): the replay's counts and changes as the library
+    computes them, and the version of gold.entity_risk it read."""
+    from jobs.cli.json_output import plain
+    from jobs.stages.recommend.diff import diff_date
+
+    changed = limit_instead_of_challenge(tmp_path)
+    work = Path(scenario.ctx.settings.paths.lake_root).parent
+    args = ["policy", "diff", "--date", "2026-10-01", "--policies", str(changed)]
+    code, doc, err = run_json_command(capsys, *args, "--workdir", str(work))
+    expected = diff_date(scenario.ctx, D1, changed)
+    assert code == 0 and doc["schema"] == "policylake.cli/policy-diff/v1" and doc["ok"]
+    assert (doc["run_date"], doc["basis"], doc["entity_risk_version"]) == (
+        "2026-10-01",
+        expected.basis,
+        expected.entity_risk_version,
+    )
+    assert (doc["changed"], doc["counts"]) == (expected.changed, expected.counts)
+    assert doc["changes"] == plain(expected.changes) and doc["changed"] > 0
+    assert {
+        "change": "action changed",
+        "target_id": "dave@corp.example",
+        "old_action": "challenge",
+        "new_action": "limit",
+    }.items() <= next(c for c in doc["changes"] if c["target_id"] == "dave@corp.example").items()
+    assert "recommendation(s) would change" in err
+
+
+def test_policy_diff_replays_the_date_as_it_was_written(scenario: Scenario, tmp_path: Path) -> None:
+    """Runs last: it rewrites gold.entity_risk for D1 to prove the replay uses the old version."""
+    from typer.testing import CliRunner
+
+    from jobs.cli.policy import policy_app
+
+    ctx = scenario.ctx
+    changed = limit_instead_of_challenge(tmp_path)
     # a later rescoring of D1 must not leak into the replay
     ctx.lake.replace_dates(
         ctx.spark.createDataFrame(

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from jobs.cli.json_output import first_line
 from jobs.core.config import Settings, load_rooted
 from jobs.core.context import RunContext, StageResult
 from jobs.core.errors import PolicylakeError, UsageError
@@ -56,8 +57,7 @@ def command_group(name: str, help: str) -> typer.Typer:
 
 def report_error(message: str, code: int) -> int:
     """One line on stderr; `code` back for the exit."""
-    first = message.strip().splitlines()[0] if message.strip() else "failed"
-    console.print(f"[bold red]error:[/] {escape(first)}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(first_line(message))}", highlight=False)
     return code
 
 

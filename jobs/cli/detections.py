@@ -24,9 +24,11 @@ from pyspark.sql import functions as F
 from rich.markup import escape
 
 from jobs.cli.common import ConfigOpt, WorkdirOpt, command_group, console, mapped, out, settings
+from jobs.cli.json_output import JsonOpt, json_command, record
+from jobs.core.config import DETECTION_SIGNAL_PREFIX
 from jobs.core.errors import UsageError
 from jobs.core.spark import build_spark
-from jobs.detections.compiler import Compiled, compile_rules
+from jobs.detections.compiler import Compiled, CompiledRule, compile_rules
 from jobs.detections.evaluate import MATCH_COLUMN, match_events, usable_rules
 from jobs.detections.examples import run_examples
 from jobs.detections.rules import LoadFailure, load_rules, resolve_rules_dirs
@@ -62,11 +64,24 @@ def _load(rules: list[Path] | None, config: Path | None, workdir: Path | None) -
     return compiled
 
 
+def _severity(failure: LoadFailure) -> str:
+    """error: a rule of the project's own; warning: one for a source policylake ingests;
+    skipped: one for a source it does not."""
+    return "error" if failure.builtin else ("warning" if failure.ingested else "skipped")
+
+
 def _print_failures(failures: Sequence[LoadFailure]) -> None:
-    for f in sorted(failures, key=lambda f: (not f.builtin, not f.ingested, str(f.path))):
-        severity = "error" if f.builtin else ("warning" if f.ingested else "skipped")
+    """One line per failing rule, and the `failures` of the JSON document."""
+    ordered = sorted(failures, key=lambda f: (not f.builtin, not f.ingested, str(f.path)))
+    record(
+        failures=[
+            {"severity": _severity(f), "path": f.path, "title": f.name, "reason": f.reason}
+            for f in ordered
+        ]
+    )
+    for f in ordered:
         out.print(
-            f"{severity} {escape(str(f.path))}: {escape(f.name)}: {escape(f.reason)}",
+            f"{_severity(f)} {escape(str(f.path))}: {escape(f.name)}: {escape(f.reason)}",
             highlight=False,
             soft_wrap=True,
             markup=False,
@@ -75,14 +90,26 @@ def _print_failures(failures: Sequence[LoadFailure]) -> None:
 
 @detections_app.command("lint")
 @mapped
+@json_command("detections-lint")
 def lint_command(
-    rules: RulesOpt = None, config: ConfigOpt = None, workdir: WorkdirOpt = None
+    rules: RulesOpt = None,
+    config: ConfigOpt = None,
+    workdir: WorkdirOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Compile every rule; failures by name and reason (exit 1 for the project's own rules)."""
     compiled = _load(rules, config, workdir)
     _print_failures(compiled.failures)
     own = [f for f in compiled.failures if f.builtin]
     not_ours = sum(1 for f in compiled.failures if not f.ingested)
+    record(
+        counts={
+            "compiled": len(compiled.rules),
+            "failed": len(compiled.failures) - not_ours,
+            "not_ingested": not_ours,
+        },
+        compiled=[_rule_fields(r) for r in compiled.rules],
+    )
     summary = (
         f"{len(compiled.rules)} rule(s) compiled, "
         f"{len(compiled.failures) - not_ours} failed, {not_ours} for log sources not ingested"
@@ -161,8 +188,18 @@ def windows_events(
     return bronze.where(F.col("_parse_status") == "parsed").select(*have)
 
 
+def _rule_fields(rule: CompiledRule) -> dict[str, Any]:
+    return {
+        "signal": rule.rule.signal,
+        "title": rule.rule.title,
+        "path": rule.rule.path,
+        "examples": len(rule.rule.examples),
+    }
+
+
 @detections_app.command("test")
 @mapped
+@json_command("detections-test")
 def test_command(
     rules: RulesOpt = None,
     events: Annotated[
@@ -171,6 +208,7 @@ def test_command(
     ] = None,
     config: ConfigOpt = None,
     workdir: WorkdirOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Run the rules' inline examples, or tell per rule whether it fires on --events."""
     compiled = _load(rules, config, workdir)
@@ -182,6 +220,23 @@ def test_command(
         return
     results, failures = run_examples(spark, compiled.rules)
     _print_failures([*compiled.failures, *failures])
+    failed = sum(1 for r in results if not r.passed)
+    untested = [r.slug for r in compiled.rules if not r.rule.examples]
+    record(
+        mode="examples",
+        counts={"passed": len(results) - failed, "failed": failed, "untested": len(untested)},
+        examples=[
+            {
+                "signal": f"{DETECTION_SIGNAL_PREFIX}{r.rule}",
+                "example": r.example,
+                "expect_match": r.expect_match,
+                "matched": r.matched,
+                "passed": r.passed,
+            }
+            for r in results
+        ],
+        untested=[f"{DETECTION_SIGNAL_PREFIX}{slug}" for slug in untested],
+    )
     for r in results:
         verdict = "pass" if r.passed else "FAIL"
         want = "match" if r.expect_match else "no match"
@@ -191,8 +246,6 @@ def test_command(
             soft_wrap=True,
             markup=False,
         )
-    failed = sum(1 for r in results if not r.passed)
-    untested = [r.slug for r in compiled.rules if not r.rule.examples]
     summary = f"{len(results) - failed} passed, {failed} failed"
     if untested:
         summary += f"; {len(untested)} rule(s) without examples"
@@ -217,10 +270,19 @@ def _fire_on_events(spark: SparkSession, compiled: Compiled, paths: Sequence[Pat
         .withColumnRenamed("count", "n")
         .collect()
     }
-    missed = 0
+    # a given rule that does not compile, or that Spark rejects, does not fire either
+    given = len(compiled.rules) + len(compiled.failures)
+    missed = sum(counts.get(r.slug, 0) == 0 for r in compiled.rules)
+    missed += len(compiled.failures) + len(usable.failures)
+    record(
+        mode="events",
+        event_files=paths,
+        counts={"given": given, "fire": given - missed, "missed": missed},
+        rules=[{**_rule_fields(r), "events": counts.get(r.slug, 0)} for r in compiled.rules],
+        notes=usable.skipped,
+    )
     for rule in compiled.rules:
         n = counts.get(rule.slug, 0)
-        missed += n == 0
         word = "fires" if n else "MISSED"
         out.print(
             f"{word} {rule.rule.signal}: {n} event(s) ({rule.rule.title})",
@@ -228,9 +290,6 @@ def _fire_on_events(spark: SparkSession, compiled: Compiled, paths: Sequence[Pat
             soft_wrap=True,
             markup=False,
         )
-    # a given rule that does not compile, or that Spark rejects, does not fire either
-    missed += len(compiled.failures) + len(usable.failures)
-    given = len(compiled.rules) + len(compiled.failures)
     summary = f"{given - missed} of {given} rule(s) fire"
     if missed:
         console.print(f"[bold red]detections test:[/] {summary}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives import serialization
@@ -31,9 +31,17 @@ from jobs.cli.common import (
     parse_date,
     settings,
 )
+from jobs.cli.json_output import JsonOpt, json_command, record
 from jobs.core.errors import PipelineError, UsageError
 from jobs.core.tables import PSEUDONYMS, REFUSED_DECISIONS
-from jobs.governance.audit import anchor_unanchored, chained_dates, verify_dates, verify_trail
+from jobs.governance.audit import (
+    TrailResult,
+    VerifyResult,
+    anchor_unanchored,
+    chained_dates,
+    verify_dates,
+    verify_trail,
+)
 from jobs.governance.decision_files import analyst_decision_files, analyst_decisions_dir
 from jobs.governance.decisions import (
     check_decision_folders,
@@ -173,6 +181,37 @@ def sign(
     typer.echo(f"signed {len(signed)} decision(s) into {target}")
 
 
+def verdict_fields(result: VerifyResult) -> dict[str, Any]:
+    """A date's verdict as `verify --json` shows it (every changed row, not the first few)."""
+    return {
+        "run_date": result.run_date,
+        "ok": result.ok,
+        "summary": result.summary(),
+        "rows": result.rows,
+        "head": result.head,
+        "hmac": result.hmac,
+        "changes": [
+            {"kind": c.kind, "position": c.position, "rec_id": c.rec_id, "policy_id": c.policy_id}
+            for c in result.changes
+        ],
+        "problems": result.problems,
+        "unchecked": result.unchecked,
+    }
+
+
+def trail_fields(trail: TrailResult) -> dict[str, Any]:
+    return {
+        "ok": trail.ok,
+        "summary": trail.summary(),
+        "days": trail.days,
+        "anchored": trail.anchored,
+        "problems": trail.problems,
+        "unchecked": trail.unchecked,
+        "notes": trail.notes,
+    }
+
+
+@json_command("verify")
 def verify(
     date_: Annotated[
         str | None, typer.Option("--date", help="Run date to verify, YYYY-MM-DD.")
@@ -192,6 +231,7 @@ def verify(
     ] = None,
     workdir: WorkdirOpt = None,
     config: ConfigOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Check decision logs against their hash chain (rows, order, head, HMAC, previous-day
     link, the anchor's copy of the head) and the trail against the anchor (deleted days, a
@@ -203,6 +243,7 @@ def verify(
     cfg = settings(config, workdir)
     ctx = context(cfg)
     refused = False
+    record(anchor=None)  # without --anchor-unanchored
     if anchor_reason is not None:
         backfill = anchor_unanchored(ctx, anchor_reason)
         for day in backfill.anchored:
@@ -212,6 +253,7 @@ def verify(
         if not backfill.anchored and not backfill.refused:
             typer.echo("nothing to anchor: every chained day is in the audit anchor")
         refused = bool(backfill.refused)
+        record(anchor={"anchored": backfill.anchored, "refused": backfill.refused})
     if all_dates:
         days = sorted(chained_dates(ctx))
         if not days:
@@ -219,13 +261,16 @@ def verify(
     else:
         days = [parse_date(str(date_))]
     failed = False
-    for _, result in sorted(verify_dates(ctx, days).items()):
+    verdicts = sorted(verify_dates(ctx, days).items())
+    record(dates=[verdict_fields(result) for _, result in verdicts])
+    for _, result in verdicts:
         typer.echo(result.summary())
         if not result.ok:
             failed = True
             for line in result.details():
                 typer.echo(f"  {line}")
     trail = verify_trail(ctx)
+    record(trail=trail_fields(trail))
     typer.echo(trail.summary())
     if failed or refused or not trail.ok:
         raise typer.Exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -22,6 +22,7 @@ from jobs.cli.common import (
     run_pipeline,
     settings,
 )
+from jobs.cli.json_output import JsonOpt, json_command, record
 from jobs.core.config import SOURCES, Settings
 from jobs.core.context import RunContext, StageResult
 from jobs.core.errors import PipelineError, UsageError
@@ -85,6 +86,18 @@ def _blocking(settings: Settings, stages: Sequence[str], spec: str | None) -> li
     return [s for s in configured if s in names]
 
 
+def stage_fields(result: StageResult) -> dict[str, Any]:
+    """A stage's result as `run --json` shows it."""
+    return {
+        "stage": result.stage,
+        "dates": result.dates,
+        "rows": result.rows,
+        "seconds": round(result.seconds, 3),
+        "details": result.details,
+    }
+
+
+@json_command("run")
 def run(
     date_: Annotated[
         str | None,
@@ -117,6 +130,7 @@ def run(
     ] = None,
     workdir: WorkdirOpt = None,
     config: ConfigOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Run pipeline stages for a date or a date range (in order, in bulk)."""
     if date_ is None:
@@ -125,6 +139,7 @@ def run(
     last = parse_date(to, "--to") if to else first
     dates = date_range(first, last)
     stages = parse_stages(stage)
+    record(dates=dates, stages=[])
     cfg = settings(config, workdir)
     sources = _sources(cfg, source)
     if sources is not None and stages != ["ingest"]:
@@ -140,6 +155,7 @@ def run(
     ctx = context(cfg)
     ctx.accept_audit_gap = accept_gap
     results = run_pipeline(ctx, stages, dates, "run", sources)
+    record(stages=[stage_fields(r) for r in results])
     for result in results:
         if result.stage == "validate":
             check_blocking(result, blocking)
@@ -202,6 +218,18 @@ def _train(
         if result.promoted
         else f"not promoted; champion stays v{result.champion_version}"
     )
+    record(
+        first_date=first,
+        last_date=last,
+        run_id=result.run_id,
+        estimator=result.estimator,
+        model_version=result.model_version,
+        label_source=result.label_source,
+        metrics=result.metrics,
+        promoted=result.promoted,
+        champion_version=result.champion_version,
+        champion_metrics=result.champion_metrics,
+    )
     out.print(
         f"trained {result.estimator} v{result.model_version} on {first} .. {last} "
         f"(labels: {result.label_source}) {metrics or 'no held-out labels'}; {verdict}"
@@ -209,6 +237,7 @@ def _train(
     return result
 
 
+@json_command("train")
 def train(
     date_: Annotated[
         str | None,
@@ -225,6 +254,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the hold-out split and the estimator.")] = 0,
     workdir: WorkdirOpt = None,
     config: ConfigOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Train the session risk model, log it to MLflow, promote it if at least as good."""
     if date_ is None:
@@ -287,6 +317,7 @@ def next_steps(settings: Settings, day: date) -> list[str]:
     ]
 
 
+@json_command("export")
 def export(
     date_: Annotated[str, typer.Option("--date", help="Run date to export, YYYY-MM-DD.")],
     to: Annotated[str | None, typer.Option("--to", help="Last date of a range, inclusive.")] = None,
@@ -295,6 +326,7 @@ def export(
     ] = None,
     config: ConfigOpt = None,
     workdir: WorkdirOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Write a day's policy recommendations as JSON lines plus a manifest (rows, sha256)."""
     first = parse_date(date_)
@@ -304,8 +336,11 @@ def export(
         cfg = cfg.model_copy(
             update={"paths": cfg.paths.model_copy(update={"exports_dir": str(out_dir)})}
         )
+    record(dates=dates, out_dir=cfg.paths.exports_dir)
     results = run_pipeline(context(cfg), ["export"], dates, "export")
-    for e in results[0].details.get("exports", []):
+    exports = results[0].details.get("exports", [])
+    record(rows=results[0].rows.get("exported", 0), exports=exports)
+    for e in exports:
         out.print(
             f"exported {e['rows']} recommendation(s) for {e['run_date']} (table version "
             f"{e['table_version']}) to {e['data_file']}; sha256 {e['sha256']}; "

@@ -24,6 +24,7 @@ from jobs.cli.common import (
     parse_date,
     settings,
 )
+from jobs.cli.json_output import JsonOpt, first_line, json_command, record
 from jobs.policy.lint import failed, lint_directory
 from jobs.policy.schema import SCHEMA_FILE, render_json_schema, resolve_policies_dir
 from jobs.policy.testing import run_cases
@@ -42,23 +43,41 @@ PoliciesOpt = Annotated[
 
 @policy_app.command("lint")
 @mapped
+@json_command("policy-lint")
 def lint_command(
     policies: PoliciesOpt = None,
     strict: Annotated[bool, typer.Option(help="Fail on warnings too.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Schema errors, unknown signals, unreachable tiers, conflicting policies."""
     directory = resolve_policies_dir(None, policies)
     findings = lint_directory(directory)
     style = {"error": "red", "warning": "yellow", "info": "cyan"}
     order = ("error", "warning", "info")
+    findings = sorted(findings, key=lambda f: (order.index(f.severity), f.file, f.message))
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
+    record(
+        policies=directory,
+        strict=strict,
+        counts=counts,
+        findings=[
+            {
+                "severity": f.severity,
+                "rule": f.rule,
+                "file": f.file,
+                "policy_id": f.policy_id,
+                "message": f.message,
+            }
+            for f in findings
+        ],
+    )
     # One finding a line (like ruff), so CI logs stay greppable and nothing is truncated.
-    for f in sorted(findings, key=lambda f: (order.index(f.severity), f.file, f.message)):
+    for f in findings:
         out.print(
             f"[{style[f.severity]}]{f.severity}[/] {f.rule} {escape(f.file)}: {escape(f.message)}",
             highlight=False,
             soft_wrap=True,
         )
-    counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
     summary = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items())
     if failed(findings, strict):
         console.print(f"[bold red]policy lint failed:[/] {summary}")
@@ -68,10 +87,30 @@ def lint_command(
 
 @policy_app.command("test")
 @mapped
-def test_command(policies: PoliciesOpt = None) -> None:
+@json_command("policy-test")
+def test_command(policies: PoliciesOpt = None, json_: JsonOpt = False) -> None:
     """Run every policy file's inline `tests:` cases; non-zero exit on any failure."""
     directory = resolve_policies_dir(None, policies)
     results, errors = run_cases(directory)
+    failures = sum(1 for r in results if not r.passed)
+    record(
+        policies=directory,
+        counts={"passed": len(results) - failures, "failed": failures, "not_loaded": len(errors)},
+        cases=[
+            {
+                "file": r.file,
+                "policy_id": r.policy_id,
+                "case": r.case,
+                "expected": r.expected,
+                "expected_tier": r.expected_tier,
+                "got": r.got,
+                "got_tier": r.got_tier,
+                "passed": r.passed,
+            }
+            for r in results
+        ],
+        errors=[first_line(str(error)) for error in errors],
+    )
     table = Table(title=f"policy test: {directory}")
     for column in ("policy", "case", "expected", "got", "result"):
         table.add_column(column, overflow="fold")
@@ -88,7 +127,6 @@ def test_command(policies: PoliciesOpt = None) -> None:
     out.print(table)
     for error in errors:
         console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-    failures = sum(1 for r in results if not r.passed)
     summary = (
         f"{len(results) - failures} passed, {failures} failed, {len(errors)} file(s) not loaded"
     )
@@ -100,6 +138,7 @@ def test_command(policies: PoliciesOpt = None) -> None:
 
 @policy_app.command("diff")
 @mapped
+@json_command("policy-diff")
 def diff_command(
     date_: Annotated[str, typer.Option("--date", help="The past run date to replay, YYYY-MM-DD.")],
     policies: Annotated[
@@ -108,11 +147,22 @@ def diff_command(
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Changes to list.")] = 200,
     config: ConfigOpt = None,
     workdir: WorkdirOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Replay a date from the lake under changed policies; print recommendations that would change."""
     run_date = parse_date(date_)
     ctx = context(settings(config, workdir))
     result = diff_date(ctx, run_date, policies, limit=limit)
+    record(
+        run_date=run_date,
+        policies=policies,
+        entity_risk_version=result.entity_risk_version,
+        basis=result.basis,
+        changed=result.changed,
+        counts=result.counts,
+        limit=limit,
+        changes=result.changes,
+    )
     out.print(
         f"policy diff {run_date} with {escape(str(policies))} "
         f"(gold.entity_risk version {result.entity_risk_version}, {result.basis})",
