@@ -182,7 +182,12 @@ class Lake:
     # -- writes ------------------------------------------------------------------------
 
     def replace_dates(
-        self, df: DataFrame, table: TableRef, dates: Iterable[date], where: str | None = None
+        self,
+        df: DataFrame,
+        table: TableRef,
+        dates: Iterable[date],
+        where: str | None = None,
+        optimize_write: bool = True,
     ) -> None:
         """Atomically replace the rows of `dates` in `table` with `df` (one Delta commit).
 
@@ -191,9 +196,42 @@ class Lake:
         replaced rows further (`suite = 'ingest' AND source = 'idp'`; platform literals only).
         A commit that conflicts with another writer (two dates committing to a new table at
         once) is retried: the write is idempotent, so trying again is safe.
+
+        Delta's optimized write (a shuffle by partition before the files are written, so a
+        frame whose partitions each hold many dates still writes one file per date) is on by
+        default. `optimize_write=False` skips it for a frame already laid out by date (raw
+        files read split by split, each split one date folder's; a stage's result rows,
+        `replace_rows`).
         """
         table = resolve(table)
         _check_writer(table)
+        self._replace(df, table, dates, where, optimize_write)
+
+    def replace_rows(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        table: TableRef,
+        dates: Iterable[date],
+        where: str | None = None,
+    ) -> None:
+        """`replace_dates` with rows the stage built on the driver (its results, a log, a
+        status per source; a few thousand at most): one file per date, without the
+        optimized write's shuffle."""
+        table = resolve(table)
+        _check_writer(table)
+        frame = self.spark.createDataFrame(
+            [tuple(r[n] for n in table.column_names) for r in rows], table.schema
+        )
+        self._replace(conform(frame.coalesce(1), table), table, dates, where, False)
+
+    def _replace(
+        self,
+        df: DataFrame,
+        table: Table,
+        dates: Iterable[date],
+        where: str | None,
+        optimize_write: bool,
+    ) -> None:
         dates = list(dates)
         if table.date_column is None:
             raise ValueError(f"{table.name} is not replaced by date")
@@ -205,6 +243,7 @@ class Lake:
             # A table written before its partitioning changed keeps its layout until
             # maintenance rewrites it: no partitionBy() for an unpartitioned entry
             writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+            writer = writer.option("optimizeWrite", str(optimize_write).lower())
             if table.partition_by:
                 writer = writer.partitionBy(*table.partition_by)
             if not self.exists(table):

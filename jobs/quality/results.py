@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from jobs.core.lake import Lake, conform
+from jobs.core.lake import Lake
 from jobs.core.tables import DQ_RESULTS
 from jobs.quality.rules import mostly_success
 from jobs.quality.suites import (
@@ -194,11 +194,8 @@ def write_dq_results(
     The one writer of the table: ingest (suite `ingest`), validate (the source suites) and
     normalize (`silver_events`) each replace only their own rows, with `replaceWhere`.
     """
-    frame = lake.spark.createDataFrame(
-        [tuple(r[n] for n in DQ_RESULTS.column_names) for r in rows], DQ_RESULTS.schema
-    )
     # suite and source names come from the suite files and SOURCES, never from data
     where = f"suite IN ({', '.join(repr(s) for s in sorted(set(suites)))})"
     if sources is not None:
         where += f" AND source IN ({', '.join(repr(s) for s in sorted(set(sources)))})"
-    lake.replace_dates(conform(frame, DQ_RESULTS), DQ_RESULTS, dates, where=where)
+    lake.replace_rows(rows, DQ_RESULTS, dates, where=where)

@@ -18,7 +18,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.core.context import RunContext, StageResult
@@ -87,11 +87,13 @@ def ingest_source(
         lines = number_lines(raw, file_table(spark, source, with_lines, ids), source)
         bronze = PARSERS[source](lines)
     bronze = conform(bronze, table)
-    lake.replace_dates(bronze, table, dates)
+    # each input split is part of one file of one date folder: its rows are one date's
+    # already, so Delta's optimized write would only shuffle every raw line once more
+    lake.replace_dates(bronze, table, dates, optimize_write=False)
 
     delivered = {f.run_date for f in files}
     result.missing = [d for d in dates if d not in delivered]
-    counts = _written_counts(lake, table, dates, source) if with_lines else {}
+    counts, fields = _written(lake, table, source, dates, files) if with_lines else ({}, {})
     for f in files:
         rows, unparseable, distinct_lines = counts.get(f.path, (0, 0, 0))
         events = f.lines - f.header_lines
@@ -115,40 +117,32 @@ def ingest_source(
                 "_batch_id": ids[f.run_date],
             }
         )
-    fields = _written_fields(lake, table, source, dates, files) if with_lines else {}
     result.checks = delivery_rows(source, dates, files, result.log) + schema_drift_rows(
         source, fields
     )
     return result
 
 
-def _written_counts(
-    lake: Lake, table: Table, dates: Sequence[date], source: str
-) -> dict[str, tuple[int, int, int]]:
-    """Per file: bronze rows, unparseable rows, distinct lines (read back from the table)."""
-    written = lake.read_dates(table, dates)
-    distinct = (F.count_distinct("_line") if source == "cloudtrail" else F.count(F.lit(1))).alias(
-        "lines"
-    )
-    rows = (
-        written.groupBy("_file")
-        .agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.sum((F.col("_parse_status") == UNPARSEABLE).cast("long")).alias("unparseable"),
-            distinct,
-        )
-        .collect()
-    )
-    return {r["_file"]: (int(r["rows"]), int(r["unparseable"] or 0), int(r["lines"])) for r in rows}
+ROWS, UNPARSEABLE_ROWS, PARSED_ROWS, FIELDS, CAST_ERRORS = (
+    "rows",
+    "unparseable",
+    "parsed",
+    "fields",
+    "cast_errors",
+)
 
 
-def _written_fields(
+def _written(
     lake: Lake, table: Table, source: str, dates: Sequence[date], files: Sequence[RawFile]
-) -> dict[date, FieldCounts]:
-    """Top-level field names of the parsed rows: JSON keys; a Zeek TSV file's own `#fields`
-    (Zeek's default order for TSV lines of a file without one)."""
+) -> tuple[dict[str, tuple[int, int, int]], dict[date, FieldCounts]]:
+    """What the write put in bronze, read back in one aggregate (a handful of columns of
+    the new files, one Spark job): per file, rows, unparseable rows and distinct lines (the
+    gate: every event line is in bronze); per date, the parsed rows' top-level field names
+    (JSON keys; a Zeek TSV file's own `#fields`, Zeek's default order for TSV lines of a
+    file without one) and cast-error columns, for the schema-drift check."""
     tsv = {f.path: f.zeek_fields for f in files if f.zeek_fields is not None}
-    written = lake.read_dates(table, dates).where(F.col("_parse_status") == PARSED)
+    written = lake.read_dates(table, dates)
+    parsed = F.col("_parse_status") == PARSED
     is_tsv = F.col("_file").isin(list(tsv)) if tsv else F.lit(False)
     text = F.ltrim(F.col("raw"))
     keys = F.when(~is_tsv & text.startswith("{"), F.json_object_keys(text))
@@ -159,40 +153,49 @@ def _written_fields(
         F.coalesce(F.col("_cast_errors"), F.array().cast("array<string>")),
         lambda e: F.split(e, ":", 2).getItem(0),
     )
-    per_row = written.select(
-        "run_date",
-        "_file",
-        F.coalesce(keys, F.array().cast("array<string>")).alias("keys"),
-        F.array_distinct(cast_columns).alias("cast"),
+
+    def tagged(kind: str, names: Column) -> Column:
+        return F.transform(names, lambda k: F.concat(F.lit(f"{kind}\x00"), k))
+
+    no_names = F.array().cast("array<string>")
+    tags = F.concat(
+        F.array(F.lit(f"{ROWS}\x00")),
+        F.when(parsed, F.array(F.lit(f"{PARSED_ROWS}\x00")))
+        .when(F.col("_parse_status") == UNPARSEABLE, F.array(F.lit(f"{UNPARSEABLE_ROWS}\x00")))
+        .otherwise(no_names),
+        F.when(parsed, tagged(FIELDS, F.coalesce(keys, no_names))).otherwise(no_names),
+        F.when(parsed, tagged(CAST_ERRORS, F.array_distinct(cast_columns))).otherwise(no_names),
     )
-    # one job: rows per file, and rows per field name / cast-error column, tagged by kind
-    counted = per_row.select(
-        "run_date",
-        "_file",
-        F.explode(
-            F.array_union(
-                F.array(F.lit("rows\x00")),
-                F.array_union(
-                    F.transform("keys", lambda k: F.concat(F.lit("fields\x00"), k)),
-                    F.transform("cast", lambda k: F.concat(F.lit("cast_errors\x00"), k)),
-                ),
-            )
-        ).alias("tagged"),
+    lines = (
+        F.count_distinct(F.when(F.col("tag") == f"{ROWS}\x00", F.col("_line")))
+        if source == "cloudtrail"
+        else F.lit(0).cast("long")
     )
-    totals = counted.groupBy("run_date", "_file", "tagged").count().collect()
-    out: dict[date, FieldCounts] = defaultdict(FieldCounts)
+    totals = (
+        written.select("run_date", "_file", "_line", F.explode(tags).alias("tag"))
+        .groupBy("run_date", "_file", "tag")
+        .agg(F.count(F.lit(1)).alias("n"), lines.alias("lines"))
+        .collect()
+    )
+    per_file: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    fields: dict[date, FieldCounts] = defaultdict(FieldCounts)
     for r in totals:
-        counts = out[r["run_date"]]
-        kind, name = str(r["tagged"]).split("\x00", 1)
-        n = int(r["count"])
-        if kind == "rows":
+        kind, name = str(r["tag"]).split("\x00", 1)
+        n, path = int(r["n"]), r["_file"]
+        if kind == ROWS:
+            per_file[path][0] += n
+            per_file[path][2] += int(r["lines"]) if source == "cloudtrail" else n
+        elif kind == UNPARSEABLE_ROWS:
+            per_file[path][1] += n
+        elif kind == PARSED_ROWS:
+            counts = fields[r["run_date"]]
             counts.rows += n
-            for column in tsv.get(r["_file"]) or ():
+            for column in tsv.get(path) or ():
                 counts.fields[column] = counts.fields.get(column, 0) + n
-            continue
-        bucket: dict[str, int] = getattr(counts, kind)
-        bucket[name] = bucket.get(name, 0) + n
-    return dict(out)
+        else:
+            bucket: dict[str, int] = getattr(fields[r["run_date"]], kind)
+            bucket[name] = bucket.get(name, 0) + n
+    return {p: (c[0], c[1], c[2]) for p, c in per_file.items()}, dict(fields)
 
 
 def write_ingest_checks(
@@ -254,13 +257,10 @@ def write_ingest_log(
     """Replace the `ops.ingest_log` rows of `dates` (of `sources` only, when given: the
     Airflow DAG's mapped ingest tasks, one per source, add up to one full ingest). A commit
     racing another task's is retried by `Lake.replace_dates`."""
-    frame = lake.spark.createDataFrame(
-        [tuple(r[n] for n in INGEST_LOG.column_names) for r in log], INGEST_LOG.schema
-    )
     where = None
     if sources is not None:  # names from jobs.core.config.SOURCES (validated), not user text
         where = f"source IN ({', '.join(repr(s) for s in sources)})"
-    lake.replace_dates(conform(frame, INGEST_LOG), INGEST_LOG, dates, where=where)
+    lake.replace_rows(log, INGEST_LOG, dates, where=where)
 
 
 def run_ingest(

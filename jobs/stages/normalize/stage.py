@@ -119,14 +119,7 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
         quarantine_counts = {(s, d): n for (s, d), n in counts_by_source_date(quarantine).items()}
         clock.mark("map_and_enrich")
         recon = reconcile(raw_counts, event_counts, quarantine_counts, dup_counts, sources, dates)
-        recon_df = spark.createDataFrame(
-            [tuple(r[n] for n in RECONCILIATION.column_names) for r in recon], RECONCILIATION.schema
-        )
-        lake.replace_dates(
-            conform(recon_df, RECONCILIATION),
-            RECONCILIATION,
-            dates,
-        )
+        lake.replace_rows(recon, RECONCILIATION, dates)
         broken = [r for r in recon if not r["balanced"]]
         if broken:
             first = broken[0]

@@ -238,17 +238,7 @@ def run_score(ctx: RunContext, dates: list[date]) -> StageResult:
     risk = decayed_entity_risk(day, history, dates, cfg, entity_metadata(day, accounts, assets))
     write(conform(risk, ENTITY_RISK), ENTITY_RISK)
     evidence = evidence_rows(use, dates, _previous_evidence(ctx, dates[0]))
-    lake.replace_dates(
-        conform(
-            ctx.spark.createDataFrame(
-                [tuple(r[c] for c in MODEL_EVIDENCE.column_names) for r in evidence],
-                MODEL_EVIDENCE.schema,
-            ),
-            MODEL_EVIDENCE,
-        ),
-        MODEL_EVIDENCE,
-        dates,
-    )
+    lake.replace_rows(evidence, MODEL_EVIDENCE, dates)
 
     high = F.sum(F.when(F.col("risk") >= cfg.band_high, 1).otherwise(0))
     # one row each: the rows written and how many are in the high band

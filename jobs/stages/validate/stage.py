@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import Settings
 from jobs.core.context import PhaseClock, RunContext, StageResult
-from jobs.core.lake import Lake, conform
+from jobs.core.lake import Lake
 from jobs.core.spark import Checkpoints
 from jobs.core.tables import DQ_RESULTS, SOURCE_STATUS
 from jobs.quality.gx import GreatExpectationsRunner, cross_check, run_name, runner_for
@@ -200,11 +200,7 @@ def run_validate(ctx: RunContext, dates: list[date]) -> StageResult:
     }
     clock = PhaseClock()
     write_dq_results(lake, dq_rows, dates, sources)
-    status_df = ctx.spark.createDataFrame(
-        [tuple(r[n] for n in SOURCE_STATUS.column_names) for r in status_rows],
-        SOURCE_STATUS.schema,
-    )
-    lake.replace_dates(conform(status_df, SOURCE_STATUS), SOURCE_STATUS, dates)
+    lake.replace_rows(status_rows, SOURCE_STATUS, dates)
     clock.mark("write")
     docs = gx.build_docs()
     clock.mark("data_docs")
