@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from jobs.core.config import Settings, load_settings
+from jobs.core.spark import SMALL_INPUT_CONF
 
 if TYPE_CHECKING:
     from jobs.core.context import RunContext, StageResult
@@ -32,13 +33,11 @@ logging.getLogger("py4j").setLevel(logging.WARNING)
 # compiling (Janino) code for each query rather than running it. On rows counted in hundreds,
 # interpreted expressions, no whole-stage codegen and no adaptive re-planning are faster
 # (one generated day through every stage, warm: 144 s with codegen, 97 s without; Spark
-# evaluates the same expressions either way, so results do not depend on it). Production
-# keeps Spark's defaults, which pay off on real volumes.
-SMALL_DATA_SPARK_CONF = {
-    "spark.sql.codegen.wholeStage": "false",
-    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-    "spark.sql.adaptive.enabled": "false",
-}
+# evaluates the same expressions either way, so results do not depend on it). The product
+# switches to these itself below `spark.small_input_mb` of raw input
+# (`jobs.core.spark.fit_to_input`); tests pin them, so every query of the suite runs the same
+# way whatever the size of its input.
+SMALL_DATA_SPARK_CONF = dict(SMALL_INPUT_CONF)
 
 
 def small_data_env() -> dict[str, str]:

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from jobs.core.config import env_overrides, load_settings
 from jobs.core.errors import ConfigError
 from jobs.core.spark import spark_conf
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def test_defaults_run_embedded() -> None:
@@ -80,6 +83,27 @@ def test_spark_conf_applies_settings_and_user_conf(tmp_path: Path) -> None:
     assert conf["spark.sql.shuffle.partitions"] == "64"  # user conf wins
     assert conf["spark.sql.session.timeZone"] == "UTC"
     assert "DeltaSparkSessionExtension" in conf["spark.sql.extensions"]
+
+
+def test_shuffles_are_sized_from_their_input(tmp_path: Path) -> None:
+    cfg = tmp_path / "policylake.yaml"
+    cfg.write_text("spark:\n  max_shuffle_partitions: 400\n  advisory_partition_mb: 128\n")
+    conf = spark_conf(load_settings(cfg, environ={}))
+    assert conf["spark.sql.adaptive.enabled"] == "true"
+    assert conf["spark.sql.adaptive.coalescePartitions.enabled"] == "true"
+    # sized by the advisory size, not spread over as many tasks as there are cores
+    assert conf["spark.sql.adaptive.coalescePartitions.parallelismFirst"] == "false"
+    assert conf["spark.sql.adaptive.coalescePartitions.initialPartitionNum"] == "400"
+    assert conf["spark.sql.adaptive.advisoryPartitionSizeInBytes"] == "128m"
+    few = tmp_path / "few.yaml"
+    few.write_text("spark:\n  shuffle_partitions: 16\n  max_shuffle_partitions: 4\n")
+    # never fewer partitions to start from than the fixed count
+    assert (
+        spark_conf(load_settings(few, environ={}))[
+            "spark.sql.adaptive.coalescePartitions.initialPartitionNum"
+        ]
+        == "16"
+    )
 
 
 def test_spark_conf_rejects_non_spark_keys(tmp_path: Path) -> None:
@@ -206,3 +230,43 @@ def test_settings_that_name_a_mechanism_or_a_plain_uri_stay_allowed(tmp_path: Pa
     settings = load_settings(cfg, environ={})
     assert settings.paths.mlflow_uri == "http://mlflow.corp:5000/"
     assert len(settings.spark.conf) == 2
+
+
+def test_a_small_input_runs_interpreted_and_a_large_one_as_configured(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from jobs.core.spark import SMALL_INPUT_CONF, fit_to_input
+
+    settings = load_settings(None, environ={})
+    before = {k: spark.conf.get(k, None) for k in SMALL_INPUT_CONF}
+    try:
+        assert fit_to_input(spark, settings, 10 * 2**20)  # 10 MiB of raw files: small
+        assert {k: spark.conf.get(k) for k in SMALL_INPUT_CONF} == SMALL_INPUT_CONF
+        assert not fit_to_input(spark, settings, 2**30)  # 1 GiB: as configured
+        assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
+        assert spark.conf.get("spark.sql.codegen.wholeStage") == "true"
+        assert spark.conf.get("spark.sql.codegen.factoryMode") == "FALLBACK"
+        fit_to_input(spark, settings, 10 * 2**20)
+        assert not fit_to_input(spark, settings, None)  # size unknown: never the small mode
+        assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
+        # a key the user set is theirs: never switched
+        pinned = settings.model_copy(
+            update={
+                "spark": settings.spark.model_copy(
+                    update={"conf": {"spark.sql.adaptive.enabled": "false"}}
+                )
+            }
+        )
+        spark.conf.set("spark.sql.adaptive.enabled", "false")
+        assert not fit_to_input(spark, pinned, 2**30)
+        assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
+        off = settings.model_copy(
+            update={"spark": settings.spark.model_copy(update={"small_input_mb": 0})}
+        )
+        assert not fit_to_input(spark, off, 1)  # 0: never
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)

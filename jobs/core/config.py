@@ -42,6 +42,15 @@ class SparkSettings(_Section):
     master: str = "local[*]"
     app_name: str = "policylake"
     shuffle_partitions: int = Field(default=8, ge=1)
+    # Adaptive execution sizes each shuffle from its input: it starts with
+    # `max_shuffle_partitions` and coalesces them to about `advisory_partition_mb` each
+    # (one partition for a small night, hundreds for a large backfill).
+    max_shuffle_partitions: int = Field(default=200, ge=1)
+    advisory_partition_mb: int = Field(default=64, ge=1)
+    # A run whose raw input (the dates' raw files, all sources) is smaller than this runs
+    # with interpreted expressions and no adaptive re-planning: on a small organisation's
+    # night, compiling code for each query costs more than running it. 0: never.
+    small_input_mb: int = Field(default=256, ge=0)
     driver_memory: str = "4g"
     ui_enabled: bool = False
     # Extra Maven packages (e.g. org.apache.hadoop:hadoop-aws:<hadoop version> for s3a://).

@@ -24,6 +24,7 @@ from datetime import date, timedelta
 from jobs.core.context import RunContext, StageResult
 from jobs.core.errors import PipelineError, UsageError
 from jobs.core.locks import lock_dates
+from jobs.core.spark import fit_to_input
 from jobs.pipeline.journal import (
     FAILED,
     FINISHED,
@@ -36,6 +37,7 @@ from jobs.pipeline.journal import (
 )
 from jobs.stages.baselines.stage import run_baselines
 from jobs.stages.export.stage import run_export
+from jobs.stages.ingest.files import raw_listing
 from jobs.stages.ingest.stage import late_deliveries, run_ingest
 from jobs.stages.metrics.stage import run_metrics
 from jobs.stages.normalize.stage import run_normalize
@@ -125,6 +127,17 @@ def _run_stage(
     return STAGES[name](ctx, dates)
 
 
+def raw_input_bytes(ctx: RunContext, dates: Sequence[date]) -> int | None:
+    """Bytes of the raw files of `dates`, all configured sources (what ingest reads, and
+    what every later stage's work grows with); None when none are there (not delivered,
+    or past the raw folder's retention): the size is then unknown."""
+    total = 0
+    for source in ctx.settings.ingest.sources:
+        listing = raw_listing(ctx.spark, ctx.settings.paths.raw_root, source, dates)
+        total += sum(size for files in listing.values() for _, size in files)
+    return total or None
+
+
 def _run_batch(
     ctx: RunContext,
     journal: StageJournal,
@@ -133,6 +146,8 @@ def _run_batch(
     sources: Sequence[str],
 ) -> Iterator[StageResult]:
     pid, host = os.getpid(), socket.gethostname()
+    input_bytes = raw_input_bytes(ctx, dates)
+    small = fit_to_input(ctx.spark, ctx.settings, input_bytes)
     for name in stages:
         check_upstream(journal, name, dates, ctx.settings.ingest.sources)
         keys = journal_keys(name, sources)
@@ -155,6 +170,12 @@ def _run_batch(
                 pass
             raise
         result.seconds = time.perf_counter() - started
+        result.details.setdefault(
+            "spark_input",
+            f"{'small' if small else 'large'} ({(input_bytes or 0) / 2**20:.1f} MiB raw)"
+            if input_bytes is not None
+            else "unknown (no raw files)",
+        )
         done = now()
         for day in dates:
             for key in keys:
