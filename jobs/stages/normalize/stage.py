@@ -84,6 +84,7 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
     dup_counts: dict[tuple[str, date], int] = {}
     mapped_parts: list[DataFrame] = []
     quarantine_parts: list[DataFrame] = []
+    route_parts: list[DataFrame] = []
     with Checkpoints() as keep:
         host_tz = keep(reference_host_timezones(spark, settings))
         assets = keep(asset_inventory(spark, settings))
@@ -92,14 +93,19 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
             bronze = read_bronze(lake, source, dates)
             rows = prepare_rows(bronze, source, host_tz, None)
             routed = keep(route_rows(rows, suite, params))
-            for (src, d, route), n in counts_by_source_date(routed, "_route").items():
-                raw_counts[(src, d)] = raw_counts.get((src, d), 0) + n
-                if route == DUPLICATE:
-                    dup_counts[(src, d)] = n
+            route_parts.append(routed.select("source", "run_date", "_route"))
             quarantine_parts.append(quarantine_frame(routed))
             mapped_parts.append(
                 map_source(routed.where(F.col("_route") == EVENT), source, suite.dedup_key)
             )
+        if route_parts:  # every source's routes counted in one job
+            routes = route_parts[0]
+            for part in route_parts[1:]:
+                routes = routes.unionByName(part)
+            for (src, d, route), n in counts_by_source_date(routes, "_route").items():
+                raw_counts[(src, d)] = raw_counts.get((src, d), 0) + n
+                if route == DUPLICATE:
+                    dup_counts[(src, d)] = n
         mapped = mapped_parts[0] if mapped_parts else _empty(MAPPED, spark)
         for part in mapped_parts[1:]:
             mapped = mapped.unionByName(part)
@@ -116,7 +122,11 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
         events = keep(conform(events, SILVER_EVENTS))
         quarantine = keep(conform(quarantine, SILVER_QUARANTINE))
         event_counts = {(s, d): n for (s, d), n in counts_by_source_date(events).items()}
-        quarantine_counts = {(s, d): n for (s, d), n in counts_by_source_date(quarantine).items()}
+        quarantine_counts: dict[tuple[str, date], int] = {}
+        by_rule: dict[str, int] = {}
+        for (s, d, rule), n in counts_by_source_date(quarantine, "rule").items():
+            quarantine_counts[(s, d)] = quarantine_counts.get((s, d), 0) + n
+            by_rule[f"{s}:{rule}"] = by_rule.get(f"{s}:{rule}", 0) + n
         clock.mark("map_and_enrich")
         recon = reconcile(raw_counts, event_counts, quarantine_counts, dup_counts, sources, dates)
         lake.replace_rows(recon, RECONCILIATION, dates)
@@ -141,12 +151,7 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
             RECONCILIATION.name: len(recon),
             DQ_RESULTS.name: silver_rows,
         }
-        result.details["quarantine_by_rule"] = {
-            f"{r['source']}:{r['rule']}": int(r["n"])
-            for r in quarantine.groupBy("source", "rule")
-            .agg(F.count(F.lit(1)).alias("n"))
-            .collect()
-        }
+        result.details["quarantine_by_rule"] = by_rule
         result.details["seconds"] = clock.seconds
     return result
 
