@@ -118,6 +118,11 @@ def test_the_lake_refuses_a_write_from_a_module_that_is_not_the_tables_writer() 
         exec(call, {**scope, "__name__": "jobs.stages.metrics.stage"})
     with pytest.raises(TableOwnershipError):
         exec("lake.for_update(table)", {**scope, "__name__": "jobs.governance.feedback"})
+    with pytest.raises(TableOwnershipError, match=r"jobs\.stages\.metrics\.stage may not"):
+        exec(
+            "lake.replace_rows([], table, [day])",
+            {**scope, "__name__": "jobs.stages.metrics.stage"},
+        )
     # the writer itself, and the erasure, get past the check (then fail on the missing lake)
     for module in (SILVER_EVENTS.writer, ERASURE_MODULE):
         with pytest.raises(Exception) as other:

@@ -50,7 +50,7 @@ class SparkSettings(_Section):
     # A run whose raw input (the dates' raw files, all sources) is smaller than this runs
     # with interpreted expressions and no adaptive re-planning: on a small organisation's
     # night, compiling code for each query costs more than running it. 0: never.
-    small_input_mb: int = Field(default=256, ge=0)
+    small_input_mb: int = Field(default=64, ge=0)
     driver_memory: str = "4g"
     ui_enabled: bool = False
     # Extra Maven packages (e.g. org.apache.hadoop:hadoop-aws:<hadoop version> for s3a://).
