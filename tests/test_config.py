@@ -246,9 +246,12 @@ def test_a_small_input_runs_interpreted_and_a_large_one_as_configured(
         assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
         assert spark.conf.get("spark.sql.codegen.wholeStage") == "true"
         assert spark.conf.get("spark.sql.codegen.factoryMode") == "FALLBACK"
-        fit_to_input(spark, settings, 10 * 2**20)
-        assert not fit_to_input(spark, settings, None)  # size unknown: never the small mode
+        # size unknown (no raw files): not reported small, and the session is left alone
+        assert not fit_to_input(spark, settings, None)
         assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
+        fit_to_input(spark, settings, 10 * 2**20)
+        assert not fit_to_input(spark, settings, None)
+        assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
         # a key the user set is theirs: never switched
         pinned = settings.model_copy(
             update={

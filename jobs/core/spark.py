@@ -28,10 +28,13 @@ SMALL_INPUT_CONF = {
 def fit_to_input(spark: SparkSession, settings: Settings, input_bytes: int | None) -> bool:
     """Switch the session to the small-input settings when `input_bytes` (the raw input of
     the dates a run covers) is below `spark.small_input_mb`, back to the configured ones
-    otherwise or when the size is unknown (None). Keys the user set in `spark.conf` are
+    when it is not. An unknown size (None: no raw files for the dates) leaves the session as
+    it is: a new session has the configured settings. Keys the user set in `spark.conf` are
     never switched. Returns whether the small-input settings apply."""
     limit = settings.spark.small_input_mb * 1024 * 1024
     small = input_bytes is not None and limit > 0 and input_bytes < limit
+    if input_bytes is None:
+        return False
     configured = spark_conf(settings)
     for key, value in SMALL_INPUT_CONF.items():
         if key in settings.spark.conf:
