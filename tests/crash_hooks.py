@@ -49,14 +49,19 @@ def install() -> None:
     original = Lake.replace_dates
 
     def replace_dates(
-        self: Lake, df: DataFrame, table: Any, dates: Any, where: str | None = None
+        self: Lake,
+        df: DataFrame,
+        table: Any,
+        dates: Any,
+        where: str | None = None,
+        optimize_write: bool = True,
     ) -> None:
         name = resolve(table).name
         if name in wanted:
             # several write tasks, so one can finish its file while another waits
             df.sparkSession.conf.set("spark.databricks.delta.optimizeWrite.enabled", "false")
             df = held_back(df, name, seconds)
-        original(self, df, table, dates, where)
+        original(self, df, table, dates, where, optimize_write)
 
     Lake.replace_dates = replace_dates  # type: ignore[method-assign]
 
