@@ -199,7 +199,8 @@ class Lake:
 
         Delta's optimized write (a shuffle by partition before the files are written, so a
         frame whose partitions each hold many dates still writes one file per date) is on by
-        default. `optimize_write=False` skips it for a frame already laid out by date (raw
+        default (`spark.databricks.delta.optimizeWrite.enabled`, which a user's `spark.conf`
+        may turn off). `optimize_write=False` skips it for a frame already laid out by date (raw
         files read split by split, each split one date folder's; a stage's result rows,
         `replace_rows`).
         """
@@ -243,7 +244,8 @@ class Lake:
             # A table written before its partitioning changed keeps its layout until
             # maintenance rewrites it: no partitionBy() for an unpartitioned entry
             writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
-            writer = writer.option("optimizeWrite", str(optimize_write).lower())
+            if not optimize_write:  # otherwise the session's setting decides (on by default)
+                writer = writer.option("optimizeWrite", "false")
             if table.partition_by:
                 writer = writer.partitionBy(*table.partition_by)
             if not self.exists(table):
