@@ -31,10 +31,10 @@ def fit_to_input(spark: SparkSession, settings: Settings, input_bytes: int | Non
     when it is not. An unknown size (None: no raw files for the dates) leaves the session as
     it is: a new session has the configured settings. Keys the user set in `spark.conf` are
     never switched. Returns whether the small-input settings apply."""
-    limit = settings.spark.small_input_mb * 1024 * 1024
-    small = input_bytes is not None and limit > 0 and input_bytes < limit
     if input_bytes is None:
         return False
+    limit = settings.spark.small_input_mb * 1024 * 1024
+    small = limit > 0 and input_bytes < limit
     configured = spark_conf(settings)
     for key, value in SMALL_INPUT_CONF.items():
         if key in settings.spark.conf:

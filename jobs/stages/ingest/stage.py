@@ -166,15 +166,14 @@ def _written(
         F.when(parsed, tagged(FIELDS, F.coalesce(keys, no_names))).otherwise(no_names),
         F.when(parsed, tagged(CAST_ERRORS, F.array_distinct(cast_columns))).otherwise(no_names),
     )
-    lines = (
-        F.count_distinct(F.when(F.col("tag") == f"{ROWS}\x00", F.col("_line")))
-        if source == "cloudtrail"
-        else F.lit(0).cast("long")
-    )
+    aggregates = [F.count(F.lit(1)).alias("n")]
+    if source == "cloudtrail":  # a delivery line holds several records: count its lines
+        rows_tag = F.col("tag") == f"{ROWS}\x00"
+        aggregates.append(F.count_distinct(F.when(rows_tag, F.col("_line"))).alias("lines"))
     totals = (
         written.select("run_date", "_file", "_line", F.explode(tags).alias("tag"))
         .groupBy("run_date", "_file", "tag")
-        .agg(F.count(F.lit(1)).alias("n"), lines.alias("lines"))
+        .agg(*aggregates)
         .collect()
     )
     per_file: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -184,7 +183,7 @@ def _written(
         n, path = int(r["n"]), r["_file"]
         if kind == ROWS:
             per_file[path][0] += n
-            per_file[path][2] += int(r["lines"]) if source == "cloudtrail" else n
+            per_file[path][2] += int(r["lines"]) if source == "cloudtrail" else n  # = rows
         elif kind == UNPARSEABLE_ROWS:
             per_file[path][1] += n
         elif kind == PARSED_ROWS:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date
+from functools import reduce
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -99,21 +100,19 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
                 map_source(routed.where(F.col("_route") == EVENT), source, suite.dedup_key)
             )
         if route_parts:  # every source's routes counted in one job
-            routes = route_parts[0]
-            for part in route_parts[1:]:
-                routes = routes.unionByName(part)
+            routes = reduce(DataFrame.unionByName, route_parts)
             for (src, d, route), n in counts_by_source_date(routes, "_route").items():
                 raw_counts[(src, d)] = raw_counts.get((src, d), 0) + n
                 if route == DUPLICATE:
                     dup_counts[(src, d)] = n
-        mapped = mapped_parts[0] if mapped_parts else _empty(MAPPED, spark)
-        for part in mapped_parts[1:]:
-            mapped = mapped.unionByName(part)
-        quarantine = (
-            quarantine_parts[0] if quarantine_parts else _empty(SILVER_QUARANTINE.schema, spark)
+        mapped = (
+            reduce(DataFrame.unionByName, mapped_parts) if mapped_parts else _empty(MAPPED, spark)
         )
-        for part in quarantine_parts[1:]:
-            quarantine = quarantine.unionByName(part)
+        quarantine = (
+            reduce(DataFrame.unionByName, quarantine_parts)
+            if quarantine_parts
+            else _empty(SILVER_QUARANTINE.schema, spark)
+        )
         clock.mark("read_and_route")
         geo = geo_table(mapped, settings, ranges)
         events = enrich(
