@@ -51,6 +51,36 @@ def generated(folder: Path, first: date, days: int, users: int, seed: int) -> in
     return int(generate_telemetry(folder, first, days, users, seed).total_lines)
 
 
+def _seconds(stamp: str) -> float:
+    """A REST API time ("2026-12-07T08:01:02.345GMT") as epoch seconds."""
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%Z").replace(tzinfo=UTC).timestamp()
+
+
+def profile(jobs: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Where a stage's time went: seconds in Spark jobs by call site (the job's name, the
+    line of our code that triggered it) and the driver time outside any job."""
+    by_site: dict[str, list[float]] = {}
+    spans: list[tuple[float, float]] = []
+    for job in jobs:
+        if "completionTime" not in job:
+            continue
+        began, ended = _seconds(job["submissionTime"]), _seconds(job["completionTime"])
+        spans.append((began, ended))
+        by_site.setdefault(str(job.get("name", "?")), []).append(ended - began)
+    busy, reach = 0.0, float("-inf")  # the union of the jobs' intervals
+    for began, ended in sorted(spans):
+        busy += max(0.0, ended - max(began, reach))
+        reach = max(reach, ended)
+    sites = sorted(by_site.items(), key=lambda kv: -sum(kv[1]))
+    return {
+        "in_jobs_seconds": round(busy, 2),
+        "outside_jobs_seconds": round(max(0.0, seconds - busy), 2),
+        "call_sites": [
+            {"site": site, "jobs": len(t), "seconds": round(sum(t), 2)} for site, t in sites
+        ],
+    }
+
+
 def measure(
     folder: Path, dates: list[date], driver_memory: str, history: list[date]
 ) -> dict[str, Any]:
@@ -72,9 +102,8 @@ def measure(
     ctx = RunContext(spark, settings)
     rest = SparkRest(spark.sparkContext.uiWebUrl or "", spark.sparkContext.applicationId)
 
-    def counted(since: int) -> tuple[int, int]:
-        jobs = [j for j in rest.jobs() if int(j["jobId"]) >= since]
-        return len(jobs), sum(int(j.get("numTasks", 0)) for j in jobs)
+    def since(first: int) -> list[dict[str, Any]]:
+        return [j for j in rest.jobs() if int(j["jobId"]) >= first]
 
     def next_job() -> int:
         ids = [int(j["jobId"]) for j in rest.jobs()]
@@ -103,13 +132,15 @@ def measure(
         result = list(run_stages(ctx, [stage], dates))[-1]
         seconds = time.perf_counter() - began
         time.sleep(1.0)  # the listener bus delivers the last job events asynchronously
-        jobs, tasks = counted(start)
+        ran = since(start)
+        jobs, tasks = len(ran), sum(int(j.get("numTasks", 0)) for j in ran)
         total += seconds
         out["stages"][stage] = {
             "seconds": round(seconds, 2),
             "jobs": jobs,
             "tasks": tasks,
             "rows": dict(result.rows),
+            "profile": profile(ran, seconds),
         }
         print(f"{stage:10s} {seconds:8.1f} s  {jobs:4d} jobs  {tasks:6d} tasks", flush=True)
     heap = rest.jvm_peak_heap()
