@@ -19,6 +19,7 @@ from jobs.quality.gx import GxOutcome, cross_check
 from jobs.quality.suites import (
     SILVER_SUITE,
     Rule,
+    daily_counts,
     default_suites_dir,
     load_suite,
     row_check,
@@ -142,6 +143,40 @@ def test_row_predicates_follow_great_expectations_semantics(spark) -> None:  # t
         "unique_c boolean, unique_u boolean, pair_c boolean, pair_u boolean",
     )
     assertDataFrameEqual(actual, expected)
+
+
+def test_uniqueness_is_counted_by_hash_as_the_row_window_counts_it(spark) -> None:  # type: ignore[no-untyped-def]
+    d1, d2 = date(2026, 10, 1), date(2026, 10, 2)
+    df = spark.createDataFrame(
+        [(d1, "a", 1), (d1, "a", 1), (d1, "b", None), (d1, None, None), (d2, "a", 1),
+         (d2, None, None), (d2, "c", 2), (d2, "c", 3), (d1, None, 5)],
+        "run_date date, s string, b long",
+    )  # fmt: skip
+    rules = [
+        _rule("expect_column_values_to_be_unique", column="s"),
+        _rule("expect_compound_columns_to_be_unique", column_list=["s", "b"]),
+        _rule("expect_compound_columns_to_be_unique", column_list=["run_date", "s", "b"],
+              ignore_row_if="any_value_is_missing"),
+        _rule("expect_compound_columns_to_be_unique", column_list=["s", "b"],
+              ignore_row_if="never"),
+    ]  # fmt: skip
+    rules = [
+        Rule(**{**r.__dict__, "index": i, "meta": {"id": str(i)}}) for i, r in enumerate(rules)
+    ]
+    counted = daily_counts(df, rules, {})
+    # the reference: the row predicate (a window over the whole frame), summed per date
+    for rule in rules:
+        check = row_check(rule, {})
+        window = {
+            r["run_date"]: (int(r["c"]), int(r["u"]))
+            for r in df.select("run_date", check.considered.cast("long").alias("c"),
+                               check.unexpected.cast("long").alias("u"))
+            .groupBy("run_date").agg(F.sum("c").alias("c"), F.sum("u").alias("u"))
+            .collect()
+        }  # fmt: skip
+        assert {k[0]: v[rule.name] for k, v in counted.items()} == window, rule.name
+    # s repeats: 'a' three times across both dates, 'c' twice on d2
+    assert {k[0]: v[rules[0].name] for k, v in counted.items()} == {d1: (3, 2), d2: (3, 3)}
 
 
 def test_row_predicate_resolves_suite_parameters(spark) -> None:  # type: ignore[no-untyped-def]

@@ -90,6 +90,11 @@ class Suite:
         return tuple(r for r in self.rules if r.row_level)
 
     @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column an expectation of the suite looks at, in file order."""
+        return tuple(dict.fromkeys(c for rule in self.rules for c in rule.columns))
+
+    @property
     def dedup_key(self) -> tuple[str, ...]:
         """Columns of the `meta.dedup` expectation, without `run_date` (dedup is per date)."""
         for rule in self.rules:
@@ -221,31 +226,75 @@ def daily_counts(
     params: Mapping[str, Any],
     by: Sequence[str] = ("run_date",),
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """One aggregation: per group, rows, (considered, unexpected) per rule, and the rows
-    failing any row-level rule (`QUARANTINED`)."""
-    checks = {r.name: row_check(r, params) for r in rules}
-    flagged = candidates
+    """Per group: rows, (considered, unexpected) per rule, and the rows failing any row-level
+    rule (`QUARANTINED`).
+
+    One hash aggregation for every row rule; each uniqueness rule is a hash count of its key
+    (`uniqueness_counts`), not a window: a window sorts every row by the key.
+    """
+    row_rules = [r for r in rules if r.type not in UNIQUENESS_TYPES]
+    checks = {r.name: row_check(r, params) for r in row_rules}
     aggs = [F.count(F.lit(1)).alias("__rows")]
-    for i, rule in enumerate(rules):
+    for i, rule in enumerate(row_rules):
         check = checks[rule.name]
-        flagged = flagged.withColumn(f"__c{i}", check.considered.cast("long")).withColumn(
-            f"__u{i}", check.unexpected.cast("long")
-        )
-        aggs += [F.sum(f"__c{i}").alias(f"__c{i}"), F.sum(f"__u{i}").alias(f"__u{i}")]
-    failing = [F.col(f"__u{i}") > 0 for i, rule in enumerate(rules) if rule.row_level]
+        aggs += [
+            F.sum(check.considered.cast("long")).alias(f"__c{i}"),
+            F.sum(check.unexpected.cast("long")).alias(f"__u{i}"),
+        ]
     any_failing = F.lit(False)
-    for flag in failing:
-        any_failing = any_failing | flag
+    for rule in row_rules:
+        if rule.row_level:
+            any_failing = any_failing | checks[rule.name].unexpected
     aggs.append(F.sum(any_failing.cast("long")).alias("__q"))
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in flagged.groupBy(*by).agg(*aggs).collect():
+    for row in candidates.groupBy(*by).agg(*aggs).collect():
         key = tuple(row[c] for c in by)
         out[key] = {
             "rows": int(row["__rows"]),
             QUARANTINED: int(row["__q"] or 0),
             **{
                 rule.name: (int(row[f"__c{i}"] or 0), int(row[f"__u{i}"] or 0))
-                for i, rule in enumerate(rules)
+                for i, rule in enumerate(row_rules)
             },
         }
+    for rule in rules:
+        if rule.type in UNIQUENESS_TYPES:
+            found = uniqueness_counts(candidates, rule, params, by)
+            for key, value in out.items():
+                value[rule.name] = found.get(key, (0, 0))
     return out
+
+
+def uniqueness_counts(
+    frame: DataFrame, rule: Rule, params: Mapping[str, Any], by: Sequence[str]
+) -> dict[tuple[Any, ...], tuple[int, int]]:
+    """Per group of `by`: (considered, unexpected) of a uniqueness rule, by hash aggregates.
+
+    A considered row is unexpected when its key (null equal to null, as Great Expectations
+    and a window see it) occurs more than once in the whole frame. Counted per (key, group),
+    then, when the key does not hold the group's columns, summed per key and joined back.
+    """
+    considered = row_check(rule, params).considered
+    key = list(dict.fromkeys(rule.columns))
+    extra = [c for c in by if c not in key]
+    per = frame.where(considered).groupBy(*key, *extra).agg(F.count(F.lit(1)).alias("__n"))
+    if extra:
+        totals = (
+            per.groupBy(*key)
+            .agg(F.sum("__n").alias("__copies"))
+            .select(*[F.col(c).alias(f"__k{i}") for i, c in enumerate(key)], "__copies")
+        )
+        condition = F.lit(True)
+        for i, c in enumerate(key):
+            condition = condition & F.col(c).eqNullSafe(F.col(f"__k{i}"))
+        per = per.join(totals, condition).drop(*[f"__k{i}" for i in range(len(key))])
+    else:
+        per = per.withColumn("__copies", F.col("__n"))
+    counted = per.groupBy(*by).agg(
+        F.sum("__n").alias("__c"),
+        F.sum(F.when(F.col("__copies") > 1, F.col("__n")).otherwise(F.lit(0))).alias("__u"),
+    )
+    return {
+        tuple(row[c] for c in by): (int(row["__c"] or 0), int(row["__u"] or 0))
+        for row in counted.collect()
+    }
