@@ -403,6 +403,10 @@ _BRONZE_DESCRIPTIONS = {
     "sshd": "sshd syslog lines (RFC 3164)",
 }
 
+# Sources one raw line of which can hold several bronze rows (CloudTrail's S3 delivery files: one
+# JSON document with a `Records` array). Elsewhere (`_file`, `_line`) names one bronze row.
+SEVERAL_ROWS_PER_LINE = frozenset({"cloudtrail"})
+
 BRONZE: dict[str, Table] = {
     source: _table(
         f"bronze.{source}",
