@@ -17,6 +17,7 @@ from pyspark.sql.types import (
 
 from jobs.core.tables import SILVER_EVENTS
 from jobs.quality.rows import key_text
+from jobs.stages.normalize.routing import RAW_DIGEST
 from jobs.stages.normalize.vocabulary import dash_null, normalize_status
 
 # ---------------------------------------------------------------------------------------
@@ -94,12 +95,7 @@ def lineage_columns() -> list[Column]:
 
 def _key(columns: Sequence[str]) -> Column:
     if not columns:
-        return F.concat_ws(
-            "|",
-            F.col("_file"),
-            F.col("_line").cast("string"),
-            F.sha2(F.coalesce("raw", F.lit("")), 256),
-        )
+        return F.concat_ws("|", F.col("_file"), F.col("_line").cast("string"), F.col(RAW_DIGEST))
     if len(columns) == 1:
         return F.coalesce(F.col(columns[0]).cast("string"), F.lit(""))
     return key_text(*[F.col(c) for c in columns])

@@ -23,11 +23,24 @@ QUARANTINE = "quarantine"
 DUPLICATE = "duplicate"
 
 
+# Computed from `raw` before routing lets it go: the row's place among the records of one
+# raw line (sources with several rows per line) and, for a suite without `meta.dedup`, the
+# digest its event key is made of (`jobs.stages.normalize.mapping`).
+RAW_HASH = "_raw_hash"
+RAW_DIGEST = "_raw_sha256"
+
+
 def route_rows(rows: DataFrame, suite: Suite, params: Mapping[str, Any]) -> DataFrame:
     """Adds `_route` (event | quarantine | duplicate), `_rule` and `_reason`.
 
     Precedence: parser, type_check, then the suite's row-level expectations in file order
-    (the first that fails names the rule); de-duplication only among rows that passed.
+    (the first that fails names the rule); de-duplication only among rows that passed: the
+    first delivery by file and line is kept (within one line of a source with several rows
+    per line, the smallest hash of the raw record).
+
+    `raw` is kept only on quarantined rows (`silver.quarantine` shows it); the others carry
+    a null, so the de-duplication's sort and the stage's checkpoint move typed columns, not
+    every raw line once more.
     """
     rule = F.when(~(F.col("_parse_status") == "parsed"), F.lit(PARSER_RULE)).when(
         ~F.col("_candidate"), F.lit(TYPE_CHECK_RULE)
@@ -40,12 +53,18 @@ def route_rows(rows: DataFrame, suite: Suite, params: Mapping[str, Any]) -> Data
         check = row_check(r, params)
         rule = rule.when(check.unexpected, F.lit(r.name))
         reason = reason.when(check.unexpected, check.reason)
-    routed = rows.withColumn("_rule", rule).withColumn("_reason", reason)
-    passing = F.col("_rule").isNull()
     key = suite.dedup_key
+    routed = rows.select(
+        "*",
+        rule.alias("_rule"),
+        F.xxhash64(F.col("raw")).alias(RAW_HASH),
+        *([] if key else [F.sha2(F.coalesce(F.col("raw"), F.lit("")), 256).alias(RAW_DIGEST)]),
+    ).withColumn("_reason", reason)
+    passing = F.col("_rule").isNull()
+    routed = routed.withColumn("raw", F.when(~passing, F.col("raw")))
     if key:
         order = Window.partitionBy("run_date", passing, *[F.col(c) for c in key]).orderBy(
-            "_file", "_line", F.col("raw")
+            "_file", "_line", RAW_HASH
         )
         copy = passing & (F.row_number().over(order) > 1)
     else:

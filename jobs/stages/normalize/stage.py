@@ -58,6 +58,10 @@ from jobs.stages.normalize.routing import DUPLICATE, EVENT, quarantine_frame, ro
 # ---------------------------------------------------------------------------------------
 
 
+# Distinct source addresses up to which the located addresses are broadcast to the events.
+GEO_BROADCAST_ROWS = 500_000
+
+
 def _empty(schema: StructType, spark: SparkSession) -> DataFrame:
     return spark.createDataFrame([], schema)
 
@@ -114,7 +118,11 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
             else _empty(SILVER_QUARANTINE.schema, spark)
         )
         clock.mark("read_and_route")
-        geo = geo_table(mapped, settings, ranges)
+        # the distinct source addresses, located once; joined by broadcast unless a hostile
+        # day has so many that they would not fit the driver comfortably
+        geo = keep(geo_table(mapped, settings, ranges))
+        if geo.count() <= GEO_BROADCAST_ROWS:
+            geo = F.broadcast(geo)
         events = enrich(
             mapped, user_aliases(spark, settings), identity_directory(spark, settings), assets, geo
         )
@@ -140,8 +148,11 @@ def run_normalize(ctx: RunContext, dates: list[date]) -> StageResult:
         clock.mark("reconcile")
         silver_rows = check_silver_contract(ctx, events, dates, params, geo_rows)
         clock.mark("silver_contract")
-        lake.replace_dates(events, SILVER_EVENTS, dates)
-        lake.replace_dates(quarantine, SILVER_QUARANTINE, dates)
+        # one date: each partition's rows are that date's already, so Delta's optimized write
+        # would only shuffle every event once more; a range needs it (files per date)
+        several = len(dates) > 1
+        lake.replace_dates(events, SILVER_EVENTS, dates, optimize_write=several)
+        lake.replace_dates(quarantine, SILVER_QUARANTINE, dates, optimize_write=several)
         clock.mark("write")
         result.rows = {
             SILVER_EVENTS.name: sum(event_counts.values()),
