@@ -57,7 +57,7 @@ VENDOR_FIELDS: dict[str, frozenset[str]] = {
         )
     ),
 }
-WINDOWS_EVENT_DATA_NAME = r"^[A-Z][A-Za-z0-9]*$"
+_WINDOWS_EVENT_DATA_NAME = r"^[A-Z][A-Za-z0-9]*$"
 
 # Fields a source's rows cannot do without (each group: any one spelling). A group that no
 # parsed row of a date carries is a missing field: the vendor dropped or renamed it.
@@ -177,7 +177,7 @@ def schema_drift_rows(source: str, fields: Mapping[date, FieldCounts]) -> list[d
             name: n
             for name, n in counts.fields.items()
             if name not in declared
-            and not (source == "windows" and re.match(WINDOWS_EVENT_DATA_NAME, name))
+            and not (source == "windows" and re.match(_WINDOWS_EVENT_DATA_NAME, name))
         }
         missing = [
             "|".join(group)

@@ -27,11 +27,8 @@ from jobs.core.lake import Lake, conform
 from jobs.core.tables import BRONZE, INGEST_LOG, PARSED, SEVERAL_ROWS_PER_LINE, UNPARSEABLE, Table
 from jobs.quality.results import write_dq_results
 from jobs.stages.ingest.checks import (
-    CORE_FIELDS,
     INGEST_SUITE,
-    WINDOWS_EVENT_DATA_NAME,
     FieldCounts,
-    declared_fields,
     delivery_rows,
     drift_messages,
     schema_drift_rows,
@@ -140,12 +137,10 @@ def _written(
 ) -> tuple[dict[str, tuple[int, int, int]], dict[date, FieldCounts]]:
     """What the write put in bronze, read back in one aggregate (a handful of columns of
     the new files, one Spark job): per file, rows, unparseable rows and distinct lines (the
-    gate: every event line is in bronze); per date, for the schema-drift check, how many
-    parsed rows carry each top-level field name it can report (JSON keys that are
-    undeclared or core; a Zeek TSV file's own `#fields`, Zeek's default order for TSV lines
-    of a file without one) and each cast-error column."""
+    gate: every event line is in bronze); per date, the parsed rows' top-level field names
+    (JSON keys; a Zeek TSV file's own `#fields`, Zeek's default order for TSV lines of a
+    file without one) and cast-error columns, for the schema-drift check."""
     tsv = {f.path: f.zeek_fields for f in files if f.zeek_fields is not None}
-    no_names = F.array().cast("array<string>")
     written = lake.read_dates(table, dates)
     parsed = F.col("_parse_status") == PARSED
     is_tsv = F.col("_file").isin(list(tsv)) if tsv else F.lit(False)
@@ -154,20 +149,6 @@ def _written(
     if source in ZEEK_DEFAULT_FIELDS:
         default = F.array(*[F.lit(n) for n in ZEEK_DEFAULT_FIELDS[source]])
         keys = keys.when(~is_tsv, default)
-    # Only names the drift check can report are tagged: undeclared ones (not a Windows event
-    # data name either) and the core fields present; a row's other keys are no news.
-    names = F.coalesce(keys, no_names)
-    declared = sorted(declared_fields(source))
-
-    def is_new(name: Column) -> Column:
-        new = ~name.isin(*declared) if declared else F.lit(True)
-        return new & ~name.rlike(WINDOWS_EVENT_DATA_NAME) if source == "windows" else new
-
-    core = sorted({name for group in CORE_FIELDS.get(source, ()) for name in group})
-    reported = F.filter(names, is_new)
-    if core:
-        present = F.filter(F.array(*[F.lit(c) for c in core]), lambda c: F.array_contains(names, c))
-        reported = F.array_distinct(F.concat(reported, present))
     cast_columns = F.transform(
         F.coalesce(F.col("_cast_errors"), F.array().cast("array<string>")),
         lambda e: F.split(e, ":", 2).getItem(0),
@@ -176,12 +157,13 @@ def _written(
     def tagged(kind: str, names: Column) -> Column:
         return F.transform(names, lambda k: F.concat(F.lit(f"{kind}\x00"), k))
 
+    no_names = F.array().cast("array<string>")
     tags = F.concat(
         F.array(F.lit(f"{ROWS}\x00")),
         F.when(parsed, F.array(F.lit(f"{PARSED_ROWS}\x00")))
         .when(F.col("_parse_status") == UNPARSEABLE, F.array(F.lit(f"{UNPARSEABLE_ROWS}\x00")))
         .otherwise(no_names),
-        F.when(parsed, tagged(FIELDS, reported)).otherwise(no_names),
+        F.when(parsed, tagged(FIELDS, F.coalesce(keys, no_names))).otherwise(no_names),
         F.when(parsed, tagged(CAST_ERRORS, F.array_distinct(cast_columns))).otherwise(no_names),
     )
     aggregates = [F.count(F.lit(1)).alias("n")]
@@ -201,7 +183,7 @@ def _written(
         n, path = int(r["n"]), r["_file"]
         if kind == ROWS:
             per_file[path][0] += n
-            per_file[path][2] += int(r["lines"]) if source in SEVERAL_ROWS_PER_LINE else n
+            per_file[path][2] += int(r["lines"]) if source in SEVERAL_ROWS_PER_LINE else n  # = rows
         elif kind == UNPARSEABLE_ROWS:
             per_file[path][1] += n
         elif kind == PARSED_ROWS:
