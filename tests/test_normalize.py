@@ -24,7 +24,7 @@ from jobs.stages.normalize import stage as normalize_module
 from jobs.stages.normalize.enrichment import enrich, geo_table
 from jobs.stages.normalize.mapping import map_source
 from jobs.stages.normalize.reconciliation import reconcile
-from jobs.stages.normalize.routing import DUPLICATE, EVENT, QUARANTINE, route_rows
+from jobs.stages.normalize.routing import DUPLICATE, EVENT, QUARANTINE, RAW_HASH, route_rows
 from jobs.stages.normalize.stage import run_normalize
 from jobs.stages.normalize.vocabulary import STATUS_VOCABULARY, normalize_status
 from tests.bronze_frames import DAY, bronze_frame, bronze_row, idp_row, sshd_row, write_reference
@@ -110,9 +110,15 @@ def test_route_rows_precedence_reasons_and_dedup(spark: SparkSession) -> None:
         idp_row(12, event_time_raw="garbage"),
     ]
     prepared = prepare_rows(bronze_frame(spark, "idp", rows), "idp", None)
-    actual = route_rows(prepared, suite, PARAMS).select(
-        "_file", "_line", "_route", "_rule", "_reason"
-    )
+    routed = route_rows(prepared, suite, PARAMS)
+    actual = routed.select("_file", "_line", "_route", "_rule", "_reason")
+    # the raw line travels on with quarantined rows only (silver.quarantine shows it)
+    assert prepared.where(F.col("raw").isNull()).count() == 0
+    kept = {
+        (r["_route"], r["kept"])
+        for r in routed.select("_route", F.col("raw").isNotNull().alias("kept")).collect()
+    }
+    assert kept == {(QUARANTINE, True), (EVENT, False), (DUPLICATE, False)}
     f = "file:/raw/idp/2026-10-01/idp.log"
     nn = "idp.expect_column_values_to_not_be_null(event_time)"
     window = "idp.expect_column_values_to_be_between(event_time_offset_hours)"
@@ -134,6 +140,32 @@ def test_route_rows_precedence_reasons_and_dedup(spark: SparkSession) -> None:
         "_file string, _line long, _route string, _rule string, _reason string",
     )
     assertDataFrameEqual(actual, expected)
+
+
+def test_records_of_one_cloudtrail_line_with_one_event_id_keep_one_whatever_their_order(
+    spark: SparkSession,
+) -> None:
+    """A delivery line holds several records: within it the record with the smallest hash of
+    its raw text is the first delivery, so the kept record does not depend on row order."""
+    suite = load_suite(default_suites_dir(), "cloudtrail")
+    same = {"event_id": "6f1c2a3b-0000-4000-8000-00000000000a", "event_name": "ListBuckets",
+            "event_source": "s3.amazonaws.com", "event_time_raw": "2026-10-01T08:00:00Z"}  # fmt: skip
+    records = [
+        {**bronze_row("cloudtrail", 1, **same), "raw": f'{{"eventID": "{same["event_id"]}", "n": {n}}}'}
+        for n in range(3)
+    ]  # fmt: skip
+    kept = []
+    for rows in (records, records[::-1]):
+        routed = route_rows(
+            prepare_rows(bronze_frame(spark, "cloudtrail", rows), "cloudtrail", None), suite, PARAMS
+        )
+        routes = sorted(r["_route"] for r in routed.select("_route").collect())
+        assert routes == [DUPLICATE, DUPLICATE, EVENT]
+        kept.append(routed.where(F.col("_route") == EVENT).select(RAW_HASH).first()[0])  # type: ignore[index]
+    hashes = spark.createDataFrame([(r["raw"],) for r in records], "raw string").select(
+        F.xxhash64("raw")
+    )
+    assert kept[0] == kept[1] == min(h[0] for h in hashes.collect())
 
 
 def test_editing_a_suite_changes_quarantine_without_code(

@@ -58,8 +58,9 @@ from jobs.stages.normalize.routing import DUPLICATE, EVENT, quarantine_frame, ro
 # ---------------------------------------------------------------------------------------
 
 
-# Distinct source addresses up to which the located addresses are broadcast to the events.
-GEO_BROADCAST_ROWS = 500_000
+# Distinct source addresses up to which the located addresses (~100 bytes each) are broadcast
+# to the events; beyond (a hostile day of spoofed sources) the join shuffles instead.
+GEO_BROADCAST_ROWS = 200_000
 
 
 def _empty(schema: StructType, spark: SparkSession) -> DataFrame:
