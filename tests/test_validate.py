@@ -15,7 +15,8 @@ from jobs.core.context import RunContext
 from jobs.core.errors import PipelineError
 from jobs.core.lake import Lake
 from jobs.quality.errors import SuiteError
-from jobs.quality.gx import GxOutcome, cross_check
+from jobs.quality.gx import GreatExpectationsRunner, GxOutcome, cross_check
+from jobs.quality.rules import SUPPORTED_TYPES
 from jobs.quality.suites import (
     SILVER_SUITE,
     Rule,
@@ -199,6 +200,50 @@ def test_row_predicate_resolves_suite_parameters(spark) -> None:  # type: ignore
         row_check(rule, {})
 
 
+def test_recorded_results_are_what_great_expectations_computes(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """GX computes a suite covering every supported expectation type on a frame; the result
+    `record` builds from the row predicates' counts of the same frame is the same result."""
+    expectations = [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}},
+        {"type": "expect_column_values_to_be_null", "kwargs": {"column": "z"}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "y", "value_set": ["a"], "mostly": 0.5}},
+        {"type": "expect_column_values_to_not_be_in_set", "kwargs": {"column": "y", "value_set": ["b"]}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "x", "min_value": {"$PARAMETER": "lo"}, "max_value": 2}},
+        {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "y", "regex": "^a$"}},
+        {"type": "expect_column_values_to_not_match_regex", "kwargs": {"column": "y", "regex": "b"}},
+        {"type": "expect_column_values_to_match_regex_list", "kwargs": {"column": "y", "regex_list": ["^a", "^c"]}},
+        {"type": "expect_column_value_lengths_to_be_between", "kwargs": {"column": "y", "min_value": 1, "max_value": 1}},
+        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "y"}},
+        {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["x", "y"]}},
+        {"type": "expect_column_pair_values_a_to_be_greater_than_b", "kwargs": {"column_A": "x", "column_B": "z"}},
+        {"type": "expect_column_pair_values_to_be_equal", "kwargs": {"column_A": "x", "column_B": "z"}},
+    ]  # fmt: skip
+    assert {e["type"] for e in expectations} == set(SUPPORTED_TYPES)
+    _write_suite(tmp_path / "suites", "t", expectations)
+    suite = load_suite(tmp_path / "suites", "t")
+    df = spark.createDataFrame(
+        [(1, "a", 0), (None, "b", 1), (1, "a", 2), (3, None, 3), (2, "cc", None)],
+        "x long, y string, z long",
+    )
+    params = {"lo": 0}
+    counts = daily_counts(df, suite.rules, params, by=())[()]
+    totals = {r.name: counts[r.name] for r in suite.rules}
+    computed = GreatExpectationsRunner(None)
+    cross_check(suite, computed.validate(suite, df, params, "computed"), totals, 5)
+    recorder = GreatExpectationsRunner(str(tmp_path / "docs"))
+    recorder.record(suite, totals, 5, params, "recorded")
+    by_rule = {r.expectation_config.meta["rule"]: r for r in recorder.validated[-1].results}
+    for real in computed.validated[-1].results:
+        ours = by_rule[real.expectation_config.meta["rule"]]
+        assert (ours.success, ours.result) == (real.success, real.result), (
+            real.expectation_config.type
+        )
+    assert recorder.validated[-1].statistics == computed.validated[-1].statistics
+    assert recorder.build_docs() == tmp_path / "docs" / "index.html"
+    # the recorded run has its validation page, like a computed one
+    assert list((tmp_path / "docs" / "validations" / "t").rglob("policylake_spark-t.html"))
+
+
 def test_cross_check_fails_loudly_when_predicate_and_gx_disagree() -> None:
     suite = load_suite(default_suites_dir(), "sshd")
     rule = suite.rules[0]
@@ -299,9 +344,18 @@ def test_run_validate_gates_each_date_and_builds_data_docs(spark, tmp_path: Path
     sshd = [sshd_row(i, d) for d in (d5, d7) for i in range(1, 6)]  # nothing delivered on d6
     lake.replace_dates(bronze_frame(spark, "sshd", sshd), "bronze.sshd", [d5, d6, d7])
 
+    # GX computes every expectation from the data and must agree with the row predicates;
+    # then the default: GX's results recorded from the predicates' counts (same rows)
+    recompute = settings.validation.model_copy(update={"great_expectations": "recompute"})
+    run_validate(
+        RunContext(spark, settings.model_copy(update={"validation": recompute})), [d5, d6, d7]
+    )
+    first = lake.read("ops.dq_results").drop("details").collect()
     ctx = RunContext(spark, settings)
-    run_validate(ctx, [d5, d6, d7])
     run_validate(ctx, [d5, d6, d7])  # idempotent: replaces, never appends
+    assert sorted(map(tuple, lake.read("ops.dq_results").drop("details").collect())) == sorted(
+        map(tuple, first)
+    )
 
     status = lake.read("ops.source_status")
     not_null = "idp.expect_column_values_to_not_be_null(event_time)"

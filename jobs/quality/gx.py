@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from jobs.core.config import Settings
 from jobs.core.errors import PipelineError
 from jobs.quality.errors import SuiteError
 from jobs.quality.rules import mostly_success
-from jobs.quality.suites import Suite
+from jobs.quality.suites import Suite, resolve_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +101,10 @@ class GreatExpectationsRunner:
         self.datasource = self.context.data_sources.add_spark(
             name="policylake_spark", persist=False
         )
-        self._validated: list[Any] = []
+        self.validated: list[Any] = []  # this run's suite validation results
 
-    def validate(
-        self, suite: Suite, df: DataFrame, params: Mapping[str, Any], run_name: str
-    ) -> dict[str, GxOutcome]:
-        """Run `suite` on `df` (one batch); outcomes by rule name."""
-        from great_expectations.core.run_identifier import RunIdentifier
-
+    def _suite(self, suite: Suite) -> Any:
+        """The suite as a GX `ExpectationSuite`, added to (or updated in) the context."""
         gx = self._gx
         expectations = []
         for rule in suite.rules:
@@ -123,7 +119,17 @@ class GreatExpectationsRunner:
             raise SuiteError(
                 f"{suite.path}: Great Expectations rejected some expectations (see the log)"
             )
-        gx_suite = self.context.suites.add_or_update(gx_suite)
+        return self.context.suites.add_or_update(gx_suite)
+
+    def validate(
+        self, suite: Suite, df: DataFrame, params: Mapping[str, Any], run_name: str
+    ) -> dict[str, GxOutcome]:
+        """Run `suite` on `df` (one batch): Great Expectations computes every expectation's
+        metrics from the data itself. Outcomes by rule name."""
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        gx = self._gx
+        gx_suite = self._suite(suite)
         asset = self.datasource.add_dataframe_asset(name=suite.name)
         batch = asset.add_batch_definition_whole_dataframe("run_range")
         definition = self.context.validation_definitions.add(
@@ -135,7 +141,7 @@ class GreatExpectationsRunner:
             result_format=self.result_format,
             run_id=RunIdentifier(run_name=run_name),
         )
-        self._validated.append(result)
+        self.validated.append(result)
         outcomes: dict[str, GxOutcome] = {}
         for r in result.results:
             config = r.expectation_config
@@ -152,12 +158,144 @@ class GreatExpectationsRunner:
             )
         return outcomes
 
+    def record(
+        self,
+        suite: Suite,
+        totals: Mapping[str, tuple[int, int]],
+        rows: int,
+        params: Mapping[str, Any],
+        run_name: str,
+    ) -> None:
+        """Store the suite's validation result built from counts the row predicates made
+        (`totals`: rule name -> (considered, unexpected) over `rows` rows), as Great
+        Expectations would have computed them, without GX scanning the data again.
+
+        The result has GX's own shape per expectation (`SUMMARY` without samples: element,
+        unexpected and missing counts and percentages), success by GX's `mostly` rule, and
+        lands in the same validation results store, so Data Docs render it like any other.
+        """
+        import great_expectations as gx
+        from great_expectations.core.expectation_validation_result import (
+            ExpectationSuiteValidationResult,
+            ExpectationValidationResult,
+        )
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+        from great_expectations.expectations.expectation_configuration import (
+            ExpectationConfiguration,
+        )
+
+        gx_suite = self._suite(suite)
+        batch_id = f"{self.datasource.name}-{suite.name}"
+        results = []
+        for rule, expectation in zip(suite.rules, gx_suite.expectations, strict=True):
+            considered, unexpected = totals.get(rule.name, (0, 0))
+            configuration = expectation.configuration
+            config = ExpectationConfiguration(
+                type=configuration.type,
+                kwargs={
+                    **resolve_kwargs(configuration.kwargs, params, rule.name),
+                    "batch_id": batch_id,
+                },
+                meta=configuration.meta,
+                id=configuration.id,
+            )
+            results.append(
+                ExpectationValidationResult(
+                    success=mostly_success(considered, unexpected, rule.mostly) if rows else True,
+                    expectation_config=config,
+                    result=summary_result(rule.type, rows, considered, unexpected),
+                )
+            )
+        evaluated = len(results)
+        successful = sum(1 for r in results if r.success)
+        run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(UTC))
+        suite_id = ExpectationSuiteIdentifier(name=suite.name)
+        result = ExpectationSuiteValidationResult(
+            success=successful == evaluated,
+            results=results,
+            suite_name=suite.name,
+            suite_parameters=dict(params),
+            statistics={
+                "evaluated_expectations": evaluated,
+                "successful_expectations": successful,
+                "unsuccessful_expectations": evaluated - successful,
+                "success_percent": successful / evaluated * 100 if evaluated else None,
+            },
+            meta={
+                "great_expectations_version": gx.__version__,
+                "batch_spec": {"batch_data": "SparkDataFrame"},
+                "batch_markers": {"counted_by": "policylake row predicates (one aggregation)"},
+                "active_batch_definition": {
+                    "datasource_name": self.datasource.name,
+                    "data_connector_name": "fluent",
+                    "data_asset_name": suite.name,
+                    "batch_identifiers": {},
+                },
+                "run_id": run_id,
+                "validation_time": run_id.run_time,
+                "batch_parameters": {"dataframe": "<DATAFRAME>"},
+            },
+            batch_id=batch_id,
+        )
+        self.context.validation_results_store.store_validation_results(
+            suite_validation_result=result,
+            suite_validation_result_identifier=ValidationResultIdentifier(
+                expectation_suite_identifier=suite_id, run_id=run_id, batch_identifier=batch_id
+            ),
+            expectation_suite_identifier=suite_id,
+        )
+        self.validated.append(result)
+
     def build_docs(self) -> Path | None:
         """Render this run's validation results (and refresh the index)."""
-        if self.docs_dir is None or not self._validated:
+        if self.docs_dir is None or not self.validated:
             return None
         self.context.build_data_docs(site_names=[self.SITE])
         return self.docs_dir / "index.html"
+
+
+def summary_result(
+    expectation_type: str, rows: int, considered: int, unexpected: int
+) -> dict[str, Any]:
+    """The `result` of one expectation as Great Expectations' `SUMMARY` format gives it,
+    without samples: `expect_column_values_to_(not_)be_null` look at every row; the other
+    map expectations at the rows not missing (`considered`), and say how many were."""
+
+    def percent(part: int, whole: int) -> float | None:
+        return part / whole * 100 if whole else None
+
+    if expectation_type in NULL_TYPES:
+        return {
+            "element_count": rows,
+            "unexpected_count": unexpected,
+            "unexpected_percent": percent(unexpected, rows),
+            "partial_unexpected_list": [],
+        }
+    missing = rows - considered
+    return {
+        "element_count": rows,
+        "unexpected_count": unexpected,
+        "unexpected_percent": percent(unexpected, considered),
+        "partial_unexpected_list": [],
+        "missing_count": missing,
+        "missing_percent": percent(missing, rows),
+        "unexpected_percent_total": percent(unexpected, rows),
+        "unexpected_percent_nonmissing": percent(unexpected, considered),
+    }
+
+
+NULL_TYPES = ("expect_column_values_to_not_be_null", "expect_column_values_to_be_null")
+
+
+def recomputes(settings: Settings) -> bool:
+    """Whether Great Expectations computes the suites from the data (and is cross-checked),
+    rather than recording the row predicates' counts: asked for, or needed for samples."""
+    v = settings.validation
+    return v.great_expectations == "recompute" or v.unexpected_samples > 0
 
 
 def runner_for(settings: Settings) -> GreatExpectationsRunner:
