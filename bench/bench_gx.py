@@ -34,13 +34,16 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     opts = parser.parse_args()
 
-    from pyspark.sql import functions as F
-
     from jobs.core.config import load_settings
     from jobs.core.lake import Lake
     from jobs.core.spark import build_spark, checkpoint, release
     from jobs.quality.gx import GreatExpectationsRunner
-    from jobs.quality.rows import prepare_rows, read_bronze, reference_host_timezones
+    from jobs.quality.rows import (
+        prepare_rows,
+        read_bronze,
+        reference_host_timezones,
+        under_test,
+    )
     from jobs.quality.suites import daily_counts, load_suites, suite_parameters, suites_dir
     from jobs.stages.validate.volume import Volume, volume_frame
 
@@ -84,8 +87,7 @@ def main() -> None:
         bronze = read_bronze(lake, source, day).drop("raw")
         volume = volume_frame(spark, [Volume(opts.date, bronze.count(), None, 0, None)])
         rows = prepare_rows(bronze, source, host_tz, volume)
-        under_test = list(dict.fromkeys(("run_date", *suite.columns, "event_time_offset_hours")))
-        frame = checkpoint(rows.where(F.col("_candidate")).select(*under_test))
+        frame = checkpoint(under_test(rows, suite))
         entry = measure_source(frame, suite, source)
         release(frame)
         out["sources"][source] = entry

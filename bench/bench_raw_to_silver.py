@@ -66,7 +66,9 @@ def profile(jobs: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
             continue
         began, ended = _seconds(job["submissionTime"]), _seconds(job["completionTime"])
         spans.append((began, ended))
-        by_site.setdefault(str(job.get("name", "?")), []).append(ended - began)
+        # the call site names a file of this checkout: kept relative to it
+        site = str(job.get("name", "?")).replace(f"{REPO}/", "")
+        by_site.setdefault(site, []).append(ended - began)
     busy, reach = 0.0, float("-inf")  # the union of the jobs' intervals
     for began, ended in sorted(spans):
         busy += max(0.0, ended - max(began, reach))

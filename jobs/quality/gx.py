@@ -46,7 +46,11 @@ class GreatExpectationsRunner:
     SITE = "policylake"
 
     def __init__(
-        self, docs_dir: str | None, result_format: str = "SUMMARY", samples: int = 0
+        self,
+        docs_dir: str | None,
+        result_format: str = "SUMMARY",
+        samples: int = 0,
+        recompute: bool = False,
     ) -> None:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
         import great_expectations as gx
@@ -57,6 +61,8 @@ class GreatExpectationsRunner:
         )
 
         self._gx = gx
+        # GX computes the suites from the data (cross-checked), or records the counts
+        self.recompute = recompute or samples > 0
         # Counts without sample values: GX then skips one Spark job per expectation.
         self.result_format: dict[str, Any] = {
             "result_format": result_format,
@@ -121,6 +127,22 @@ class GreatExpectationsRunner:
             )
         return self.context.suites.add_or_update(gx_suite)
 
+    def keep_results(
+        self,
+        suite: Suite,
+        df: DataFrame,
+        totals: Mapping[str, tuple[int, int]],
+        rows: int,
+        params: Mapping[str, Any],
+        run_name: str,
+    ) -> None:
+        """The suite's GX validation result for `df`, whose rule counts are `totals` over
+        `rows` rows: recorded from them, or (recompute) computed by GX and cross-checked."""
+        if self.recompute:
+            cross_check(suite, self.validate(suite, df, params, run_name), totals, rows)
+        else:
+            self.record(suite, totals, rows, params, run_name)
+
     def validate(
         self, suite: Suite, df: DataFrame, params: Mapping[str, Any], run_name: str
     ) -> dict[str, GxOutcome]:
@@ -174,7 +196,6 @@ class GreatExpectationsRunner:
         unexpected and missing counts and percentages), success by GX's `mostly` rule, and
         lands in the same validation results store, so Data Docs render it like any other.
         """
-        import great_expectations as gx
         from great_expectations.core.expectation_validation_result import (
             ExpectationSuiteValidationResult,
             ExpectationValidationResult,
@@ -205,7 +226,7 @@ class GreatExpectationsRunner:
             )
             results.append(
                 ExpectationValidationResult(
-                    success=mostly_success(considered, unexpected, rule.mostly) if rows else True,
+                    success=mostly_success(considered, unexpected, rule.mostly),
                     expectation_config=config,
                     result=summary_result(rule.type, rows, considered, unexpected),
                 )
@@ -226,7 +247,7 @@ class GreatExpectationsRunner:
                 "success_percent": successful / evaluated * 100 if evaluated else None,
             },
             meta={
-                "great_expectations_version": gx.__version__,
+                "great_expectations_version": self._gx.__version__,
                 "batch_spec": {"batch_data": "SparkDataFrame"},
                 "batch_markers": {"counted_by": "policylake row predicates (one aggregation)"},
                 "active_batch_definition": {
@@ -256,6 +277,10 @@ class GreatExpectationsRunner:
             return None
         self.context.build_data_docs(site_names=[self.SITE])
         return self.docs_dir / "index.html"
+
+
+# Expectations that look at every row (the others only at the rows not missing).
+NULL_TYPES = ("expect_column_values_to_not_be_null", "expect_column_values_to_be_null")
 
 
 def summary_result(
@@ -288,20 +313,13 @@ def summary_result(
     }
 
 
-NULL_TYPES = ("expect_column_values_to_not_be_null", "expect_column_values_to_be_null")
-
-
-def recomputes(settings: Settings) -> bool:
-    """Whether Great Expectations computes the suites from the data (and is cross-checked),
-    rather than recording the row predicates' counts: asked for, or needed for samples."""
-    v = settings.validation
-    return v.great_expectations == "recompute" or v.unexpected_samples > 0
-
-
 def runner_for(settings: Settings) -> GreatExpectationsRunner:
     v = settings.validation
     return GreatExpectationsRunner(
-        settings.paths.data_docs_dir, v.result_format, v.unexpected_samples
+        settings.paths.data_docs_dir,
+        v.result_format,
+        v.unexpected_samples,
+        recompute=v.great_expectations == "recompute",
     )
 
 

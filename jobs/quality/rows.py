@@ -14,6 +14,7 @@ from jobs.core.config import Settings
 from jobs.core.lake import Lake, conform
 from jobs.core.tables import BRONZE, PARSED
 from jobs.quality.event_time import event_offset_hours, host_timezones, parse_event_time
+from jobs.quality.suites import Suite
 from jobs.reference.files import asset_inventory
 
 MISSING_TEXT = ("", "-")
@@ -128,6 +129,14 @@ def prepare_rows(
         df = df.withColumn("_event_key", windows_event_key())
     cast_errors = F.coalesce(F.size(F.col("_cast_errors")), F.lit(0))
     return df.withColumn("_candidate", (F.col("_parse_status") == PARSED) & (cast_errors <= 0))
+
+
+def under_test(rows: DataFrame, suite: Suite) -> DataFrame:
+    """The rows a suite applies to (`_candidate`), narrowed to the columns its expectations
+    look at plus the run date and the event time's offset (the clock skew's histogram):
+    the counts and Great Expectations read nothing else."""
+    columns = dict.fromkeys(("run_date", *suite.columns, "event_time_offset_hours"))
+    return rows.where(F.col("_candidate")).select(*columns)
 
 
 # ---------------------------------------------------------------------------------------

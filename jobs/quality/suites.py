@@ -229,77 +229,68 @@ def daily_counts(
     """Per group: rows, (considered, unexpected) per rule, and the rows failing any row-level
     rule (`QUARANTINED`).
 
-    One hash aggregation for every row rule; each uniqueness rule is counted on its own
-    (`uniqueness_counts`: hash counts of the key where the key holds the groups).
+    One aggregation for every rule, except a uniqueness rule whose key holds the groups' columns
+    (a source suite's key includes `run_date`): that one is a hash count of its key
+    (`uniqueness_counts`) instead of the row predicate's window, which sorts every row by the
+    key. A key that does not hold the groups (the silver suite, reported per source) may span
+    groups, and its window stays in the one aggregation (measured: cheaper than hash counts
+    per key and group joined back to the key's total).
     """
-    row_rules = [r for r in rules if r.type not in UNIQUENESS_TYPES]
-    checks = {r.name: row_check(r, params) for r in row_rules}
-    aggs = [F.count(F.lit(1)).alias("__rows")]
-    for i, rule in enumerate(row_rules):
+    hashed = [r for r in rules if r.type in UNIQUENESS_TYPES and set(by) <= set(r.columns)]
+    in_pass = [r for r in rules if r not in hashed]
+    checks = {r.name: row_check(r, params) for r in in_pass}
+    flags = []
+    for i, rule in enumerate(in_pass):
         check = checks[rule.name]
-        aggs += [
-            F.sum(check.considered.cast("long")).alias(f"__c{i}"),
-            F.sum(check.unexpected.cast("long")).alias(f"__u{i}"),
+        flags += [
+            check.considered.cast("long").alias(f"__c{i}"),
+            check.unexpected.cast("long").alias(f"__u{i}"),
         ]
     any_failing = F.lit(False)
-    for rule in row_rules:
+    for rule in in_pass:
         if rule.row_level:
             any_failing = any_failing | checks[rule.name].unexpected
-    aggs.append(F.sum(any_failing.cast("long")).alias("__q"))
+    # the flags are columns first: a window (uniqueness) cannot sit inside an aggregate
+    flagged = candidates.select(*by, *flags, any_failing.cast("long").alias("__q"))
+    aggs = [F.count(F.lit(1)).alias("__rows"), F.sum("__q").alias("__q")]
+    for i in range(len(in_pass)):
+        aggs += [F.sum(f"__c{i}").alias(f"__c{i}"), F.sum(f"__u{i}").alias(f"__u{i}")]
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in candidates.groupBy(*by).agg(*aggs).collect():
+    for row in flagged.groupBy(*by).agg(*aggs).collect():
         key = tuple(row[c] for c in by)
         out[key] = {
             "rows": int(row["__rows"]),
             QUARANTINED: int(row["__q"] or 0),
             **{
                 rule.name: (int(row[f"__c{i}"] or 0), int(row[f"__u{i}"] or 0))
-                for i, rule in enumerate(row_rules)
+                for i, rule in enumerate(in_pass)
             },
         }
-    for rule in rules:
-        if rule.type in UNIQUENESS_TYPES:
-            found = uniqueness_counts(candidates, rule, params, by)
-            for key, value in out.items():
-                value[rule.name] = found.get(key, (0, 0))
+    for rule in hashed:
+        found = uniqueness_counts(candidates, rule, params, by)
+        for key, value in out.items():
+            value[rule.name] = found.get(key, (0, 0))
     return out
 
 
 def uniqueness_counts(
     frame: DataFrame, rule: Rule, params: Mapping[str, Any], by: Sequence[str]
 ) -> dict[tuple[Any, ...], tuple[int, int]]:
-    """Per group of `by`: (considered, unexpected) of a uniqueness rule.
-
-    A considered row is unexpected when its key (null equal to null, as Great Expectations
-    sees it) occurs more than once in the whole frame. When the key holds the group's columns
-    (a source suite's key includes `run_date`) that is two hash aggregates: copies per key,
-    then rows per group. Otherwise (the silver suite, reported per source) a key may span
-    groups, and the row predicate's window counts it (measured: cheaper than hash counts per
-    key and group joined back to the key's total).
-    """
-    check = row_check(rule, params)
+    """Per group of `by` (columns of the rule's key): (considered, unexpected) of a uniqueness
+    rule by two hash aggregates, copies per key then rows per group. A considered row is
+    unexpected when its key (null equal to null, as Great Expectations sees it) occurs more
+    than once."""
     key = list(dict.fromkeys(rule.columns))
-    if any(c not in key for c in by):
-        counted = (
-            frame.select(
-                *by,
-                check.considered.cast("long").alias("__n"),
-                check.unexpected.cast("long").alias("__dup"),
-            )
-            .groupBy(*by)
-            .agg(F.sum("__n").alias("__c"), F.sum("__dup").alias("__u"))
+    counted = (
+        frame.where(row_check(rule, params).considered)
+        .groupBy(*key)
+        .agg(F.count(F.lit(1)).alias("__n"))
+        .groupBy(*by)
+        .agg(
+            F.sum("__n").alias("__c"),
+            F.sum(F.when(F.col("__n") > 1, F.col("__n")).otherwise(F.lit(0))).alias("__u"),
         )
-    else:
-        counted = (
-            frame.where(check.considered)
-            .groupBy(*key)
-            .agg(F.count(F.lit(1)).alias("__n"))
-            .groupBy(*by)
-            .agg(
-                F.sum("__n").alias("__c"),
-                F.sum(F.when(F.col("__n") > 1, F.col("__n")).otherwise(F.lit(0))).alias("__u"),
-            )
-        )
+    )
     return {
         tuple(row[c] for c in by): (int(row["__c"] or 0), int(row["__u"] or 0))
         for row in counted.collect()

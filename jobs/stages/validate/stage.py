@@ -35,15 +35,15 @@ from jobs.core.context import PhaseClock, RunContext, StageResult
 from jobs.core.lake import Lake
 from jobs.core.spark import Checkpoints
 from jobs.core.tables import DQ_RESULTS, SOURCE_STATUS
-from jobs.quality.gx import (
-    GreatExpectationsRunner,
-    cross_check,
-    recomputes,
-    run_name,
-    runner_for,
-)
+from jobs.quality.gx import GreatExpectationsRunner, run_name, runner_for
 from jobs.quality.results import dq_result_rows, write_dq_results
-from jobs.quality.rows import delivered_counts, prepare_rows, read_bronze, reference_host_timezones
+from jobs.quality.rows import (
+    delivered_counts,
+    prepare_rows,
+    read_bronze,
+    reference_host_timezones,
+    under_test,
+)
 from jobs.quality.suites import (
     QUARANTINE_SHARE_RULE,
     Suite,
@@ -147,11 +147,8 @@ def validate_source(
     volumes = volume_rows(history, dates, v)
     clock.mark("volume")
     rows = prepare_rows(bronze, source, host_tz, volume_frame(lake.spark, volumes))
-    # only the columns under test (and the event time's offset, for the clock skew) are kept:
-    # the counts, the histogram and Great Expectations read nothing else
-    under_test = list(dict.fromkeys(("run_date", *suite.columns, "event_time_offset_hours")))
     with Checkpoints() as keep:
-        candidates = keep(rows.where(F.col("_candidate")).select(*under_test))
+        candidates = keep(under_test(rows, suite))
         counts = daily_counts(candidates, suite.rules, params)
         histograms = collect_histograms(time_bins(candidates))
         clock.mark("row_predicates")
@@ -165,11 +162,9 @@ def validate_source(
         }
         n_rows = sum(int(c["rows"]) for c in per_date.values())
         if gx is not None:
-            name = f"{run_name(dates)} {source}"
-            if recomputes(settings):
-                cross_check(suite, gx.validate(suite, candidates, params, name), totals, n_rows)
-            else:
-                gx.record(suite, totals, n_rows, params, name)
+            gx.keep_results(
+                suite, candidates, totals, n_rows, params, f"{run_name(dates)} {source}"
+            )
             clock.mark("great_expectations")
     results = dq_result_rows(
         suite, source, dates, per_date, params, delivered, v.max_quarantine_share
