@@ -18,7 +18,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pyspark.sql import Column, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.core.context import RunContext, StageResult
@@ -27,6 +27,7 @@ from jobs.core.lake import Lake, conform
 from jobs.core.tables import BRONZE, INGEST_LOG, PARSED, SEVERAL_ROWS_PER_LINE, UNPARSEABLE, Table
 from jobs.quality.results import write_dq_results
 from jobs.stages.ingest.checks import (
+    CORE_FIELDS,
     INGEST_SUITE,
     FieldCounts,
     delivery_rows,
@@ -123,78 +124,76 @@ def ingest_source(
     return result
 
 
-ROWS, UNPARSEABLE_ROWS, PARSED_ROWS, FIELDS, CAST_ERRORS = (
-    "rows",
-    "unparseable",
-    "parsed",
-    "fields",
-    "cast_errors",
-)
-
-
 def _written(
     lake: Lake, table: Table, source: str, dates: Sequence[date], files: Sequence[RawFile]
 ) -> tuple[dict[str, tuple[int, int, int]], dict[date, FieldCounts]]:
-    """What the write put in bronze, read back in one aggregate (a handful of columns of
-    the new files, one Spark job): per file, rows, unparseable rows and distinct lines (the
-    gate: every event line is in bronze); per date, the parsed rows' top-level field names
-    (JSON keys; a Zeek TSV file's own `#fields`, Zeek's default order for TSV lines of a
-    file without one) and cast-error columns, for the schema-drift check."""
-    tsv = {f.path: f.zeek_fields for f in files if f.zeek_fields is not None}
+    """What the write put in bronze, read back from the new files in two narrow aggregates:
+    per file, rows, unparseable rows and distinct lines (the gate: every event line is in
+    bronze) with the parsed rows' cast-error columns, from the lineage columns alone; per
+    date, the parsed rows' top-level field names (JSON keys; a Zeek TSV file's own
+    `#fields`, Zeek's default order for TSV lines of a file without one), for the
+    schema-drift check, read from `raw` only for sources that have one (docs/ingest.md)."""
     written = lake.read_dates(table, dates)
     parsed = F.col("_parse_status") == PARSED
-    is_tsv = F.col("_file").isin(list(tsv)) if tsv else F.lit(False)
-    text = F.ltrim(F.col("raw"))
-    keys = F.when(~is_tsv & text.startswith("{"), F.json_object_keys(text))
-    if source in ZEEK_DEFAULT_FIELDS:
-        default = F.array(*[F.lit(n) for n in ZEEK_DEFAULT_FIELDS[source]])
-        keys = keys.when(~is_tsv, default)
-    cast_columns = F.transform(
-        F.coalesce(F.col("_cast_errors"), F.array().cast("array<string>")),
-        lambda e: F.split(e, ":", 2).getItem(0),
-    )
-
-    def tagged(kind: str, names: Column) -> Column:
-        return F.transform(names, lambda k: F.concat(F.lit(f"{kind}\x00"), k))
-
     no_names = F.array().cast("array<string>")
-    tags = F.concat(
-        F.array(F.lit(f"{ROWS}\x00")),
-        F.when(parsed, F.array(F.lit(f"{PARSED_ROWS}\x00")))
-        .when(F.col("_parse_status") == UNPARSEABLE, F.array(F.lit(f"{UNPARSEABLE_ROWS}\x00")))
-        .otherwise(no_names),
-        F.when(parsed, tagged(FIELDS, F.coalesce(keys, no_names))).otherwise(no_names),
-        F.when(parsed, tagged(CAST_ERRORS, F.array_distinct(cast_columns))).otherwise(no_names),
+    cast_columns = F.array_distinct(
+        F.transform(F.col("_cast_errors"), lambda e: F.split(e, ":", 2).getItem(0))
     )
+    # every row once with no column (it counts the row), then once per cast-error column
+    cast_column = F.explode(
+        F.concat(
+            F.array(F.lit(None).cast("string")),
+            F.when(parsed, F.coalesce(cast_columns, no_names)).otherwise(no_names),
+        )
+    ).alias("cast_column")
     aggregates = [F.count(F.lit(1)).alias("n")]
     if source in SEVERAL_ROWS_PER_LINE:  # count the lines of those rows
-        rows_tag = F.col("tag") == f"{ROWS}\x00"
-        aggregates.append(F.count_distinct(F.when(rows_tag, F.col("_line"))).alias("lines"))
-    totals = (
-        written.select("run_date", "_file", "_line", F.explode(tags).alias("tag"))
-        .groupBy("run_date", "_file", "tag")
+        aggregates.append(F.count_distinct("_line").alias("lines"))
+    per_status = (
+        written.select("run_date", "_file", "_parse_status", "_line", cast_column)
+        .groupBy("run_date", "_file", "_parse_status", "cast_column")
         .agg(*aggregates)
         .collect()
     )
     per_file: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     fields: dict[date, FieldCounts] = defaultdict(FieldCounts)
-    for r in totals:
-        kind, name = str(r["tag"]).split("\x00", 1)
-        n, path = int(r["n"]), r["_file"]
-        if kind == ROWS:
-            per_file[path][0] += n
-            per_file[path][2] += int(r["lines"]) if source in SEVERAL_ROWS_PER_LINE else n  # = rows
-        elif kind == UNPARSEABLE_ROWS:
-            per_file[path][1] += n
-        elif kind == PARSED_ROWS:
+    tsv = {f.path: f.zeek_fields for f in files if f.zeek_fields is not None}
+    for r in per_status:
+        n, path, column = int(r["n"]), r["_file"], r["cast_column"]
+        if column is not None:  # one row per cast-error column of the parsed rows
+            bucket = fields[r["run_date"]].cast_errors
+            bucket[column] = bucket.get(column, 0) + n
+            continue
+        if r["_parse_status"] == PARSED:
             counts = fields[r["run_date"]]
             counts.rows += n
-            for column in tsv.get(path) or ():
-                counts.fields[column] = counts.fields.get(column, 0) + n
-        else:
-            bucket: dict[str, int] = getattr(fields[r["run_date"]], kind)
-            bucket[name] = bucket.get(name, 0) + n
+            for name in tsv.get(path) or ():
+                counts.fields[name] = counts.fields.get(name, 0) + n
+        elif r["_parse_status"] == UNPARSEABLE:
+            per_file[path][1] += n
+        per_file[path][0] += n
+        per_file[path][2] += int(r["lines"]) if source in SEVERAL_ROWS_PER_LINE else n
+    if source in CORE_FIELDS:
+        for r in _field_names(written.where(parsed), source, list(tsv)).collect():
+            counts = fields[r["run_date"]]
+            counts.fields[r["name"]] = counts.fields.get(r["name"], 0) + int(r["n"])
     return {p: (c[0], c[1], c[2]) for p, c in per_file.items()}, dict(fields)
+
+
+def _field_names(parsed: DataFrame, source: str, tsv_files: Sequence[str]) -> DataFrame:
+    """(run_date, name, n): how many parsed rows of each date carry each top-level field
+    name, for rows not in a Zeek TSV file with its own `#fields` (counted per file)."""
+    is_tsv = F.col("_file").isin(list(tsv_files)) if tsv_files else F.lit(False)
+    text = F.ltrim(F.col("raw"))
+    keys = F.when(~is_tsv & text.startswith("{"), F.json_object_keys(text))
+    if source in ZEEK_DEFAULT_FIELDS:
+        default = F.array(*[F.lit(n) for n in ZEEK_DEFAULT_FIELDS[source]])
+        keys = keys.when(~is_tsv, default)
+    return (
+        parsed.select("run_date", F.explode(keys).alias("name"))
+        .groupBy("run_date", "name")
+        .agg(F.count(F.lit(1)).alias("n"))
+    )
 
 
 def write_ingest_checks(
