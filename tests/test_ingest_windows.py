@@ -16,9 +16,15 @@ from typing import Any
 
 import pytest
 from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.stages.ingest.parsers.windows import NXLOG_EVENT_TYPES, NXLOG_SYSTEM_FIELDS, parse_windows
+from jobs.stages.ingest.parsers.windows import (
+    NXLOG_EVENT_TYPES,
+    NXLOG_SYSTEM_FIELDS,
+    WINDOWS_EVENT_DATA,
+    parse_windows,
+)
 
 DAY = date(2026, 10, 1)
 COLUMNS = (
@@ -248,6 +254,45 @@ def test_real_winlogbeat_6_lines(spark: SparkSession, datasets: Path) -> None:
         "log_format", "event_data",
     )  # fmt: skip
     assertDataFrameEqual(got, want)
+
+
+def test_typed_event_data_columns_say_what_event_data_says(
+    spark: SparkSession, datasets: Path
+) -> None:
+    """Flat lines' typed event-data columns are read from the struct parse, the other shapes'
+    from the map: on real lines and on flat lines that repeat, nest or null a field, every
+    typed column is what a lookup in the row's own `event_data` gives (the first copy of a
+    repeated name), cast to the column's type."""
+    base = '"@timestamp": "2026-10-01T08:00:00Z", "Hostname": "ws-1", "EventID": 4624'
+    lines = _recording_lines(
+        datasets / OTRF / "lateral_movement/host/covenant_copy_smb_CreateRequest.zip"
+    )
+    lines += [
+        f'{{{base}, "TargetUserName": "first", "LogonType": 3, "TargetUserName": "second"}}',
+        f'{{{base}, "Image": {{"nested": 1}}, "IpPort": "445", "Status": null}}',
+        f'{{{base}, "Hostname": "again", "SubjectUserName": "adm", "LogonType": "x"}}',
+    ]
+    parsed = parse(spark, lines, "_line", "event_data", *WINDOWS_EVENT_DATA)
+    types = dict(parsed.dtypes)
+    mismatches = parsed.where(
+        F.exists(
+            F.array(
+                *[
+                    ~F.col(column).eqNullSafe(F.col("event_data")[key].try_cast(types[column]))
+                    for column, key in WINDOWS_EVENT_DATA.items()
+                ]
+            ),
+            lambda differs: differs,
+        )
+    )
+    assert mismatches.select("_line").collect() == []
+    n = len(lines)
+    got = {r["_line"]: r for r in parsed.where(F.col("_line") > n - 3).collect()}
+    assert got[n - 2]["target_user_name"] == "first" and got[n - 2]["logon_type"] == 3
+    assert got[n - 1]["image"] == '{"nested":1}' and got[n - 1]["ip_port"] == 445
+    assert got[n]["subject_user_name"] == "adm" and got[n]["logon_type"] is None
+    # the real lines do fill the typed columns (the comparison above is not over nulls only)
+    assert parsed.where(F.col("image").isNotNull() & (F.col("_line") <= n - 3)).count() > 0
 
 
 def _evtx_records(text: str) -> Iterator[dict[str, Any]]:

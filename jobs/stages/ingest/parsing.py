@@ -127,7 +127,7 @@ def with_json(df: DataFrame, spec: Spec, line: str = "__line", prefix: str = "__
         )
         for f in nested
     ]
-    found = F.filter(F.array(*shape), lambda x: x.isNotNull()) if shape else F.array()
+    found = F.array_compact(F.array(*shape)) if shape else F.array()
     # A wrongly typed key deeper down: Spark nulls it and keeps the rest; say so once.
     fallback = F.array(F.lit("record: a nested value has the wrong JSON type"))
     shape_errors = F.when(
@@ -182,7 +182,7 @@ def finish_bronze(
         )
         for f in scalar
     ]
-    found = F.filter(F.array(*cast_errors), lambda x: x.isNotNull()) if cast_errors else F.array()
+    found = F.array_compact(F.array(*cast_errors)) if cast_errors else F.array()
     all_errors = F.concat(F.col("__shape_errors"), found.cast("array<string>"))
     typed = [
         F.when(ok, F.col(f"__v_{f.name}" if f in scalar else f"__t_{f.name}"))

@@ -86,6 +86,8 @@ _FLAT_READ = words(
 )
 WINDOWS_SPEC: Spec = {
     **dict.fromkeys(_FLAT_READ),
+    # the event data fields read into typed columns (a flat line holds them at the top level)
+    **dict.fromkeys(WINDOWS_EVENT_DATA.values()),
     # objects kept as JSON text (string leaves): read only in their own shape, so a flat
     # line whose `host` is the collector's name is no shape error
     "host": None,
@@ -159,11 +161,12 @@ def _nxlog_event_type(value: Column) -> Column:
 
 
 def _flat_event_data(line: Column) -> Column:
-    system = F.array(*[F.lit(k) for k in NXLOG_SYSTEM_FIELDS])
+    # `isin` over many literals is a hash-set lookup (Spark's InSet); inside the lambda,
+    # which runs interpreted, that is most of the parse's cost per key
     return F.map_filter(
         _map_of(line),
         lambda k, v: (
-            ~F.array_contains(system, k)
+            ~k.isin(*NXLOG_SYSTEM_FIELDS)
             & ~((k == "EventType") & F.coalesce(v.isin(*NXLOG_EVENT_TYPES), F.lit(False)))
         ),
     )
@@ -221,6 +224,12 @@ def parse_windows(lines: DataFrame) -> DataFrame:
     )
     fmt = F.col("__format")
     data = F.col("__event_data")
+    # A flat line's event data is at its top level, so its typed columns can come from the
+    # one struct parse instead of a lookup in the map (which scans the keys: most of the
+    # parse's cost). Not when a name repeats: the map keeps every copy and a lookup gives
+    # the first, the struct the last, and the typed column must say what `event_data` says.
+    distinct_names = F.size(data) == F.size(F.array_distinct(F.map_keys(data)))
+    df = df.select("*", ((fmt == NXLOG) & distinct_names).alias("__from_struct"))
     ecs = fmt.eqNullSafe(WINLOGBEAT) & w.isNotNull()
 
     def by_shape(flat: Column, beat: Column, legacy: Column, evtx: Column) -> Column:
@@ -265,7 +274,7 @@ def parse_windows(lines: DataFrame) -> DataFrame:
         "log_format": fmt,
     }
     for column, key in WINDOWS_EVENT_DATA.items():
-        texts[column] = data[key]
+        texts[column] = F.when(F.col("__from_struct"), j[key]).otherwise(data[key])
     event_time = F.when(fmt == EVTX, system["TimeCreated"]["#attributes"]["SystemTime"]).otherwise(
         j["@timestamp"]
     )
