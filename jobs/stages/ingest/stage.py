@@ -143,7 +143,7 @@ def _written(
     cast_column = F.explode(
         F.concat(
             F.array(F.lit(None).cast("string")),
-            F.when(parsed, F.coalesce(cast_columns, no_names)).otherwise(no_names),
+            F.coalesce(F.when(parsed, cast_columns), no_names),
         )
     ).alias("cast_column")
     aggregates = [F.count(F.lit(1)).alias("n")]
