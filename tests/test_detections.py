@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.cli.detections import windows_events
+from jobs.cli.detections import fire_tally, windows_events
 from jobs.core.config import DETECTION_LEVELS, DetectionSettings, ScoringSettings, Settings
 from jobs.core.tables import SILVER_EVENTS
 from jobs.detections.compiler import CompiledRule, compile_rules
@@ -279,6 +279,14 @@ def test_sql_spark_rejects_is_reported_by_name(spark: SparkSession, tmp_path: Pa
     assert [f.name for f in usable.failures] == [rules[0].rule.title]
     assert "Spark SQL" in usable.failures[0].reason
     assert len(usable.rules) == len(rules)
+
+
+def test_a_rule_spark_rejects_misses_once_in_the_events_tally() -> None:
+    """`detections test --events`: three compiled rules (one fired, one did not, one Spark
+    rejected, which has no count) and one that did not compile: 4 given, 1 fires, 3 miss."""
+    tally = fire_tally(["fired", "quiet", "rejected"], 1, {"fired": 3})
+    assert tally == {"given": 4, "fire": 1, "missed": 3}
+    assert fire_tally(["fired"], 0, {"fired": 1}) == {"given": 1, "fire": 1, "missed": 0}
 
 
 # --- the command line ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -255,6 +255,17 @@ def test_command(
     out.print(f"detections test: {summary}")
 
 
+def fire_tally(
+    compiled: Sequence[str], not_compiled: int, counts: Mapping[str, int]
+) -> dict[str, int]:
+    """`given`, `fire` and `missed` rules of `detections test --events`: each compiled rule
+    (by slug) fires when it matched an event; a rule that does not compile misses. A rule
+    Spark rejects is one of the compiled rules and has no count: it misses once."""
+    given = len(compiled) + not_compiled
+    missed = sum(counts.get(slug, 0) == 0 for slug in compiled) + not_compiled
+    return {"given": given, "fire": given - missed, "missed": missed}
+
+
 def _fire_on_events(spark: SparkSession, compiled: Compiled, paths: Sequence[Path]) -> None:
     frame = windows_events(spark, paths)
     usable = usable_rules(frame, compiled.rules)
@@ -270,14 +281,12 @@ def _fire_on_events(spark: SparkSession, compiled: Compiled, paths: Sequence[Pat
         .withColumnRenamed("count", "n")
         .collect()
     }
-    # a given rule that does not compile, or that Spark rejects, does not fire either
-    given = len(compiled.rules) + len(compiled.failures)
-    missed = sum(counts.get(r.slug, 0) == 0 for r in compiled.rules)
-    missed += len(compiled.failures) + len(usable.failures)
+    tally = fire_tally([r.slug for r in compiled.rules], len(compiled.failures), counts)
+    given, missed = tally["given"], tally["missed"]
     record(
         mode="events",
         event_files=paths,
-        counts={"given": given, "fire": given - missed, "missed": missed},
+        counts=tally,
         rules=[{**_rule_fields(r), "events": counts.get(r.slug, 0)} for r in compiled.rules],
         notes=usable.skipped,
     )
