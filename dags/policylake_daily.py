@@ -8,6 +8,10 @@ production, nothing else changes), in the Airflow pool `airflow.spark_pool`:
     wait_for_files -> ingest_sources -> ingest[one per source, mapped] -> validate
         -> normalize -> baselines -> score -> recommend -> export -> metrics -> report
 
+or, with `airflow.daily_tasks: one_application` (small volumes: one JVM for the night),
+
+    wait_for_files -> night (`policylake run --date D`: every stage in one application)
+
 - `wait_for_files` (a sensor, reschedule mode) waits until every configured source has
   files for the day and the late-file grace after it has passed, or at most
   `airflow.late_files_max_wait_hours`; `ingest_sources` reads `ingest.sources` when the run
@@ -97,30 +101,44 @@ with DAG(
         timeout=timedelta(hours=cfg.late_files_max_wait_hours + 2),
         retries=0,
     )(day=orchestration.RUN_DAY)
-    sources = task(
-        python_callable=orchestration.ingest_plan,
-        task_id="ingest_sources",
-        execution_timeout=timedelta(minutes=10),
-    )(day=orchestration.RUN_DAY)
-    ingest = SparkSubmitOperator.partial(
-        task_id="ingest",
-        name="policylake-ingest",
-        execution_timeout=timedelta(hours=1),
-        max_active_tis_per_dagrun=cfg.max_parallel_ingest,
-        map_index_template=orchestration.INGEST_MAP_INDEX,
-        **orchestration.submit_kwargs(settings),
-    ).expand(application_args=sources)
-    wait >> sources
-    upstream = ingest
-    for stage in orchestration.DAILY_STAGES:
-        extra = (orchestration.BLOCKING_SOURCES_ARG,) if stage == "validate" else ()
-        stage_task = SparkSubmitOperator(
-            task_id=stage,
-            name=f"policylake-{stage}",
-            application_args=orchestration.stage_args(stage, *extra),
-            outlets=[Asset(uri) for uri in orchestration.DAILY_OUTLETS.get(stage, ())],
-            depends_on_past=stage in DEPENDS_ON_PAST,
+    if cfg.daily_tasks == "one_application":
+        # the whole night (ingest of every configured source .. report) in one task and one
+        # Spark application; a blocking source that is not ok stops it after validate
+        night = SparkSubmitOperator(
+            task_id=orchestration.NIGHT_TASK,
+            name="policylake-night",
+            application_args=orchestration.night_args(),
+            outlets=[Asset(u) for uris in orchestration.DAILY_OUTLETS.values() for u in uris],
+            depends_on_past=True,
+            execution_timeout=timedelta(hours=8),
             **orchestration.submit_kwargs(settings),
         )
-        upstream >> stage_task
-        upstream = stage_task
+        wait >> night
+    else:
+        sources = task(
+            python_callable=orchestration.ingest_plan,
+            task_id="ingest_sources",
+            execution_timeout=timedelta(minutes=10),
+        )(day=orchestration.RUN_DAY)
+        ingest = SparkSubmitOperator.partial(
+            task_id="ingest",
+            name="policylake-ingest",
+            execution_timeout=timedelta(hours=1),
+            max_active_tis_per_dagrun=cfg.max_parallel_ingest,
+            map_index_template=orchestration.INGEST_MAP_INDEX,
+            **orchestration.submit_kwargs(settings),
+        ).expand(application_args=sources)
+        wait >> sources
+        upstream = ingest
+        for stage in orchestration.DAILY_STAGES:
+            extra = (orchestration.BLOCKING_SOURCES_ARG,) if stage == "validate" else ()
+            stage_task = SparkSubmitOperator(
+                task_id=stage,
+                name=f"policylake-{stage}",
+                application_args=orchestration.stage_args(stage, *extra),
+                outlets=[Asset(uri) for uri in orchestration.DAILY_OUTLETS.get(stage, ())],
+                depends_on_past=stage in DEPENDS_ON_PAST,
+                **orchestration.submit_kwargs(settings),
+            )
+            upstream >> stage_task
+            upstream = stage_task

@@ -343,6 +343,17 @@ def stage_args(stage: str, *extra: str, day: str = RUN_DAY) -> list[str]:
     return ["run", "--stage", stage, "--date", day, *extra]
 
 
+# `airflow.daily_tasks: one_application`: the night's one Spark task, after the sensor.
+NIGHT_TASK = "night"
+
+
+def night_args(day: str = RUN_DAY) -> list[str]:
+    """The `policylake` arguments of the one-application night: every stage of `run`
+    (ingest of every configured source .. report) for the day, in one Spark application;
+    a blocking source that is not ok stops it right after validate."""
+    return ["run", "--date", day, BLOCKING_SOURCES_ARG]
+
+
 def ingest_plan(day: str) -> list[list[str]]:
     """The daily DAG's `ingest_sources` task: one `application_args` per source configured
     in `ingest.sources`, read when the run starts, which the `ingest` task is mapped over."""

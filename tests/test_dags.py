@@ -2,9 +2,11 @@
 
 Airflow reads its configuration when first imported, so every test that imports it goes
 through the `airflow_home` fixture (a temporary AIRFLOW_HOME and SQLite database for the
-session). The end-to-end tests run the daily DAG with `dag.test()`: once through real
-`spark-submit` launches of `jobs/cli/submit.py`, once with each task's command line run in
-this process.
+session). The end-to-end tests run the daily DAG with `dag.test()` both ways
+(`airflow.daily_tasks`: a task per stage, or the night in one application), each failing at
+a blocking source and then succeeding: the one-application night's failure through a real
+`spark-submit` launch of `jobs/cli/submit.py`, the other runs with each task's command line
+run in this process.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib.util import find_spec
@@ -319,6 +322,46 @@ def test_start_date_catchup_limits_and_schedule_come_from_the_settings(
     assert "airflow.start_date" in " ".join(broken.import_errors.values())
 
 
+def _daily_dag(monkeypatch: pytest.MonkeyPatch, **airflow: str) -> Any:
+    """The daily DAG parsed with `POLICYLAKE__AIRFLOW__<KEY>` overrides."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    for key, value in airflow.items():
+        monkeypatch.setenv(f"POLICYLAKE__AIRFLOW__{key.upper()}", value)
+    bag = DagBag(dag_folder=str(DAGS / "policylake_daily.py"))
+    assert bag.import_errors == {}
+    return bag.dags["policylake_daily"]
+
+
+def test_one_application_runs_the_night_as_one_task_after_the_sensor(
+    airflow_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daily = _daily_dag(monkeypatch, daily_tasks="one_application", spark_pool="spark_cluster")
+    assert {t.task_id for t in daily.tasks} == {"wait_for_files", "night"}
+    night = daily.get_task("night")
+    assert night.upstream_task_ids == {"wait_for_files"} and night.downstream_task_ids == set()
+    assert night.task_type == "SparkSubmitOperator" and night.trigger_rule == "all_success"
+    # every stage of `run` for the run's day, the blocking sources as validate takes them
+    args = ["run", "--date", orchestration.RUN_DAY, orchestration.BLOCKING_SOURCES_ARG]
+    assert night.application_args == args
+    assert night.application == orchestration.ENTRY_APPLICATION
+    assert _arg(night, "pool") == "spark_cluster" and night.depends_on_past is True
+    assert night.retries == 2 and night.execution_timeout == timedelta(hours=8)
+    assert orchestration.notify_failure in night.on_failure_callback
+    assert {a.uri for a in night.outlets} == {
+        uri for uris in orchestration.DAILY_OUTLETS.values() for uri in uris
+    }
+    # the default stays a task per stage; an unknown mode is an import error naming the key
+    assert {t.task_id for t in _daily_dag(monkeypatch, daily_tasks="per_stage").tasks} == set(
+        DAILY_ORDER
+    )
+    monkeypatch.setenv("POLICYLAKE__AIRFLOW__DAILY_TASKS", "one_jvm")
+    from airflow.dag_processing.dagbag import DagBag
+
+    broken = DagBag(dag_folder=str(DAGS / "policylake_daily.py"))
+    assert "airflow.daily_tasks" in " ".join(broken.import_errors.values())
+
+
 def test_daily_limits_map_names_sensor_deadline_and_taskflow(dagbag: Any) -> None:
     daily = dagbag.dags["policylake_daily"]
     ingest = daily.get_task("ingest")
@@ -619,20 +662,29 @@ E2E_SOURCES = ["idp", "sshd"]
 
 
 @dataclass
-class DailyRuns:
-    """What `daily_runs` saw: table versions before, after the failed run, after the re-run."""
+class DagRuns:
+    """One way of running the daily DAG (`airflow.daily_tasks`) on its own lake: table
+    versions before, after the failed run, after the re-run, and the task states."""
 
-    reference: Settings
-    dag_settings: Settings
+    settings: Settings
     before: dict[str, int]
     failed_state: str
     failed_tis: dict[str, str]
     after_failure: dict[str, int]
     failed_source_status: dict[str, str]
+    failed_journal: dict[str, str]  # the day's stage journal after the failed run
     rerun_state: str
     rerun_tis: dict[str, str]
     after_rerun: dict[str, int]
+
+
+@dataclass
+class DailyRuns:
+    """What `daily_runs` saw: the reference lake and each way of running the DAG."""
+
+    reference: Settings
     reference_day_rows: dict[str, int]  # rows of DAY per table in the reference lake
+    runs: dict[str, DagRuns]  # per_stage, one_application
 
 
 def _settings_yaml(settings: Settings, path: Path) -> Path:
@@ -704,6 +756,17 @@ def _submit_in_process(hook: Any, application: str = "", **_: Any) -> None:
         raise AirflowException(f"policylake {' '.join(args)} exited with {code}")
 
 
+@contextmanager
+def _in_process(on: bool = True) -> Iterator[None]:
+    """Spark tasks run their command line in this process (`_submit_in_process`) while on."""
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    with pytest.MonkeyPatch.context() as patch:
+        if on:
+            patch.setattr(SparkSubmitHook, "submit", _submit_in_process)
+        yield
+
+
 @pytest.fixture(scope="module")
 def daily_runs(
     spark: Any,
@@ -711,14 +774,18 @@ def daily_runs(
     airflow_db: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[DailyRuns]:
-    """Two generated days. The reference lake runs `run_stages` for DAY1, then DAY; the DAG
-    lake starts as a copy of the reference after DAY1, then `dag.test()` runs DAY twice:
-    with the idp file corrupted and idp blocking (validate must fail and stop what follows,
-    leaving silver and gold alone), then with the file repaired (must succeed). The failed
-    run's tasks are real `spark-submit` launches; the re-run's run in this process
-    (`_submit_in_process`)."""
+    """Two generated days. The reference lake runs `run_stages` for DAY1, then DAY. Each way
+    of running the daily DAG (`airflow.daily_tasks`) gets a lake that starts as a copy of
+    the reference after DAY1, then `dag.test()` runs DAY twice: with the idp file corrupted
+    and idp blocking (validate must fail and stop what follows, leaving silver and gold
+    alone), then with the file repaired (must succeed). The one-application night fails
+    through a real `spark-submit` launch; the other runs' tasks run their command lines in
+    this process (`_submit_in_process`)."""
+    from airflow.dag_processing.dagbag import DagBag
+
     from jobs import generate
     from jobs.core.context import RunContext
+    from jobs.pipeline.journal import StageJournal, journal_key
     from jobs.pipeline.runner import run_stages
 
     base = tmp_path_factory.mktemp("dag-e2e")
@@ -731,69 +798,86 @@ def daily_runs(
     }
     ingest = {"sources": E2E_SOURCES}
     reference = test_settings(base / "reference", paths=shared, ingest=ingest)
-    dag_settings = test_settings(base / "dag", paths=shared, ingest=ingest)
     ref_ctx = RunContext(spark, reference)
     list(run_stages(ref_ctx, list(STAGES), [DAY1]))
-    shutil.copytree(reference.paths.lake_root, dag_settings.paths.lake_root)
-    before = _versions(dag_settings.paths.lake_root)
+    lakes = {}
+    for mode in ("per_stage", "one_application"):
+        lakes[mode] = test_settings(
+            base / mode, paths=shared, ingest=ingest, airflow={"daily_tasks": mode}
+        )
+        shutil.copytree(reference.paths.lake_root, lakes[mode].paths.lake_root)
     list(run_stages(ref_ctx, list(STAGES), [DAY]))
     day_rows = {
         t: ref_ctx.lake.read_dates(t, [DAY]).count() for t in _tables(reference.paths.lake_root)
     }
 
     patch = pytest.MonkeyPatch()
-    patch.setenv("POLICYLAKE_CONFIG", str(_settings_yaml(dag_settings, base / "dag.yaml")))
     patch.delenv("POLICYLAKE_WORKDIR", raising=False)
     bin_dir = str(Path(sys.executable).parent)  # spark-submit of the pyspark installation
     patch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     pyspark_spec = find_spec("pyspark")
     assert pyspark_spec is not None and pyspark_spec.origin is not None
     patch.setenv("SPARK_HOME", str(Path(pyspark_spec.origin).parent))
-    dag = dagbag.dags["policylake_daily"]
-    for task in dag.tasks:
-        task.retries = 0  # a retry would wait retry_delay; the failure is the point here
-
     # A broken delivery: 10% of the idp lines unparseable fails its critical `parser` check.
     idp_file = next((gen / "raw" / "idp" / DAY.isoformat()).glob("*.jsonl"))
     original = idp_file.read_bytes()
-    idp_file.write_bytes(
-        original + b"{truncated okta event\n" * max(original.count(b"\n") // 10, 10)
-    )
-    try:
-        failed_state, failed_tis = _dag_test(dag, DAY, {"blocking_sources": "idp"})
-        after_failure = _versions(dag_settings.paths.lake_root)
-        lake = RunContext(spark, dag_settings).lake
-        status = {
-            r["source"]: r["status"] for r in lake.read_dates("ops.source_status", [DAY]).collect()
-        }
-    finally:
-        idp_file.write_bytes(original)  # the vendor re-delivers the file
-    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
-
-    with pytest.MonkeyPatch.context() as in_process:
-        in_process.setattr(SparkSubmitHook, "submit", _submit_in_process)
-        rerun_state, rerun_tis = _dag_test(dag, DAY)
-    yield DailyRuns(
-        reference,
-        dag_settings,
-        before,
-        failed_state,
-        failed_tis,
-        after_failure,
-        status,
-        rerun_state,
-        rerun_tis,
-        _versions(dag_settings.paths.lake_root),
-        day_rows,
-    )
+    broken = original + b"{truncated okta event\n" * max(original.count(b"\n") // 10, 10)
+    runs = {}
+    for mode, dag_settings in lakes.items():
+        # the DAG file reads the settings when parsed, its tasks when they run
+        patch.setenv("POLICYLAKE_CONFIG", str(_settings_yaml(dag_settings, base / f"{mode}.yaml")))
+        dag = DagBag(dag_folder=str(DAGS / "policylake_daily.py")).dags["policylake_daily"]
+        for task in dag.tasks:
+            task.retries = 0  # a retry would wait retry_delay; the failure is the point here
+        before = _versions(dag_settings.paths.lake_root)
+        idp_file.write_bytes(broken)
+        try:
+            with _in_process(on=mode != "one_application"):  # one real spark-submit
+                failed_state, failed_tis = _dag_test(dag, DAY, {"blocking_sources": "idp"})
+            after_failure = _versions(dag_settings.paths.lake_root)
+            lake = RunContext(spark, dag_settings).lake
+            status = {
+                r["source"]: r["status"]
+                for r in lake.read_dates("ops.source_status", [DAY]).collect()
+            }
+            journal = StageJournal(lake)
+            keys = [*STAGES, *(journal_key("ingest", s) for s in E2E_SOURCES)]
+            journalled = {k: r.status for k in keys if (r := journal.get(k, DAY)) is not None}
+        finally:
+            idp_file.write_bytes(original)  # the vendor re-delivers the file
+        with _in_process():
+            rerun_state, rerun_tis = _dag_test(dag, DAY)
+        runs[mode] = DagRuns(
+            dag_settings,
+            before,
+            failed_state,
+            failed_tis,
+            after_failure,
+            status,
+            journalled,
+            rerun_state,
+            rerun_tis,
+            _versions(dag_settings.paths.lake_root),
+        )
+    yield DailyRuns(reference, day_rows, runs)
     patch.undo()
+
+
+# What a failed validate has written: the day's evidence, nothing downstream of it.
+WRITTEN_BY_A_FAILED_VALIDATE = {
+    "bronze.idp",
+    "bronze.sshd",
+    "ops.ingest_log",
+    "ops.dq_results",
+    "ops.source_status",
+}
 
 
 @pytest.mark.slow
 def test_failed_gate_stops_downstream_tasks_and_leaves_the_lake_consistent(
     daily_runs: DailyRuns,
 ) -> None:
-    runs = daily_runs
+    runs = daily_runs.runs["per_stage"]
     assert runs.failed_state == "failed"
     assert runs.failed_source_status == {"idp": "degraded", "sshd": "ok"}
     for task in ("wait_for_files", "ingest_sources", "ingest[0]", "ingest[1]"):
@@ -803,44 +887,60 @@ def test_failed_gate_stops_downstream_tasks_and_leaves_the_lake_consistent(
         assert runs.failed_tis[stage] == "upstream_failed", stage
     # ingest and validate replaced the day (the evidence: bronze rows, dq results) ...
     written = {t for t, v in runs.after_failure.items() if v > runs.before[t]}
-    assert written == {
-        "bronze.idp",
-        "bronze.sshd",
-        "ops.ingest_log",
-        "ops.dq_results",
-        "ops.source_status",
-    }
+    assert written == WRITTEN_BY_A_FAILED_VALIDATE
     # ... and nothing else changed: silver and gold keep the last good run's rows
     assert runs.after_failure.keys() == runs.before.keys()
 
 
 @pytest.mark.slow
+def test_one_application_night_stops_after_a_failed_gate_in_its_real_spark_submit(
+    daily_runs: DailyRuns,
+) -> None:
+    """The night's one `spark-submit` stops right after validate: the stages after it never
+    start, so the lake holds exactly what a failed validate task leaves."""
+    runs = daily_runs.runs["one_application"]
+    assert runs.failed_state == "failed"
+    assert runs.failed_tis == {"wait_for_files": "success", "night": "failed"}
+    assert runs.failed_source_status == {"idp": "degraded", "sshd": "ok"}
+    written = {t for t, v in runs.after_failure.items() if v > runs.before[t]}
+    assert written == WRITTEN_BY_A_FAILED_VALIDATE
+    assert runs.after_failure.keys() == runs.before.keys()
+    # the journal: every source's ingest and validate finished, nothing after them started
+    assert runs.failed_journal == {
+        "ingest@idp": "finished",
+        "ingest@sshd": "finished",
+        "validate": "finished",
+    }
+    # the per-stage DAG's failed validate task leaves the same record
+    assert daily_runs.runs["per_stage"].failed_journal == runs.failed_journal
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["per_stage", "one_application"])
 def test_daily_dag_rerun_succeeds_and_writes_what_run_stages_writes(
-    spark: Any, daily_runs: DailyRuns
+    spark: Any, daily_runs: DailyRuns, mode: str
 ) -> None:
     from pyspark.testing import assertDataFrameEqual
 
     from jobs.core.lake import Lake
 
-    runs = daily_runs
+    runs = daily_runs.runs[mode]
     assert runs.rerun_state == "success"
     assert set(runs.rerun_tis.values()) == {"success"}
-    assert len(runs.rerun_tis) == len(DAILY_ORDER) - 1 + len(E2E_SOURCES)
-    ours, theirs = runs.dag_settings.paths, runs.reference.paths
+    tasks = len(DAILY_ORDER) - 1 + len(E2E_SOURCES) if mode == "per_stage" else 2
+    assert len(runs.rerun_tis) == tasks
+    ours, theirs = runs.settings.paths, daily_runs.reference.paths
     tables = _tables(ours.lake_root)
     assert tables == _tables(theirs.lake_root)
     assert {"silver.events", "gold.session_scores", "gold.policy_recommendations"} <= set(tables)
     assert "gold.metrics_daily" in tables
     # the DAG's tasks committed every table that has rows for the day (a write that changes
     # nothing, e.g. a MERGE of no rows, may not commit), and hold what run_stages wrote
+    day_rows = daily_runs.reference_day_rows
     assert {"gold.policy_recommendations", "gold.baselines"} <= {
-        t for t, n in runs.reference_day_rows.items() if n
+        t for t, n in day_rows.items() if n
     }
-    assert [
-        t
-        for t in tables
-        if runs.reference_day_rows[t] and runs.after_rerun[t] <= runs.after_failure[t]
-    ] == []
+    assert [t for t in tables if day_rows[t] and runs.after_rerun[t] <= runs.after_failure[t]] == []
     lake, ref = Lake(spark, ours.lake_root), Lake(spark, theirs.lake_root)
     for table in tables:
         assertDataFrameEqual(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from datetime import date
 from pathlib import Path
 from typing import Annotated, ParamSpec
@@ -121,14 +122,19 @@ def run_pipeline(
     dates: list[date],
     title: str,
     sources: Sequence[str] | None = None,
+    after: Callable[[StageResult], None] | None = None,
 ) -> list[StageResult]:
-    """Run stages with a progress bar, then print the table of what each did."""
+    """Run stages with a progress bar, then print the table of what each did. `after` sees
+    each stage's result as it completes; an error it raises stops the run there (the stages
+    after it do not start, the dates' locks are released)."""
     results: list[StageResult] = []
-    with progress() as bar:
+    with progress() as bar, closing(run_stages(ctx, stages, dates, sources)) as runs:
         task = bar.add_task(title, total=len(stages))
-        for result in run_stages(ctx, stages, dates, sources):
+        for result in runs:
             results.append(result)
             bar.update(task, advance=1, description=f"{title}: {result.stage} done")
+            if after is not None:
+                after(result)
     show_results(title, dates, results)
     return results
 

@@ -154,11 +154,17 @@ def run(
         raise UsageError("--accept-gap applies to the recommend stage")
     ctx = context(cfg)
     ctx.accept_audit_gap = accept_gap
-    results = run_pipeline(ctx, stages, dates, "run", sources)
-    record(stages=[stage_fields(r) for r in results])
-    for result in results:
+    done: list[StageResult] = []
+
+    def gate(result: StageResult) -> None:  # a blocking source stops the run after validate
+        done.append(result)
         if result.stage == "validate":
             check_blocking(result, blocking)
+
+    try:
+        run_pipeline(ctx, stages, dates, "run", sources, after=gate)
+    finally:
+        record(stages=[stage_fields(r) for r in done])
 
 
 def generate(

@@ -442,6 +442,11 @@ class AirflowSettings(_Section):
     late_files_grace_minutes: int = Field(default=120, ge=0)
     # ... or, if a source is still missing, this long after the day ended (validate marks it)
     late_files_max_wait_hours: int = Field(default=8, ge=1, le=48)
+    # how the daily DAG runs a night: per_stage (the default: a Spark application per stage and
+    # per source's ingest, each its own task to retry and to see; what a cluster wants) or
+    # one_application (the whole night in one task and one Spark application: no JVM start
+    # per stage, for small volumes; the stage journal still records every stage)
+    daily_tasks: Literal["per_stage", "one_application"] = "per_stage"
     # notifications of failed tasks and missed deadlines: e-mail through the SMTP connection
     # (host, port, login, from_email in its extra); no recipients: log lines only
     notify_emails: tuple[str, ...] = ()

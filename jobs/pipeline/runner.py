@@ -17,7 +17,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import date, timedelta
 
@@ -188,7 +188,7 @@ def run_stages(
     stages: Sequence[str],
     dates: list[date],
     sources: Sequence[str] | None = None,
-) -> Iterator[StageResult]:
+) -> Generator[StageResult]:
     """Run `stages` in pipeline order over `dates`, yielding each result as it completes.
 
     The dates are locked for the whole run (a second run of one of them fails at once with
